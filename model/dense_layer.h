@@ -1,0 +1,72 @@
+#ifndef MASKNET_MODEL_DENSE_LAYER_H_
+#define MASKNET_MODEL_DENSE_LAYER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "dnnl.hpp"
+#include "model/row_buckets.h"
+
+namespace masknet {
+
+// A fully connected layer run by oneDNN matmul with its epilogue fused:
+//   dst = post(src · Wᵀ + bias)
+// where post is nothing, ReLU, or an element-wise product with a second
+// input (the MaskBlock's mask-multiply, as a binary-mul post-op).
+//
+// Built once per model: weights are reordered once into the layout the
+// primitive prefers, and one primitive is created per row bucket. Rows of
+// src, dst and the multiplier live in caller buffers at fixed strides, so a
+// layer can read or write a column slice of a wider buffer without copies.
+// Execute is const and safe to call concurrently on distinct buffers.
+class DenseLayer {
+ public:
+  enum class PostOp { kNone, kRelu, kMultiply };
+
+  struct Shape {
+    int64_t input_width = 0;   // K
+    int64_t output_width = 0;  // N
+    // Floats between consecutive rows.
+    int64_t src_stride = 0;
+    int64_t dst_stride = 0;
+    int64_t multiplier_stride = 0;  // kMultiply only
+  };
+
+  // `weights` is [output_width, input_width] row-major (PyTorch nn.Linear);
+  // `bias` is empty or holds output_width values.
+  // An empty layer, to be assigned from Create.
+  DenseLayer() = default;
+
+  static absl::StatusOr<DenseLayer> Create(const dnnl::engine& engine, const Shape& shape,
+                                           absl::Span<const float> weights,
+                                           absl::Span<const float> bias, PostOp post_op,
+                                           const RowBuckets& buckets);
+
+  // Computes `rows` rows. REQUIRES: rows is one of the buckets' sizes();
+  // multiplier is non-null iff the post-op is kMultiply.
+  // Returns INTERNAL if oneDNN fails.
+  absl::Status Execute(dnnl::stream& stream, int64_t rows, const float* src, float* dst,
+                       const float* multiplier) const;
+
+  const Shape& shape() const { return shape_; }
+
+ private:
+  struct Kernel {
+    int64_t rows;
+    dnnl::matmul primitive;
+    dnnl::memory::desc src, dst, multiplier;
+  };
+
+  Shape shape_;
+  PostOp post_op_ = PostOp::kNone;
+  dnnl::engine engine_;
+  dnnl::memory weights_;  // in the primitives' preferred layout
+  dnnl::memory bias_;     // empty when the layer has none
+  std::vector<Kernel> kernels_;  // one per bucket, ascending rows
+};
+
+}  // namespace masknet
+
+#endif  // MASKNET_MODEL_DENSE_LAYER_H_

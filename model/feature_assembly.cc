@@ -1,0 +1,125 @@
+#include "model/feature_assembly.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "model/batch_norm.h"
+#include "model/layer_norm.h"
+
+namespace masknet {
+namespace {
+
+std::vector<float> Take(TensorMap& weights, const std::string& name) {
+  return std::move(weights.at(name).values);
+}
+
+}  // namespace
+
+absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
+                                                          TensorMap& weights) {
+  FeatureAssembler assembler;
+  assembler.schema_ = &spec.schema;
+  for (const FieldSpec& f : spec.schema.fields()) {
+    Field field{&f, {}, {}};
+    const std::string prefix = absl::StrCat("fields.", f.config.name());
+    if (!f.dense) {
+      field.embedding = Take(weights, prefix + ".embedding");
+    } else if (f.config.dense().has_affine()) {
+      field.affine.scale = Take(weights, prefix + ".scale");
+      field.affine.shift = Take(weights, prefix + ".shift");
+    } else if (f.config.dense().has_batch_norm()) {
+      const auto& bn = f.config.dense().batch_norm();
+      auto folded = FoldBatchNorm(weights, prefix + ".batch_norm", bn.affine(), bn.eps());
+      if (!folded.ok()) return folded.status();
+      field.affine = *std::move(folded);
+    }
+    assembler.fields_.push_back(std::move(field));
+
+    if (f.scope == Scope::kContext) {
+      auto& spans = assembler.context_spans_;
+      if (!spans.empty() && spans.back().offset + spans.back().width == f.offset) {
+        spans.back().width += f.width;
+      } else {
+        spans.push_back({f.offset, f.width});
+      }
+    }
+  }
+  for (const InputNormSpec& n : spec.input_norms) {
+    const std::string prefix = absl::StrCat("input_norms.", n.name);
+    assembler.norms_.push_back({&n, Take(weights, prefix + ".weight"), Take(weights, prefix + ".bias")});
+  }
+  return assembler;
+}
+
+void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, float* row) const {
+  const ScopeLayout& layout = schema_->scope(scope);
+  size_t id_pos = 0;
+  for (int index : layout.fields) {
+    const Field& field = fields_[index];
+    const FieldSpec& f = *field.spec;
+    float* out = row + f.offset;
+    if (f.dense) {
+      const auto& d = f.config.dense();
+      const float* in = values.dense.data() + f.scope_index;
+      const bool replace = d.non_finite() == config::v1::REPLACE_WITH_ZERO;
+      const bool log = d.transform() == config::v1::SIGNED_LOG1P;
+      const bool affine = !field.affine.scale.empty();
+      const float lo = d.has_clamp_min() ? d.clamp_min() : -INFINITY;
+      const float hi = d.has_clamp_max() ? d.clamp_max() : INFINITY;
+      for (int64_t j = 0; j < f.width; ++j) {
+        float x = in[j];
+        if (replace && !std::isfinite(x)) x = 0;
+        if (log) x = std::copysign(std::log1p(std::fabs(x)), x);
+        if (affine) x = x * field.affine.scale[j] + field.affine.shift[j];
+        out[j] = std::clamp(x, lo, hi);
+      }
+      continue;
+    }
+    const auto& c = f.config.categorical();
+    const uint32_t count =
+        values.id_counts.empty() ? 1 : values.id_counts[static_cast<size_t>(f.scope_index)];
+    std::fill(out, out + f.width, 0.0f);
+    const int64_t buckets = static_cast<int64_t>(c.num_buckets());
+    for (uint32_t j = 0; j < count; ++j) {
+      int64_t bucket = values.ids[id_pos + j];
+      if (c.bucket_rule() == config::v1::MODULO) {
+        bucket %= buckets;
+        if (bucket < 0) bucket += buckets;
+      }
+      const float* e = field.embedding.data() + bucket * f.width;
+      for (int64_t k = 0; k < f.width; ++k) out[k] += e[k];
+    }
+    if (c.pooling() == config::v1::MEAN && count > 1) {
+      const float inv = 1.0f / static_cast<float>(count);
+      for (int64_t k = 0; k < f.width; ++k) out[k] *= inv;
+    }
+    id_pos += count;
+  }
+}
+
+void FeatureAssembler::ApplyNorms(bool context_only, float* row) const {
+  for (const Norm& n : norms_) {
+    if (n.spec->context_only != context_only) continue;
+    float* x = row + n.spec->offset;
+    LayerNormRows(x, 0, x, 0, 1, n.spec->width, n.gamma.data(), n.beta.data(), n.spec->eps,
+                  /*relu=*/false);
+  }
+}
+
+void FeatureAssembler::AssembleContext(const FeatureValues& context, float* context_row) const {
+  AssembleScope(Scope::kContext, context, context_row);
+  ApplyNorms(/*context_only=*/true, context_row);
+}
+
+void FeatureAssembler::AssembleCandidate(const float* context_row, const FeatureValues& candidate,
+                                         float* row) const {
+  for (const Span& s : context_spans_) {
+    std::memcpy(row + s.offset, context_row + s.offset, s.width * sizeof(float));
+  }
+  AssembleScope(Scope::kCandidate, candidate, row);
+  ApplyNorms(/*context_only=*/false, row);
+}
+
+}  // namespace masknet

@@ -1,0 +1,64 @@
+#ifndef MASKNET_MODEL_FEATURE_ASSEMBLY_H_
+#define MASKNET_MODEL_FEATURE_ASSEMBLY_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/feature_schema.h"
+#include "model/batch_norm.h"
+#include "model/model_spec.h"
+#include "model/tensor.h"
+
+namespace masknet {
+
+// Builds rows of the instance vector V from request values: dense
+// transforms, embedding lookups with pooling, and the input LayerNorms.
+// Context fields (and input norms over context fields only) are computed once
+// per request into a context row; candidate rows copy them.
+// Immutable after Create; safe for concurrent use.
+class FeatureAssembler {
+ public:
+  // Takes the field and input-norm tensors out of `weights`.
+  // REQUIRES: `weights` holds spec.ExpectedTensors() with the right shapes.
+  static absl::StatusOr<FeatureAssembler> Create(const ModelSpec& spec, TensorMap& weights);
+
+  // Writes the context fields' part of a V row into `context_row` (width
+  // instance_width(); other positions are left untouched).
+  // REQUIRES: schema.Validate(kContext, context) is OK.
+  void AssembleContext(const FeatureValues& context, float* context_row) const;
+
+  // Writes a full V row for one candidate, taking the context part from
+  // `context_row` (as filled by AssembleContext).
+  // REQUIRES: schema.Validate(kCandidate, candidate) is OK.
+  void AssembleCandidate(const float* context_row, const FeatureValues& candidate,
+                         float* row) const;
+
+ private:
+  struct Field {
+    const FieldSpec* spec;
+    // Dense: folded normalization (empty when none).
+    AffineMap affine;
+    // Categorical.
+    std::vector<float> embedding;
+  };
+  struct Norm {
+    const InputNormSpec* spec;
+    std::vector<float> gamma, beta;
+  };
+  struct Span {
+    int64_t offset, width;
+  };
+
+  void AssembleScope(Scope scope, const FeatureValues& values, float* row) const;
+  void ApplyNorms(bool context_only, float* row) const;
+
+  std::vector<Field> fields_;
+  std::vector<Norm> norms_;
+  std::vector<Span> context_spans_;  // maximal runs of context fields in V
+  const FeatureSchema* schema_ = nullptr;
+};
+
+}  // namespace masknet
+
+#endif  // MASKNET_MODEL_FEATURE_ASSEMBLY_H_

@@ -1,0 +1,434 @@
+#include "model/masknet_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "dnnl.hpp"
+#include "model/batch_norm.h"
+#include "model/dense_layer.h"
+#include "model/feature_assembly.h"
+#include "model/layer_norm.h"
+#include "model/row_buckets.h"
+
+namespace masknet {
+namespace {
+
+// A place in the workspace arena: a buffer of `capacity` rows, `stride`
+// floats apart, starting `column` floats into each row.
+struct Ref {
+  int64_t offset = 0;  // of the buffer, in floats, from the arena start
+  int64_t stride = 0;
+  int64_t column = 0;
+
+  Ref At(int64_t col) const { return {offset, stride, column + col}; }
+};
+
+// Lays buffers out in one arena; each buffer starts 64-byte aligned.
+class ArenaPlan {
+ public:
+  explicit ArenaPlan(int64_t rows) : rows_(rows) {}
+  Ref Add(int64_t stride) {
+    Ref ref{size_, stride, 0};
+    size_ += (rows_ * stride + 15) / 16 * 16;
+    return ref;
+  }
+  int64_t size() const { return size_; }
+
+ private:
+  int64_t rows_;
+  int64_t size_ = 0;
+};
+
+// LAYER_NORM or FIELD_LAYER_NORM parameters; kind NORM_NONE does nothing.
+struct NormParams {
+  NormSpec spec;
+  // One segment (LAYER_NORM) or one per field (FIELD_LAYER_NORM).
+  struct Segment {
+    int64_t offset, width;
+    std::vector<float> gamma, beta;
+  };
+  std::vector<Segment> segments;
+
+  bool active() const { return spec.kind != config::v1::NORM_NONE; }
+};
+
+std::vector<float> Take(TensorMap& weights, const std::string& name) {
+  return std::move(weights.at(name).values);
+}
+
+NormParams TakeNorm(TensorMap& weights, const std::string& prefix, const NormSpec& spec,
+                    int64_t width, const FeatureSchema& schema) {
+  NormParams params{spec, {}};
+  if (spec.kind == config::v1::LAYER_NORM) {
+    params.segments.push_back({0, width, Take(weights, prefix + ".weight"),
+                               Take(weights, prefix + ".bias")});
+  } else if (spec.kind == config::v1::FIELD_LAYER_NORM) {
+    for (const FieldSpec& f : schema.fields()) {
+      const std::string field_prefix = absl::StrCat(prefix, ".", f.config.name());
+      params.segments.push_back({f.offset, f.width, Take(weights, field_prefix + ".weight"),
+                                 Take(weights, field_prefix + ".bias")});
+    }
+  }
+  return params;
+}
+
+// Folds an optional batch norm into W and b, returning the served weights.
+absl::Status FoldDense(const DenseLayerSpec& spec, const TensorMap& weights,
+                       std::vector<float>& w, std::vector<float>& b) {
+  if (!spec.batch_norm) return absl::OkStatus();
+  auto bn = FoldBatchNorm(weights, spec.prefix + ".batch_norm", spec.batch_norm_affine,
+                          spec.batch_norm_eps);
+  if (!bn.ok()) return bn.status();
+  for (int64_t o = 0; o < spec.output_size; ++o) {
+    const float s = bn->scale[o];
+    for (int64_t i = 0; i < spec.input_width; ++i) w[o * spec.input_width + i] *= s;
+    b[o] = b[o] * s + bn->shift[o];
+  }
+  return absl::OkStatus();
+}
+
+float Sigmoid(float z) {
+  if (z >= 0) return 1.0f / (1.0f + std::exp(-z));
+  const float e = std::exp(z);
+  return e / (1.0f + e);
+}
+
+}  // namespace
+
+struct MaskNetModel::Network {
+  struct Step {  // one dense layer and where it reads and writes
+    DenseLayer layer;
+    Ref src, dst;
+  };
+  struct Block {
+    NormParams input_norm;
+    Ref net;  // masked object before the block's norm
+    Ref x;    // after it (== net when there is none)
+    Ref aggregation;  // this block's columns of the fused aggregation output
+    DenseLayer projection;  // mask = P a + p, fused with the multiply by x
+    DenseLayer hidden;
+    Ref masked, hidden_out, y;
+    std::vector<float> ln_gamma, ln_beta;
+    float ln_eps;
+    bool relu;
+  };
+
+  explicit Network(int64_t max_rows) : buckets(max_rows), engine(dnnl::engine::kind::cpu, 0) {}
+
+  RowBuckets buckets;
+  dnnl::engine engine;
+  int64_t arena_floats = 0;
+  FeatureAssembler assembler;
+  Ref v, mask_input, instance;  // instance: V or its shared normalization
+  NormParams shared_norm;
+  std::unique_ptr<DenseLayer> aggregation;  // all blocks' aggregation layers, fused
+  Ref aggregation_out;
+  std::vector<Block> blocks;
+  std::vector<Step> mlp;
+  std::vector<std::vector<Step>> heads;
+  Ref logits;
+  std::vector<float> logit_offsets;  // log(negative_sampling_rate) or 0 per task
+};
+
+class MaskNetModel::Workspace {
+ public:
+  Workspace(const dnnl::engine& engine, int64_t arena_floats)
+      : stream(engine),
+        arena(static_cast<float*>(std::aligned_alloc(64, (arena_floats * sizeof(float) + 63) / 64 * 64))) {
+    std::memset(arena.get(), 0, arena_floats * sizeof(float));
+  }
+
+  float* At(const Ref& r) { return arena.get() + r.offset + r.column; }
+
+  dnnl::stream stream;
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> arena;
+  std::vector<float> context_rows;
+  std::vector<std::pair<int, int64_t>> rows;  // (slice, candidate) per batch row
+};
+
+MaskNetModel::MaskNetModel(ModelSpec spec, const Options& options)
+    : spec_(std::move(spec)), options_(options) {}
+
+MaskNetModel::~MaskNetModel() = default;
+
+absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spec, TensorMap weights,
+                                                                   const Options& options) {
+  if (options.max_batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batch_size must be at least 1, got ", options.max_batch_size));
+  }
+  std::unique_ptr<MaskNetModel> model(new MaskNetModel(std::move(spec), options));
+  const ModelSpec& s = model->spec_;
+  auto net = std::make_unique<Network>(options.max_batch_size);
+  const RowBuckets& buckets = net->buckets;
+  ArenaPlan arena(buckets.capacity());
+  const int64_t d = s.schema.instance_width();
+
+  auto assembler = FeatureAssembler::Create(s, weights);
+  if (!assembler.ok()) return assembler.status();
+  net->assembler = *std::move(assembler);
+
+  net->v = arena.Add(d);
+  net->shared_norm = TakeNorm(weights, "masknet.input_norm", s.shared_norm, d, s.schema);
+  net->instance = net->shared_norm.active() ? arena.Add(d) : net->v;
+  net->mask_input = s.mask_reads_normalized ? net->instance : net->v;
+
+  // Every block's mask reads the same input, so their aggregation layers run
+  // as one wide matmul.
+  int64_t total_aggregation = 0, max_masked = 0, max_output = 0, concat_width = 0;
+  for (const MaskBlockSpec& b : s.blocks) {
+    total_aggregation += b.aggregation_size;
+    max_masked = std::max(max_masked, b.masked_width);
+    max_output = std::max(max_output, b.output_size);
+    concat_width += b.output_size;
+  }
+  std::vector<float> aggregation_w, aggregation_b;
+  aggregation_w.reserve(total_aggregation * d);
+  for (size_t k = 0; k < s.blocks.size(); ++k) {
+    const std::string prefix = absl::StrCat("masknet.blocks.", k, ".mask.aggregation");
+    const auto& w = weights.at(prefix + ".weight").values;
+    const auto& b = weights.at(prefix + ".bias").values;
+    aggregation_w.insert(aggregation_w.end(), w.begin(), w.end());
+    aggregation_b.insert(aggregation_b.end(), b.begin(), b.end());
+  }
+  net->aggregation_out = arena.Add(total_aggregation);
+  {
+    DenseLayer::Shape shape{d, total_aggregation, net->mask_input.stride,
+                            net->aggregation_out.stride, 0};
+    auto layer = DenseLayer::Create(net->engine, shape, aggregation_w, aggregation_b,
+                                    DenseLayer::PostOp::kRelu, buckets);
+    if (!layer.ok()) return layer.status();
+    net->aggregation = std::make_unique<DenseLayer>(*std::move(layer));
+  }
+
+  const Ref x_buffer = arena.Add(max_masked);
+  const Ref masked_buffer = arena.Add(max_masked);
+  const Ref hidden_buffer = arena.Add(max_output);
+  Ref concat, ping, pong;
+  if (s.parallel) {
+    concat = arena.Add(concat_width);
+  } else {
+    ping = arena.Add(max_output);
+    pong = arena.Add(max_output);
+  }
+  int64_t aggregation_column = 0, concat_column = 0;
+  Ref previous;
+  for (size_t k = 0; k < s.blocks.size(); ++k) {
+    const MaskBlockSpec& b = s.blocks[k];
+    const std::string prefix = absl::StrCat("masknet.blocks.", k);
+    Network::Block block;
+    block.input_norm = TakeNorm(weights, prefix + ".input_norm", b.input_norm, b.masked_width, s.schema);
+    block.net = b.masks_instance ? net->instance : previous;
+    block.x = block.input_norm.active() ? x_buffer : block.net;
+    block.aggregation = net->aggregation_out.At(aggregation_column);
+    aggregation_column += b.aggregation_size;
+    block.masked = masked_buffer;
+    block.hidden_out = hidden_buffer;
+    if (s.parallel) {
+      block.y = concat.At(concat_column);
+      concat_column += b.output_size;
+    } else {
+      block.y = (k % 2 == 0) ? ping : pong;
+    }
+    {
+      DenseLayer::Shape shape{b.aggregation_size, b.masked_width, block.aggregation.stride,
+                              block.masked.stride, block.x.stride};
+      auto layer = DenseLayer::Create(net->engine, shape, weights.at(prefix + ".mask.projection.weight").values,
+                                      weights.at(prefix + ".mask.projection.bias").values,
+                                      DenseLayer::PostOp::kMultiply, buckets);
+      if (!layer.ok()) return layer.status();
+      block.projection = *std::move(layer);
+    }
+    {
+      DenseLayer::Shape shape{b.masked_width, b.output_size, block.masked.stride,
+                              block.hidden_out.stride, 0};
+      std::vector<float> no_bias;
+      auto layer = DenseLayer::Create(
+          net->engine, shape, weights.at(prefix + ".hidden.weight").values,
+          b.hidden_bias ? weights.at(prefix + ".hidden.bias").values : no_bias,
+          DenseLayer::PostOp::kNone, buckets);
+      if (!layer.ok()) return layer.status();
+      block.hidden = *std::move(layer);
+    }
+    block.ln_gamma = Take(weights, prefix + ".layer_norm.weight");
+    block.ln_beta = Take(weights, prefix + ".layer_norm.bias");
+    block.ln_eps = b.layer_norm_eps;
+    block.relu = b.relu;
+    previous = block.y;
+    net->blocks.push_back(std::move(block));
+  }
+  Ref top = s.parallel ? concat : previous;
+
+  // Dense stacks (MLP, then each head) ping-pong between two buffers.
+  int64_t widest = 1;
+  for (const DenseLayerSpec& l : s.mlp) widest = std::max(widest, l.output_size);
+  for (const TaskSpec& t : s.tasks) {
+    for (const DenseLayerSpec& l : t.layers) widest = std::max(widest, l.output_size);
+  }
+  const Ref stack[2] = {arena.Add(widest), arena.Add(widest)};
+  net->logits = arena.Add(static_cast<int64_t>(s.tasks.size()));
+  auto build_step = [&](const DenseLayerSpec& spec, Ref src, Ref dst) -> absl::StatusOr<Network::Step> {
+    std::vector<float> w = weights.at(spec.prefix + ".weight").values;
+    std::vector<float> bias = weights.at(spec.prefix + ".bias").values;
+    if (auto st = FoldDense(spec, weights, w, bias); !st.ok()) return st;
+    DenseLayer::Shape shape{spec.input_width, spec.output_size, src.stride, dst.stride, 0};
+    auto layer = DenseLayer::Create(net->engine, shape, w, bias,
+                                    spec.relu ? DenseLayer::PostOp::kRelu : DenseLayer::PostOp::kNone,
+                                    buckets);
+    if (!layer.ok()) return layer.status();
+    return Network::Step{*std::move(layer), src, dst};
+  };
+  for (size_t i = 0; i < s.mlp.size(); ++i) {
+    auto step = build_step(s.mlp[i], top, stack[i % 2]);
+    if (!step.ok()) return step.status();
+    top = step->dst;
+    net->mlp.push_back(*std::move(step));
+  }
+  // Heads must not overwrite `top` while later heads still read it.
+  const Ref head_stack[2] = {arena.Add(widest), arena.Add(widest)};
+  for (size_t t = 0; t < s.tasks.size(); ++t) {
+    const TaskSpec& task = s.tasks[t];
+    std::vector<Network::Step> steps;
+    Ref src = top;
+    for (size_t i = 0; i < task.layers.size(); ++i) {
+      const bool last = i + 1 == task.layers.size();
+      Ref dst = last ? net->logits.At(static_cast<int64_t>(t)) : head_stack[i % 2];
+      auto step = build_step(task.layers[i], src, dst);
+      if (!step.ok()) return step.status();
+      src = dst;
+      steps.push_back(*std::move(step));
+    }
+    net->heads.push_back(std::move(steps));
+    net->logit_offsets.push_back(
+        task.negative_sampling_rate ? std::log(*task.negative_sampling_rate) : 0.0f);
+  }
+  net->arena_floats = arena.size();
+  model->network_ = std::move(net);
+  return model;
+}
+
+std::unique_ptr<MaskNetModel::Workspace> MaskNetModel::NewWorkspace() const {
+  return std::make_unique<Workspace>(network_->engine, network_->arena_floats);
+}
+
+absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, absl::Span<float> scores) const {
+  std::unique_ptr<Workspace> workspace;
+  {
+    absl::MutexLock lock(&pool_mu_);
+    if (!pool_.empty()) {
+      workspace = std::move(pool_.back());
+      pool_.pop_back();
+    }
+  }
+  if (workspace == nullptr) workspace = NewWorkspace();
+  absl::Status status = Run(slices, *workspace, scores);
+  absl::MutexLock lock(&pool_mu_);
+  pool_.push_back(std::move(workspace));
+  return status;
+}
+
+namespace {
+
+void ApplyNorm(const NormParams& norm, const float* in, int64_t in_stride, float* out,
+               int64_t out_stride, int64_t rows) {
+  for (const NormParams::Segment& s : norm.segments) {
+    LayerNormRows(in + s.offset, in_stride, out + s.offset, out_stride, rows, s.width,
+                  s.gamma.data(), s.beta.data(), norm.spec.eps, /*relu=*/false);
+  }
+}
+
+}  // namespace
+
+absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& ws,
+                               absl::Span<float> scores) const {
+  const Network& net = *network_;
+  int64_t n = 0;
+  for (const BatchSlice& slice : slices) n += slice.size();
+  if (n < 1 || n > options_.max_batch_size) {
+    return absl::InvalidArgumentError(absl::StrCat("a batch must hold 1 to ", options_.max_batch_size,
+                                                   " candidates, got ", n));
+  }
+  const int num_tasks = this->num_tasks();
+  if (static_cast<int64_t>(scores.size()) < n * num_tasks) {
+    return absl::InvalidArgumentError(absl::StrCat("scores has room for ", scores.size(),
+                                                   " values, need ", n * num_tasks));
+  }
+  const int64_t rows = net.buckets.BucketFor(n);
+  const int64_t d = spec_.schema.instance_width();
+
+  // 1. Feature assembly: context rows once per slice, then candidate rows.
+  ws.context_rows.resize(slices.size() * d);
+  ws.rows.clear();
+  for (size_t i = 0; i < slices.size(); ++i) {
+    net.assembler.AssembleContext(slices[i].request->context, ws.context_rows.data() + i * d);
+    for (int64_t c = slices[i].begin; c < slices[i].end; ++c) ws.rows.emplace_back(static_cast<int>(i), c);
+  }
+  float* v = ws.At(net.v);
+#pragma omp parallel for schedule(static) if (n * d >= (1 << 14))
+  for (int64_t r = 0; r < n; ++r) {
+    const auto [slice, candidate] = ws.rows[r];
+    net.assembler.AssembleCandidate(ws.context_rows.data() + slice * d,
+                                    slices[slice].request->candidates[candidate], v + r * d);
+  }
+  // Padding rows run through the network too; keep them finite.
+  std::memset(v + n * d, 0, (rows - n) * d * sizeof(float));
+
+  // 2. MaskNet.
+  if (net.shared_norm.active()) {
+    ApplyNorm(net.shared_norm, v, d, ws.At(net.instance), d, rows);
+  }
+  dnnl::stream& stream = ws.stream;
+  if (auto s = net.aggregation->Execute(stream, rows, ws.At(net.mask_input), ws.At(net.aggregation_out), nullptr);
+      !s.ok()) {
+    return s;
+  }
+  for (const Network::Block& b : net.blocks) {
+    if (b.input_norm.active()) {
+      ApplyNorm(b.input_norm, ws.At(b.net), b.net.stride, ws.At(b.x), b.x.stride, rows);
+    }
+    if (auto s = b.projection.Execute(stream, rows, ws.At(b.aggregation), ws.At(b.masked), ws.At(b.x));
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = b.hidden.Execute(stream, rows, ws.At(b.masked), ws.At(b.hidden_out), nullptr); !s.ok()) {
+      return s;
+    }
+    stream.wait();
+    LayerNormRows(ws.At(b.hidden_out), b.hidden_out.stride, ws.At(b.y), b.y.stride, rows,
+                  b.hidden.shape().output_width, b.ln_gamma.data(), b.ln_beta.data(), b.ln_eps,
+                  b.relu);
+  }
+
+  // 3. MLP and task heads.
+  for (const Network::Step& step : net.mlp) {
+    if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr); !s.ok()) {
+      return s;
+    }
+  }
+  for (const auto& head : net.heads) {
+    for (const Network::Step& step : head) {
+      if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  stream.wait();
+
+  // 4. Probabilities; calibration p' = p*r / (1 - p + p*r) is
+  // sigmoid(logit + log r).
+  const float* logits = ws.At(net.logits);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int t = 0; t < num_tasks; ++t) {
+      scores[r * num_tasks + t] = Sigmoid(logits[r * num_tasks + t] + net.logit_offsets[t]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace masknet

@@ -1,0 +1,147 @@
+// masknet_server: serves MaskNet models over gRPC.
+//
+//   masknet_server --model_root=models
+//
+// Every limit is a flag here; --help lists them with their defaults.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "loader/model_repository.h"
+#include "server/ranking_server.h"
+
+ABSL_FLAG(std::string, model_root, "",
+          "Directory holding <model_name>/<version>/{model_config.pbtxt,weights.safetensors}. "
+          "Required.");
+ABSL_FLAG(std::string, default_model, "",
+          "Model answering requests with an empty model_name. Default: the only model, when "
+          "there is exactly one.");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
+ABSL_FLAG(int32_t, port, 50051, "gRPC port (Ranker, grpc.health.v1.Health, reflection).");
+ABSL_FLAG(int64_t, max_candidates, 8192,
+          "Most candidates in one Rank request; more is INVALID_ARGUMENT.");
+ABSL_FLAG(int64_t, max_request_bytes, 64 << 20,
+          "Largest request message accepted, in bytes (gRPC's own default of 4 MiB is too "
+          "small: 500 twitter-recap candidates are ~4 MB of floats).");
+ABSL_FLAG(int64_t, max_batch_size, 256,
+          "Most candidates scored in one forward pass; larger requests are split.");
+ABSL_FLAG(int64_t, max_queued_candidates, 65536,
+          "Most candidates accepted and not yet scored; beyond it Rank answers UNAVAILABLE.");
+ABSL_FLAG(absl::Duration, shutdown_grace_period, absl::Seconds(25),
+          "On SIGTERM or SIGINT: how long calls in flight may take to finish before they are "
+          "cancelled.");
+
+namespace masknet {
+namespace {
+
+void Log(const std::string& message) {
+  std::fprintf(stderr, "%s masknet_server: %s\n",
+               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+               message.c_str());
+}
+
+// Returns the first invalid flag's complaint, or "".
+std::string CheckFlags() {
+  if (absl::GetFlag(FLAGS_model_root).empty()) return "--model_root is required";
+  const int32_t port = absl::GetFlag(FLAGS_port);
+  if (port < 0 || port > 65535) return absl::StrCat("--port must be in [0, 65535], got ", port);
+  if (absl::GetFlag(FLAGS_max_candidates) < 1) return "--max_candidates must be at least 1";
+  const int64_t bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (bytes < 1024 || bytes > (int64_t{1} << 31) - 1) {
+    return absl::StrCat("--max_request_bytes must be in [1024, 2147483647], got ", bytes);
+  }
+  const int64_t batch = absl::GetFlag(FLAGS_max_batch_size);
+  if (batch < 1 || batch > 16384) {
+    return absl::StrCat("--max_batch_size must be in [1, 16384], got ", batch);
+  }
+  if (absl::GetFlag(FLAGS_max_queued_candidates) < absl::GetFlag(FLAGS_max_candidates)) {
+    return "--max_queued_candidates must be at least --max_candidates, or a full-size request "
+           "could never be accepted";
+  }
+  if (absl::GetFlag(FLAGS_shutdown_grace_period) < absl::ZeroDuration()) {
+    return "--shutdown_grace_period must not be negative";
+  }
+  return "";
+}
+
+int Main() {
+  if (std::string problem = CheckFlags(); !problem.empty()) {
+    Log(absl::StrCat("invalid flags: ", problem));
+    return 2;
+  }
+  // Block the stop signals in every thread (gRPC's and oneDNN's inherit the
+  // mask); this thread receives them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  ModelRepository::Options repo_options;
+  repo_options.root = absl::GetFlag(FLAGS_model_root);
+  repo_options.default_model = absl::GetFlag(FLAGS_default_model);
+  repo_options.model.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  std::vector<std::string> warnings;
+  const absl::Time load_start = absl::Now();
+  auto repository = ModelRepository::Load(repo_options, &warnings);
+  for (const std::string& w : warnings) Log(absl::StrCat("warning: ", w));
+  if (!repository.ok()) {
+    Log(absl::StrCat("cannot load models: ", repository.status().ToString()));
+    return 1;
+  }
+  for (const auto& [name, version] : (*repository)->List()) {
+    Log(absl::StrCat("loaded model '", name, "' version ", version));
+  }
+  Log(absl::StrCat("models loaded in ", absl::FormatDuration(absl::Now() - load_start),
+                   (*repository)->default_model().empty()
+                       ? "; no default model"
+                       : absl::StrCat("; default model '", (*repository)->default_model(), "'")));
+
+  RankingServer::Options options;
+  options.address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.service.max_candidates = absl::GetFlag(FLAGS_max_candidates);
+  options.service.queue.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.service.queue.max_queued_candidates = absl::GetFlag(FLAGS_max_queued_candidates);
+  auto server = RankingServer::Start(repository->get(), options);
+  if (!server.ok()) {
+    Log(server.status().ToString());
+    return 1;
+  }
+  Log(absl::StrCat("serving on ", absl::GetFlag(FLAGS_host), ":", (*server)->port()));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  Log(absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+                   "; finishing calls in flight"));
+  (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace_period));
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace masknet
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves MaskNet ranking models over gRPC.\n\n  masknet_server --model_root=DIR [flags]");
+  // --help lists this file's flags (absl matches files named after the binary).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) { return absl::EndsWith(file, "server/main.cc"); };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  absl::ParseCommandLine(argc, argv);
+  return masknet::Main();
+}

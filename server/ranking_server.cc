@@ -1,0 +1,43 @@
+#include "server/ranking_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace masknet {
+
+absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelRepository* repository,
+                                                                    const Options& options) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::unique_ptr<RankingServer> server(new RankingServer());
+  server->service_ = std::make_unique<RankerService>(repository, options.service);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_request_bytes));
+  // Responses are far smaller than requests (a few floats per candidate).
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_request_bytes));
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address));
+  }
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(serving::v1::Ranker::service_full_name(), true);
+  return server;
+}
+
+RankingServer::~RankingServer() { Shutdown(absl::ZeroDuration()); }
+
+void RankingServer::Shutdown(absl::Duration grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  server_->GetHealthCheckService()->Shutdown();
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  service_->Shutdown();
+}
+
+void RankingServer::Wait() { server_->Wait(); }
+
+}  // namespace masknet

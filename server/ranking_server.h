@@ -1,0 +1,58 @@
+#ifndef MASKNET_SERVER_RANKING_SERVER_H_
+#define MASKNET_SERVER_RANKING_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "loader/model_repository.h"
+#include "server/ranker_service.h"
+
+namespace masknet {
+
+// The gRPC server: the Ranker service, grpc.health.v1.Health and server
+// reflection on one port. Owns the service; borrows the repository.
+class RankingServer {
+ public:
+  struct Options {
+    // host:port; port 0 picks a free port (see port()).
+    std::string address = "0.0.0.0:50051";
+    int64_t max_request_bytes = 64 << 20;
+    RankerService::Options service;
+  };
+
+  // Starts serving. `repository` must outlive the server. Errors:
+  // UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<RankingServer>> Start(const ModelRepository* repository,
+                                                              const Options& options);
+  ~RankingServer();
+
+  RankingServer(const RankingServer&) = delete;
+  RankingServer& operator=(const RankingServer&) = delete;
+
+  // The bound port.
+  int port() const { return port_; }
+
+  // Graceful stop: health turns NOT_SERVING, new calls are refused, calls in
+  // flight finish (those still running after `grace` are cancelled), then
+  // the scoring thread stops. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  // Blocks until the server has shut down.
+  void Wait();
+
+ private:
+  RankingServer() = default;
+
+  std::unique_ptr<RankerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace masknet
+
+#endif  // MASKNET_SERVER_RANKING_SERVER_H_

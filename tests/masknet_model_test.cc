@@ -1,0 +1,139 @@
+#include "model/masknet_model.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/layer_norm.h"
+#include "model/row_buckets.h"
+#include "tests/test_util.h"
+
+namespace masknet {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::unique_ptr<MaskNetModel> TinyModel(int64_t max_batch_size, uint32_t seed = 5) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, seed);
+  auto model = MaskNetModel::Create(std::move(spec), std::move(weights), {max_batch_size});
+  EXPECT_TRUE(model.ok()) << model.status();
+  return *std::move(model);
+}
+
+TEST(LayerNormRowsTest, MatchesADoublePrecisionLayerNormWithRelu) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(2.0f, 3.0f);
+  const int rows = 5, width = 37, stride = 40;
+  std::vector<float> in(rows * stride), out(rows * stride, -7.0f), gamma(width), beta(width);
+  for (float& x : in) x = dist(rng);
+  for (int i = 0; i < width; ++i) {
+    gamma[i] = 0.5f + 0.01f * i;
+    beta[i] = 0.1f * (i % 5) - 0.2f;
+  }
+  LayerNormRows(in.data(), stride, out.data(), stride, rows, width, gamma.data(), beta.data(), 1e-5f, true);
+  for (int r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (int i = 0; i < width; ++i) mean += in[r * stride + i];
+    mean /= width;
+    for (int i = 0; i < width; ++i) var += (in[r * stride + i] - mean) * (in[r * stride + i] - mean);
+    var /= width;
+    for (int i = 0; i < width; ++i) {
+      const double y = (in[r * stride + i] - mean) / std::sqrt(var + 1e-5) * gamma[i] + beta[i];
+      EXPECT_NEAR(out[r * stride + i], std::max(0.0, y), 1e-5) << r << "," << i;
+    }
+    for (int i = width; i < stride; ++i) EXPECT_EQ(out[r * stride + i], -7.0f);  // padding untouched
+  }
+}
+
+TEST(RowBucketsTest, PadsByLessThanAFifth) {
+  RowBuckets buckets(1000);
+  EXPECT_EQ(buckets.BucketFor(1), 1);
+  EXPECT_EQ(buckets.BucketFor(8), 8);
+  EXPECT_EQ(buckets.BucketFor(9), 10);
+  EXPECT_EQ(buckets.BucketFor(17), 20);
+  EXPECT_EQ(buckets.BucketFor(65), 80);
+  EXPECT_EQ(buckets.BucketFor(1000), 1024);
+  EXPECT_EQ(buckets.capacity(), 1024);
+  for (int64_t n = 1; n <= 1000; ++n) {
+    const int64_t b = buckets.BucketFor(n);
+    ASSERT_GE(b, n);
+    ASSERT_LT(static_cast<double>(b - n) / b, 0.2) << n;
+    ASSERT_EQ(buckets.sizes()[buckets.IndexFor(n)], b);
+  }
+  EXPECT_THAT(RowBuckets(20).sizes(), ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20));
+}
+
+TEST(MaskNetModelTest, ScoresAreProbabilitiesPerCandidateAndTask) {
+  auto model = TinyModel(64);
+  const testing::OwnedRequest request = testing::RandomRequest(model->spec().schema, 50, 1);
+  const std::vector<float> scores = testing::ScoreAll(*model, request.view());
+  ASSERT_EQ(scores.size(), 100u);
+  float lo = 1, hi = 0;
+  for (float p : scores) {
+    ASSERT_TRUE(p > 0 && p < 1) << p;
+    lo = std::min(lo, p);
+    hi = std::max(hi, p);
+  }
+  EXPECT_GT(hi - lo, 0.01f);  // the candidates are told apart
+}
+
+// Row buckets, padding and batch splitting must not change any score.
+TEST(MaskNetModelTest, ScoresDoNotDependOnBatchComposition) {
+  auto big = TinyModel(256);
+  auto small = TinyModel(7);
+  auto single = TinyModel(1);
+  const testing::OwnedRequest request = testing::RandomRequest(big->spec().schema, 61, 2);
+  const RequestFeatures view = request.view();
+  const std::vector<float> a = testing::ScoreAll(*big, view);
+  const std::vector<float> b = testing::ScoreAll(*small, view);
+  const std::vector<float> c = testing::ScoreAll(*single, view);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(a[i], b[i], 1e-6) << i;
+    EXPECT_NEAR(a[i], c[i], 1e-6) << i;
+  }
+}
+
+// Two requests in one batch each keep their own context.
+TEST(MaskNetModelTest, SlicesOfDifferentRequestsKeepTheirContexts) {
+  auto model = TinyModel(64);
+  const auto& schema = model->spec().schema;
+  const testing::OwnedRequest r1 = testing::RandomRequest(schema, 5, 10);
+  const testing::OwnedRequest r2 = testing::RandomRequest(schema, 9, 11);
+  const RequestFeatures v1 = r1.view(), v2 = r2.view();
+  const std::vector<float> alone1 = testing::ScoreAll(*model, v1);
+  const std::vector<float> alone2 = testing::ScoreAll(*model, v2);
+  const BatchSlice slices[] = {{&v1, 1, 5}, {&v2, 0, 9}};
+  std::vector<float> together(13 * 2);
+  ASSERT_TRUE(model->Run(slices, absl::MakeSpan(together)).ok());
+  for (int i = 0; i < 4 * 2; ++i) EXPECT_NEAR(together[i], alone1[2 + i], 1e-6);
+  for (int i = 0; i < 9 * 2; ++i) EXPECT_NEAR(together[8 + i], alone2[i], 1e-6);
+}
+
+TEST(MaskNetModelTest, RejectsBatchesOutsideItsSize) {
+  auto model = TinyModel(4);
+  const testing::OwnedRequest request = testing::RandomRequest(model->spec().schema, 5, 3);
+  const RequestFeatures view = request.view();
+  std::vector<float> scores(10);
+  const BatchSlice too_many{&view, 0, 5};
+  absl::Status s = model->Run(absl::MakeConstSpan(&too_many, 1), absl::MakeSpan(scores));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("1 to 4 candidates, got 5"));
+  const BatchSlice none{&view, 0, 0};
+  EXPECT_EQ(model->Run(absl::MakeConstSpan(&none, 1), absl::MakeSpan(scores)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MaskNetModelTest, RejectsNegativeBatchNormVariance) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  weights["fields.counts.batch_norm.running_var"].values[0] = -1;
+  auto model = MaskNetModel::Create(std::move(spec), std::move(weights), {});
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace masknet

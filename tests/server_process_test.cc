@@ -1,0 +1,212 @@
+// Runs the masknet_server binary as a process: flags, start-up errors, and
+// SIGTERM with calls in flight.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "loader/model_loader.h"
+#include "masknet/serving/v1/ranker.grpc.pb.h"
+#include "tests/fixtures.h"
+#include "tests/test_util.h"
+
+namespace masknet {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A child process running masknet_server with its output in a file.
+class ServerProcess {
+ public:
+  explicit ServerProcess(const std::vector<std::string>& args) : log_(testing::MakeTempDir() + "/server.log") {
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      std::vector<char*> argv;
+      std::string binary = MASKNET_SERVER_BINARY;
+      argv.push_back(binary.data());
+      std::vector<std::string> copy = args;
+      for (std::string& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+  }
+  ~ServerProcess() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+  }
+
+  std::string Log() const {
+    std::ifstream in(log_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  // The port from the "serving on" line, waiting up to 60 s; 0 if it exited.
+  int WaitForPort() {
+    static const std::regex kServing("serving on [^ ]*:([0-9]+)");
+    for (int i = 0; i < 600; ++i) {
+      std::smatch m;
+      const std::string log = Log();
+      if (std::regex_search(log, m, kServing)) return std::stoi(m[1]);
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        status_ = status;
+        return 0;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return 0;
+  }
+
+  void Signal(int sig) { kill(pid_, sig); }
+
+  // The exit code, or -1 if it died by a signal.
+  int Wait() {
+    if (!exited_) {
+      waitpid(pid_, &status_, 0);
+      exited_ = true;
+    }
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
+  }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int status_ = 0;
+};
+
+TEST(ServerProcessTest, HelpListsEveryLimit) {
+  ServerProcess server({"--help"});
+  server.Wait();
+  const std::string log = server.Log();
+  for (const char* flag : {"--model_root", "--default_model", "--port", "--max_candidates", "--max_request_bytes",
+                           "--max_batch_size", "--max_queued_candidates", "--shutdown_grace_period"}) {
+    EXPECT_THAT(log, HasSubstr(flag));
+  }
+}
+
+TEST(ServerProcessTest, MissingModelRootExitsWithAMessage) {
+  ServerProcess server({});
+  EXPECT_EQ(server.Wait(), 2);
+  EXPECT_THAT(server.Log(), HasSubstr("--model_root is required"));
+}
+
+TEST(ServerProcessTest, InvalidLimitExitsWithAMessage) {
+  ServerProcess server({"--model_root=/nonexistent", "--max_batch_size=0"});
+  EXPECT_EQ(server.Wait(), 2);
+  EXPECT_THAT(server.Log(), HasSubstr("--max_batch_size must be in [1, 16384], got 0"));
+}
+
+TEST(ServerProcessTest, BadModelExitsWithTheLoaderError) {
+  const std::string root = testing::MakeTempDir();
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  weights.erase("mlp.0.weight");
+  testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, weights);
+  ServerProcess server({"--model_root=" + root, "--port=0"});
+  EXPECT_EQ(server.Wait(), 1);
+  EXPECT_THAT(server.Log(), HasSubstr("tiny/1/weights.safetensors: missing tensor 'mlp.0.weight'"));
+}
+
+TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
+  const std::string name = "paper-criteo-parallel";
+  ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1"});
+  const int port = server.WaitForPort();
+  ASSERT_GT(port, 0) << server.Log();
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args);
+  auto stub = serving::v1::Ranker::NewStub(channel);
+  const std::string config_path = testing::FixtureModelRoot(name) + "/" + name + "/1/model_config.pbtxt";
+  auto spec = *ModelSpec::FromConfig(*ReadModelConfig(config_path));
+  // Each call takes tens of milliseconds; the queue runs them one by one.
+  const serving::v1::RankRequest request = testing::RandomRequest(spec.schema, 3000, 7).ToProto();
+
+  std::atomic<bool> signalled{false};
+  std::atomic<int> ok_after_signal{0}, ok{0}, failed{0};
+  std::vector<std::thread> calls;
+  for (int i = 0; i < 6; ++i) {
+    calls.emplace_back([&] {
+      grpc::ClientContext context;
+      serving::v1::RankResponse response;
+      const grpc::Status status = stub->Rank(&context, request, &response);
+      if (status.ok()) {
+        EXPECT_EQ(response.candidates_size(), 3000);
+        ++ok;
+        if (signalled) ++ok_after_signal;
+      } else {
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+        ++failed;
+      }
+    });
+  }
+  while (ok == 0 && failed == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  signalled = true;
+  server.Signal(SIGTERM);
+  for (auto& t : calls) t.join();
+  EXPECT_EQ(server.Wait(), 0) << server.Log();
+  EXPECT_GE(ok_after_signal.load(), 1) << "no call was in flight at SIGTERM";
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_THAT(server.Log(), HasSubstr("received SIGTERM"));
+}
+
+TEST(ServerProcessTest, ServesHealthAndReflection) {
+  const std::string name = "paper-criteo-serial";
+  ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1"});
+  const int port = server.WaitForPort();
+  ASSERT_GT(port, 0) << server.Log();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckRequest check;
+  check.set_service("masknet.serving.v1.Ranker");
+  grpc::health::v1::HealthCheckResponse status;
+  grpc::ClientContext health_context;
+  ASSERT_TRUE(health->Check(&health_context, check, &status).ok());
+  EXPECT_EQ(status.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  grpc::ClientContext context;
+  auto stream = reflection->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("*");
+  ASSERT_TRUE(stream->Write(request));
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  stream->WritesDone();
+  std::vector<std::string> services;
+  for (const auto& s : response.list_services_response().service()) services.push_back(s.name());
+  EXPECT_THAT(services, ::testing::Contains("masknet.serving.v1.Ranker"));
+  EXPECT_THAT(services, ::testing::Contains("grpc.health.v1.Health"));
+  EXPECT_TRUE(stream->Finish().ok());
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0);
+}
+
+}  // namespace
+}  // namespace masknet

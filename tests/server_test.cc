@@ -1,0 +1,343 @@
+// gRPC integration tests: a real RankingServer on a loopback port, called
+// through generated stubs.
+
+#include <filesystem>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "loader/model_repository.h"
+#include "masknet/serving/v1/ranker.grpc.pb.h"
+#include "server/ranking_server.h"
+#include "tests/fixtures.h"
+#include "tests/test_util.h"
+
+namespace masknet {
+namespace {
+
+using serving::v1::RankRequest;
+using serving::v1::RankResponse;
+using serving::v1::Ranker;
+using ::testing::HasSubstr;
+
+// A repository and a server on a free loopback port.
+class ServerHarness {
+ public:
+  ServerHarness(const std::string& root, RankingServer::Options options = {}) {
+    std::vector<std::string> warnings;
+    auto repo = ModelRepository::Load({root, "", {/*max_batch_size=*/32}}, &warnings);
+    EXPECT_TRUE(repo.ok()) << repo.status();
+    repository_ = *std::move(repo);
+    options.address = "127.0.0.1:0";
+    options.service.queue.max_batch_size = 32;
+    auto server = RankingServer::Start(repository_.get(), options);
+    EXPECT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxSendMessageSize(64 << 20);
+    channel_ = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                         grpc::InsecureChannelCredentials(), args);
+    stub_ = Ranker::NewStub(channel_);
+  }
+
+  grpc::Status Rank(const RankRequest& request, RankResponse* response) {
+    grpc::ClientContext context;
+    return stub_->Rank(&context, request, response);
+  }
+
+  RankingServer& server() { return *server_; }
+  Ranker::Stub& stub() { return *stub_; }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+
+ private:
+  std::unique_ptr<ModelRepository> repository_;
+  std::unique_ptr<RankingServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<Ranker::Stub> stub_;
+};
+
+// Every fixture model under one root (symlinks), served by one server.
+TEST(ServerParityTest, ScoresOverGrpcEqualTheReference) {
+  const std::string root = testing::MakeTempDir();
+  const std::vector<std::string> names = testing::FixtureNames();
+  ASSERT_FALSE(names.empty());
+  for (const std::string& name : names) {
+    std::filesystem::create_directory_symlink(testing::FixtureModelRoot(name) + "/" + name, root + "/" + name);
+  }
+  ServerHarness harness(root);
+  for (const std::string& name : names) {
+    for (const auto& c : testing::ReadParityFixture(name).cases()) {
+      SCOPED_TRACE(absl::StrCat(name, ": ", c.description()));
+      RankResponse response;
+      const grpc::Status status = harness.Rank(c.request(), &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      EXPECT_EQ(response.model_name(), name);
+      EXPECT_EQ(response.model_version(), c.request().model_version());
+      ASSERT_EQ(response.tasks_size(), c.expected().tasks_size());
+      ASSERT_EQ(response.candidates_size(), c.expected().candidates_size());
+      for (int i = 0; i < response.candidates_size(); ++i) {
+        EXPECT_EQ(response.candidates(i).id(), c.request().candidates(i).id());
+        ASSERT_EQ(response.candidates(i).scores_size(), response.tasks_size());
+        for (int t = 0; t < response.tasks_size(); ++t) {
+          ASSERT_NEAR(response.candidates(i).scores(t), c.expected().candidates(i).scores(t),
+                      testing::kParityTolerance)
+              << "candidate " << i << " task " << t;
+        }
+      }
+    }
+  }
+}
+
+// The tiny model of test_util (version 1 and 2) behind a server.
+class ServerTest : public ::testing::Test {
+ protected:
+  static RankingServer::Options SmallLimits() {
+    RankingServer::Options options;
+    options.service.max_candidates = 100;
+    options.max_request_bytes = 256 << 10;
+    return options;
+  }
+
+  ServerTest()
+      : root_(MakeRoot()), spec_(*ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig))),
+        harness_(root_, SmallLimits()) {}
+
+  static std::string MakeRoot() {
+    const std::string root = testing::MakeTempDir();
+    auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+    testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
+    testing::WriteModelVersion(root, "tiny", 2, testing::kTinyConfig, testing::RandomWeights(spec, 2));
+    return root;
+  }
+
+  RankRequest Request(int candidates, uint32_t seed = 1) {
+    RankRequest r = testing::RandomRequest(spec_.schema, candidates, seed).ToProto();
+    r.set_model_name("tiny");
+    return r;
+  }
+
+  void ExpectError(const RankRequest& request, grpc::StatusCode code, const std::string& substring) {
+    RankResponse response;
+    const grpc::Status status = harness_.Rank(request, &response);
+    EXPECT_EQ(status.error_code(), code) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(substring));
+  }
+
+  std::string root_;
+  ModelSpec spec_;
+  ServerHarness harness_;
+};
+
+TEST_F(ServerTest, AnswersInRequestOrderWithTheNewestVersion) {
+  RankRequest request = Request(70);  // > max_batch_size: split into 3 batches
+  request.set_model_name("");         // the only model is the default
+  RankResponse response;
+  ASSERT_TRUE(harness_.Rank(request, &response).ok());
+  EXPECT_EQ(response.model_name(), "tiny");
+  EXPECT_EQ(response.model_version(), 2);
+  EXPECT_THAT(response.tasks(), ::testing::ElementsAre("click", "like"));
+  ASSERT_EQ(response.candidates_size(), 70);
+  for (int i = 0; i < 70; ++i) {
+    EXPECT_EQ(response.candidates(i).id(), request.candidates(i).id());
+    ASSERT_EQ(response.candidates(i).scores_size(), 2);
+  }
+  // The same candidate alone gets the same scores.
+  RankRequest one = request;
+  one.clear_candidates();
+  *one.add_candidates() = request.candidates(41);
+  RankResponse alone;
+  ASSERT_TRUE(harness_.Rank(one, &alone).ok());
+  EXPECT_NEAR(alone.candidates(0).scores(0), response.candidates(41).scores(0), 1e-6);
+  EXPECT_NEAR(alone.candidates(0).scores(1), response.candidates(41).scores(1), 1e-6);
+}
+
+TEST_F(ServerTest, VersionsAreServedSideBySide) {
+  RankRequest request = Request(3);
+  request.set_model_version(1);
+  RankResponse v1, v2;
+  ASSERT_TRUE(harness_.Rank(request, &v1).ok());
+  request.set_model_version(2);
+  ASSERT_TRUE(harness_.Rank(request, &v2).ok());
+  EXPECT_EQ(v1.model_version(), 1);
+  EXPECT_NE(v1.candidates(0).scores(0), v2.candidates(0).scores(0));
+}
+
+TEST_F(ServerTest, EmptyCandidateListGetsAnEmptyAnswer) {
+  RankResponse response;
+  const grpc::Status status = harness_.Rank(Request(0), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.candidates_size(), 0);
+  EXPECT_EQ(response.model_version(), 2);
+  EXPECT_EQ(response.tasks_size(), 2);
+}
+
+TEST_F(ServerTest, UnknownModelIsNotFound) {
+  RankRequest request = Request(1);
+  request.set_model_name("huge");
+  ExpectError(request, grpc::StatusCode::NOT_FOUND, "model 'huge' is not served (serving 'tiny')");
+}
+
+TEST_F(ServerTest, UnknownVersionIsNotFound) {
+  RankRequest request = Request(1);
+  request.set_model_version(9);
+  ExpectError(request, grpc::StatusCode::NOT_FOUND, "model 'tiny' has no version 9 (ready: 1, 2)");
+}
+
+TEST_F(ServerTest, WrongNumberOfDenseValuesNamesCandidateAndField) {
+  RankRequest request = Request(5);
+  request.mutable_candidates(3)->mutable_features()->add_dense(1.0f);
+  ExpectError(request, grpc::StatusCode::INVALID_ARGUMENT,
+              "candidates[3].features: dense has 4 values, but the candidate fields need 3 (age:1, counts:2)");
+}
+
+TEST_F(ServerTest, WrongNumberOfIdsNamesCandidate) {
+  RankRequest request = Request(5);
+  auto* f = request.mutable_candidates(2)->mutable_features();
+  f->clear_id_counts();
+  f->clear_ids();
+  ExpectError(request, grpc::StatusCode::INVALID_ARGUMENT, "candidates[2].features: ids has 0 ids");
+}
+
+TEST_F(ServerTest, IdCountsThatDoNotAddUpAreRejected) {
+  RankRequest request = Request(5);
+  auto* f = request.mutable_candidates(4)->mutable_features();
+  f->clear_id_counts();
+  f->add_id_counts(static_cast<uint32_t>(f->ids_size() + 1));
+  ExpectError(request, grpc::StatusCode::INVALID_ARGUMENT, "candidates[4].features: ids has");
+  ExpectError(request, grpc::StatusCode::INVALID_ARGUMENT, "but id_counts add up to");
+}
+
+TEST_F(ServerTest, NonFiniteValueIsRejectedWhereThePolicySaysSo) {
+  RankRequest request = Request(5);
+  request.mutable_candidates(1)->mutable_features()->set_dense(0, std::numeric_limits<float>::quiet_NaN());
+  ExpectError(request, grpc::StatusCode::INVALID_ARGUMENT,
+              "candidates[1].features: field 'age' value 0 is nan; the field rejects NaN and Inf");
+  // counts (index 1, 2) replace non-finite values with zero.
+  request.mutable_candidates(1)->mutable_features()->set_dense(0, 1.0f);
+  request.mutable_candidates(1)->mutable_features()->set_dense(2, std::numeric_limits<float>::infinity());
+  RankResponse response;
+  EXPECT_TRUE(harness_.Rank(request, &response).ok());
+}
+
+TEST_F(ServerTest, BadContextIsNamed) {
+  RankRequest request = Request(2);
+  request.mutable_context()->clear_dense();
+  ExpectError(request, grpc::StatusCode::INVALID_ARGUMENT,
+              "context: dense has 0 values, but the context fields need 3 (viewer_vec:3)");
+}
+
+TEST_F(ServerTest, TooManyCandidatesIsRejected) {
+  ExpectError(Request(101), grpc::StatusCode::INVALID_ARGUMENT,
+              "101 candidates, more than the server's limit of 100 (--max_candidates)");
+}
+
+TEST_F(ServerTest, RequestAboveMaxRequestBytesIsRejected) {
+  RankRequest request = Request(1);
+  request.mutable_context()->mutable_dense()->Resize(100000, 0.5f);  // 400 KB > 256 KiB
+  RankResponse response;
+  EXPECT_EQ(harness_.Rank(request, &response).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(ServerTest, ConcurrentCallsAllGetTheirOwnScores) {
+  std::vector<RankRequest> requests;
+  std::vector<RankResponse> sequential(8);
+  for (int i = 0; i < 8; ++i) {
+    requests.push_back(Request(10 + 9 * i, 100 + i));
+    ASSERT_TRUE(harness_.Rank(requests[i], &sequential[i]).ok());
+  }
+  std::vector<RankResponse> concurrent(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      for (int repeat = 0; repeat < 5; ++repeat) {
+        ASSERT_TRUE(harness_.Rank(requests[i], &concurrent[i]).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_EQ(concurrent[i].candidates_size(), sequential[i].candidates_size());
+    for (int c = 0; c < concurrent[i].candidates_size(); ++c) {
+      EXPECT_EQ(concurrent[i].candidates(c).scores(0), sequential[i].candidates(c).scores(0));
+    }
+  }
+}
+
+TEST_F(ServerTest, GetModelInfoDescribesFieldsAndTasks) {
+  serving::v1::GetModelInfoRequest request;
+  request.set_model_name("tiny");
+  request.set_model_version(1);
+  serving::v1::ModelInfo info;
+  grpc::ClientContext context;
+  ASSERT_TRUE(harness_.stub().GetModelInfo(&context, request, &info).ok());
+  EXPECT_EQ(info.model_name(), "tiny");
+  EXPECT_EQ(info.model_version(), 1);
+  EXPECT_EQ(info.description(), "tiny test model");
+  ASSERT_EQ(info.context_fields_size(), 2);
+  EXPECT_EQ(info.context_fields(0).name(), "viewer_id");
+  EXPECT_EQ(info.context_fields(0).kind(), serving::v1::FeatureField::CATEGORICAL);
+  EXPECT_EQ(info.context_fields(0).num_buckets(), 50u);
+  EXPECT_EQ(info.context_fields(0).width(), 4u);
+  ASSERT_EQ(info.candidate_fields_size(), 3);
+  EXPECT_EQ(info.candidate_fields(2).name(), "counts");
+  EXPECT_EQ(info.candidate_fields(2).kind(), serving::v1::FeatureField::DENSE);
+  EXPECT_EQ(info.candidate_fields(2).width(), 2u);
+  EXPECT_TRUE(info.candidate_fields(2).accepts_non_finite());
+  EXPECT_EQ(info.candidate_fields(1).max_ids(), 4u);
+  EXPECT_THAT(info.tasks(), ::testing::ElementsAre("click", "like"));
+  EXPECT_EQ(info.parameter_count(), spec_.ParameterCount());
+  EXPECT_EQ(info.flops_per_candidate(), spec_.FlopsPerCandidate());
+
+  request.set_model_version(7);
+  grpc::ClientContext context2;
+  EXPECT_EQ(harness_.stub().GetModelInfo(&context2, request, &info).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, HealthServiceReportsServing) {
+  auto health = grpc::health::v1::Health::NewStub(harness_.channel());
+  for (const std::string service : {"", "masknet.serving.v1.Ranker"}) {
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(health->Check(&context, request, &response).ok()) << service;
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+}
+
+TEST_F(ServerTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
+  // Start several calls, shut down while they are in flight: each either
+  // completes with its scores or (if it had not reached the server yet) is
+  // refused as UNAVAILABLE; none is lost or half-answered.
+  const RankRequest request = Request(100);
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, refused{0};
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&] {
+      RankResponse response;
+      const grpc::Status status = harness_.Rank(request, &response);
+      if (status.ok()) {
+        EXPECT_EQ(response.candidates_size(), 100);
+        ++ok;
+      } else {
+        EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+        ++refused;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  harness_.server().Shutdown(absl::Seconds(10));
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok + refused, 6);
+  RankResponse response;
+  EXPECT_EQ(harness_.Rank(request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace masknet
