@@ -59,6 +59,7 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       dnnl::matmul::primitive_desc pd(
           dnnl::matmul::desc(kernel.src, wanted, bias_md, kernel.dst), attr, engine);
       if (chosen_weights.is_zero()) chosen_weights = pd.weights_desc();
+      kernel.implementation = pd.impl_info_str();
       kernel.primitive = dnnl::matmul(pd);
       layer.kernels_.push_back(std::move(kernel));
     }
@@ -79,6 +80,12 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
                                             " matmul: ", e.what()));
   }
   return layer;
+}
+
+std::vector<std::string> DenseLayer::implementations() const {
+  std::vector<std::string> out;
+  for (const Kernel& k : kernels_) out.push_back(k.implementation);
+  return out;
 }
 
 absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const float* src,

@@ -2,6 +2,7 @@
 #define MASKNET_MODEL_DENSE_LAYER_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -52,9 +53,14 @@ class DenseLayer {
 
   const Shape& shape() const { return shape_; }
 
+  // oneDNN's implementation name for each bucket's primitive (e.g.
+  // "brg:avx512_core"), ascending rows.
+  std::vector<std::string> implementations() const;
+
  private:
   struct Kernel {
     int64_t rows;
+    std::string implementation;
     dnnl::matmul primitive;
     dnnl::memory::desc src, dst, multiplier;
   };

@@ -107,7 +107,8 @@ struct MaskNetModel::Network {
     NormParams input_norm;
     Ref net;  // masked object before the block's norm
     Ref x;    // after it (== net when there is none)
-    Ref aggregation;  // this block's columns of the fused aggregation output
+    DenseLayer aggregation;  // a = ReLU(A V' + a)
+    Ref aggregation_out;
     DenseLayer projection;  // mask = P a + p, fused with the multiply by x
     DenseLayer hidden;
     Ref masked, hidden_out, y;
@@ -124,8 +125,6 @@ struct MaskNetModel::Network {
   FeatureAssembler assembler;
   Ref v, mask_input, instance;  // instance: V or its shared normalization
   NormParams shared_norm;
-  std::unique_ptr<DenseLayer> aggregation;  // all blocks' aggregation layers, fused
-  Ref aggregation_out;
   std::vector<Block> blocks;
   std::vector<Step> mlp;
   std::vector<std::vector<Step>> heads;
@@ -133,9 +132,8 @@ struct MaskNetModel::Network {
   std::vector<float> logit_offsets;  // log(negative_sampling_rate) or 0 per task
 };
 
-class MaskNetModel::Workspace {
- public:
-  Workspace(const dnnl::engine& engine, int64_t arena_floats)
+struct MaskNetModel::Workspace::Buffers {
+  Buffers(const dnnl::engine& engine, int64_t arena_floats)
       : stream(engine),
         arena(static_cast<float*>(std::aligned_alloc(64, (arena_floats * sizeof(float) + 63) / 64 * 64))) {
     std::memset(arena.get(), 0, arena_floats * sizeof(float));
@@ -151,6 +149,9 @@ class MaskNetModel::Workspace {
   std::vector<float> context_rows;
   std::vector<std::pair<int, int64_t>> rows;  // (slice, candidate) per batch row
 };
+
+MaskNetModel::Workspace::Workspace(std::unique_ptr<Buffers> buffers) : buffers_(std::move(buffers)) {}
+MaskNetModel::Workspace::~Workspace() = default;
 
 MaskNetModel::MaskNetModel(ModelSpec spec, const Options& options)
     : spec_(std::move(spec)), options_(options) {}
@@ -179,34 +180,18 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   net->instance = net->shared_norm.active() ? arena.Add(d) : net->v;
   net->mask_input = s.mask_reads_normalized ? net->instance : net->v;
 
-  // Every block's mask reads the same input, so their aggregation layers run
-  // as one wide matmul.
-  int64_t total_aggregation = 0, max_masked = 0, max_output = 0, concat_width = 0;
+  int64_t max_aggregation = 0, max_masked = 0, max_output = 0, concat_width = 0;
   for (const MaskBlockSpec& b : s.blocks) {
-    total_aggregation += b.aggregation_size;
+    max_aggregation = std::max(max_aggregation, b.aggregation_size);
     max_masked = std::max(max_masked, b.masked_width);
     max_output = std::max(max_output, b.output_size);
     concat_width += b.output_size;
   }
-  std::vector<float> aggregation_w, aggregation_b;
-  aggregation_w.reserve(total_aggregation * d);
-  for (size_t k = 0; k < s.blocks.size(); ++k) {
-    const std::string prefix = absl::StrCat("masknet.blocks.", k, ".mask.aggregation");
-    const auto& w = weights.at(prefix + ".weight").values;
-    const auto& b = weights.at(prefix + ".bias").values;
-    aggregation_w.insert(aggregation_w.end(), w.begin(), w.end());
-    aggregation_b.insert(aggregation_b.end(), b.begin(), b.end());
-  }
-  net->aggregation_out = arena.Add(total_aggregation);
-  {
-    DenseLayer::Shape shape{d, total_aggregation, net->mask_input.stride,
-                            net->aggregation_out.stride, 0};
-    auto layer = DenseLayer::Create(net->engine, shape, aggregation_w, aggregation_b,
-                                    DenseLayer::PostOp::kRelu, buckets);
-    if (!layer.ok()) return layer.status();
-    net->aggregation = std::make_unique<DenseLayer>(*std::move(layer));
-  }
-
+  // Every buffer a matmul touches is dense ([rows, width] with stride ==
+  // width, or a whole row of V): oneDNN's fastest (brgemm) matmul does not
+  // take a strided source, so fusing the blocks' aggregation layers into one
+  // wide matmul and reading column slices of it would be slower.
+  const Ref aggregation_buffer = arena.Add(max_aggregation);
   const Ref x_buffer = arena.Add(max_masked);
   const Ref masked_buffer = arena.Add(max_masked);
   const Ref hidden_buffer = arena.Add(max_output);
@@ -217,7 +202,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     ping = arena.Add(max_output);
     pong = arena.Add(max_output);
   }
-  int64_t aggregation_column = 0, concat_column = 0;
+  int64_t concat_column = 0;
   Ref previous;
   for (size_t k = 0; k < s.blocks.size(); ++k) {
     const MaskBlockSpec& b = s.blocks[k];
@@ -225,19 +210,26 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     Network::Block block;
     block.input_norm = TakeNorm(weights, prefix + ".input_norm", b.input_norm, b.masked_width, s.schema);
     block.net = b.masks_instance ? net->instance : previous;
-    block.x = block.input_norm.active() ? x_buffer : block.net;
-    block.aggregation = net->aggregation_out.At(aggregation_column);
-    aggregation_column += b.aggregation_size;
-    block.masked = masked_buffer;
-    block.hidden_out = hidden_buffer;
+    block.x = block.input_norm.active() ? Ref{x_buffer.offset, b.masked_width, 0} : block.net;
+    block.aggregation_out = Ref{aggregation_buffer.offset, b.aggregation_size, 0};
+    block.masked = Ref{masked_buffer.offset, b.masked_width, 0};
+    block.hidden_out = Ref{hidden_buffer.offset, b.output_size, 0};
     if (s.parallel) {
       block.y = concat.At(concat_column);
       concat_column += b.output_size;
     } else {
-      block.y = (k % 2 == 0) ? ping : pong;
+      block.y = Ref{(k % 2 == 0) ? ping.offset : pong.offset, b.output_size, 0};
     }
     {
-      DenseLayer::Shape shape{b.aggregation_size, b.masked_width, block.aggregation.stride,
+      DenseLayer::Shape shape{d, b.aggregation_size, net->mask_input.stride, b.aggregation_size, 0};
+      auto layer = DenseLayer::Create(net->engine, shape, weights.at(prefix + ".mask.aggregation.weight").values,
+                                      weights.at(prefix + ".mask.aggregation.bias").values,
+                                      DenseLayer::PostOp::kRelu, buckets);
+      if (!layer.ok()) return layer.status();
+      block.aggregation = *std::move(layer);
+    }
+    {
+      DenseLayer::Shape shape{b.aggregation_size, b.masked_width, b.aggregation_size,
                               block.masked.stride, block.x.stride};
       auto layer = DenseLayer::Create(net->engine, shape, weights.at(prefix + ".mask.projection.weight").values,
                                       weights.at(prefix + ".mask.projection.bias").values,
@@ -272,7 +264,10 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     for (const DenseLayerSpec& l : t.layers) widest = std::max(widest, l.output_size);
   }
   const Ref stack[2] = {arena.Add(widest), arena.Add(widest)};
+  // Logits task-major: task t's logits are `capacity` consecutive floats, so
+  // each head's last matmul writes a dense [rows, 1] column.
   net->logits = arena.Add(static_cast<int64_t>(s.tasks.size()));
+  const int64_t capacity = buckets.capacity();
   auto build_step = [&](const DenseLayerSpec& spec, Ref src, Ref dst) -> absl::StatusOr<Network::Step> {
     std::vector<float> w = weights.at(spec.prefix + ".weight").values;
     std::vector<float> bias = weights.at(spec.prefix + ".bias").values;
@@ -285,7 +280,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     return Network::Step{*std::move(layer), src, dst};
   };
   for (size_t i = 0; i < s.mlp.size(); ++i) {
-    auto step = build_step(s.mlp[i], top, stack[i % 2]);
+    auto step = build_step(s.mlp[i], top, Ref{stack[i % 2].offset, s.mlp[i].output_size, 0});
     if (!step.ok()) return step.status();
     top = step->dst;
     net->mlp.push_back(*std::move(step));
@@ -298,7 +293,8 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     Ref src = top;
     for (size_t i = 0; i < task.layers.size(); ++i) {
       const bool last = i + 1 == task.layers.size();
-      Ref dst = last ? net->logits.At(static_cast<int64_t>(t)) : head_stack[i % 2];
+      const Ref dst = last ? Ref{net->logits.offset + static_cast<int64_t>(t) * capacity, 1, 0}
+                           : Ref{head_stack[i % 2].offset, task.layers[i].output_size, 0};
       auto step = build_step(task.layers[i], src, dst);
       if (!step.ok()) return step.status();
       src = dst;
@@ -313,8 +309,26 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   return model;
 }
 
+std::map<std::string, int> MaskNetModel::MatmulImplementations() const {
+  std::map<std::string, int> counts;
+  auto add = [&](const DenseLayer& layer) {
+    for (const std::string& impl : layer.implementations()) ++counts[impl];
+  };
+  for (const Network::Block& b : network_->blocks) {
+    add(b.aggregation);
+    add(b.projection);
+    add(b.hidden);
+  }
+  for (const Network::Step& step : network_->mlp) add(step.layer);
+  for (const auto& head : network_->heads) {
+    for (const Network::Step& step : head) add(step.layer);
+  }
+  return counts;
+}
+
 std::unique_ptr<MaskNetModel::Workspace> MaskNetModel::NewWorkspace() const {
-  return std::make_unique<Workspace>(network_->engine, network_->arena_floats);
+  return std::unique_ptr<Workspace>(
+      new Workspace(std::make_unique<Workspace::Buffers>(network_->engine, network_->arena_floats)));
 }
 
 absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, absl::Span<float> scores) const {
@@ -345,8 +359,9 @@ void ApplyNorm(const NormParams& norm, const float* in, int64_t in_stride, float
 
 }  // namespace
 
-absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& ws,
+absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& workspace,
                                absl::Span<float> scores) const {
+  Workspace::Buffers& ws = *workspace.buffers_;
   const Network& net = *network_;
   int64_t n = 0;
   for (const BatchSlice& slice : slices) n += slice.size();
@@ -384,15 +399,15 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
     ApplyNorm(net.shared_norm, v, d, ws.At(net.instance), d, rows);
   }
   dnnl::stream& stream = ws.stream;
-  if (auto s = net.aggregation->Execute(stream, rows, ws.At(net.mask_input), ws.At(net.aggregation_out), nullptr);
-      !s.ok()) {
-    return s;
-  }
   for (const Network::Block& b : net.blocks) {
     if (b.input_norm.active()) {
       ApplyNorm(b.input_norm, ws.At(b.net), b.net.stride, ws.At(b.x), b.x.stride, rows);
     }
-    if (auto s = b.projection.Execute(stream, rows, ws.At(b.aggregation), ws.At(b.masked), ws.At(b.x));
+    if (auto s = b.aggregation.Execute(stream, rows, ws.At(net.mask_input), ws.At(b.aggregation_out), nullptr);
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = b.projection.Execute(stream, rows, ws.At(b.aggregation_out), ws.At(b.masked), ws.At(b.x));
         !s.ok()) {
       return s;
     }
@@ -423,9 +438,10 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   // 4. Probabilities; calibration p' = p*r / (1 - p + p*r) is
   // sigmoid(logit + log r).
   const float* logits = ws.At(net.logits);
+  const int64_t capacity = net.buckets.capacity();
   for (int64_t r = 0; r < n; ++r) {
     for (int t = 0; t < num_tasks; ++t) {
-      scores[r * num_tasks + t] = Sigmoid(logits[r * num_tasks + t] + net.logit_offsets[t]);
+      scores[r * num_tasks + t] = Sigmoid(logits[t * capacity + r] + net.logit_offsets[t]);
     }
   }
   return absl::OkStatus();

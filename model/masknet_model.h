@@ -2,6 +2,7 @@
 #define MASKNET_MODEL_MASKNET_MODEL_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,8 +47,19 @@ class MaskNetModel {
   };
 
   // Scratch memory and a oneDNN stream for one thread's calls to Run. Not
-  // thread-safe; reusable across calls.
-  class Workspace;
+  // thread-safe; reusable across calls of the model that made it.
+  class Workspace {
+   public:
+    ~Workspace();
+    Workspace(const Workspace&) = delete;
+    Workspace& operator=(const Workspace&) = delete;
+
+   private:
+    friend class MaskNetModel;
+    struct Buffers;
+    explicit Workspace(std::unique_ptr<Buffers> buffers);
+    std::unique_ptr<Buffers> buffers_;
+  };
 
   // Builds the network. `weights` must hold exactly spec.ExpectedTensors()
   // with their shapes, all finite (the loader checks this). Errors:
@@ -75,6 +87,11 @@ class MaskNetModel {
   // concurrent caller, kept for reuse).
   absl::Status Run(absl::Span<const BatchSlice> slices, absl::Span<float> scores) const
       ABSL_LOCKS_EXCLUDED(pool_mu_);
+
+  // How many matmul primitives (layers x row buckets) use each oneDNN
+  // implementation, e.g. {"brg:avx512_core": 120}. A "ref" entry means a
+  // slow reference kernel.
+  std::map<std::string, int> MatmulImplementations() const;
 
   const ModelSpec& spec() const { return spec_; }
   int num_tasks() const { return static_cast<int>(spec_.tasks.size()); }

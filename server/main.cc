@@ -17,6 +17,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "loader/model_repository.h"
@@ -102,7 +103,15 @@ int Main() {
     return 1;
   }
   for (const auto& [name, version] : (*repository)->List()) {
-    Log(absl::StrCat("loaded model '", name, "' version ", version));
+    const auto servable = *(*repository)->Find(name, version);
+    std::vector<std::string> kernels;
+    for (const auto& [impl, count] : servable->model->MatmulImplementations()) {
+      kernels.push_back(absl::StrCat(impl, " x", count));
+    }
+    Log(absl::StrCat("loaded model '", name, "' version ", version, ": ",
+                     servable->model->spec().ParameterCount(), " parameters, ",
+                     servable->model->spec().FlopsPerCandidate(), " FLOP per candidate; matmuls: ",
+                     absl::StrJoin(kernels, ", ")));
   }
   Log(absl::StrCat("models loaded in ", absl::FormatDuration(absl::Now() - load_start),
                    (*repository)->default_model().empty()

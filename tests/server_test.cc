@@ -72,7 +72,8 @@ TEST(ServerParityTest, ScoresOverGrpcEqualTheReference) {
   }
   ServerHarness harness(root);
   for (const std::string& name : names) {
-    for (const auto& c : testing::ReadParityFixture(name).cases()) {
+    const auto fixture = testing::ReadParityFixture(name);
+    for (const auto& c : fixture.cases()) {
       SCOPED_TRACE(absl::StrCat(name, ": ", c.description()));
       RankResponse response;
       const grpc::Status status = harness.Rank(c.request(), &response);

@@ -1,0 +1,74 @@
+// The in-process forward pass (feature assembly through sigmoid) for each
+// reference configuration of MASKNET.md, at batch 1, 64 and 1024, with random
+// weights and random valid features.
+//
+//   build/bench/forward_pass_benchmark [--benchmark_filter=twitter]
+//
+// Counters: candidates/s, and GFLOP/s = FLOPs per candidate (2 x the
+// multiply-adds of every dense layer) x candidates/s.
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "loader/model_loader.h"
+#include "model/masknet_model.h"
+#include "tests/test_util.h"
+
+namespace masknet {
+namespace {
+
+constexpr const char* kConfigs[] = {"paper-criteo-parallel", "paper-criteo-serial", "twitter-recap"};
+constexpr int64_t kBatchSizes[] = {1, 64, 1024};
+
+const MaskNetModel& ModelFor(const std::string& name) {
+  static auto* models = new std::map<std::string, std::unique_ptr<MaskNetModel>>();
+  auto& model = (*models)[name];
+  if (model == nullptr) {
+    auto config = ReadModelConfig(std::string(MASKNET_BENCH_CONFIGS) + "/" + name + ".pbtxt");
+    if (!config.ok()) std::abort();
+    auto spec = ModelSpec::FromConfig(*config);
+    if (!spec.ok()) std::abort();
+    TensorMap weights = testing::RandomWeights(*spec, 1);
+    model = *MaskNetModel::Create(*std::move(spec), std::move(weights), {/*max_batch_size=*/1024});
+  }
+  return *model;
+}
+
+void BM_ForwardPass(benchmark::State& state, const std::string& name) {
+  const MaskNetModel& model = ModelFor(name);
+  const int64_t batch = state.range(0);
+  const testing::OwnedRequest request = testing::RandomRequest(model.spec().schema, static_cast<int>(batch), 3);
+  const RequestFeatures features = request.view();
+  const BatchSlice slice{&features, 0, batch};
+  auto workspace = model.NewWorkspace();
+  std::vector<float> scores(batch * model.num_tasks());
+  for (auto _ : state) {
+    const absl::Status s = model.Run(absl::MakeConstSpan(&slice, 1), *workspace, absl::MakeSpan(scores));
+    if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
+    benchmark::DoNotOptimize(scores.data());
+  }
+  const double flops = static_cast<double>(model.spec().FlopsPerCandidate());
+  state.counters["candidates/s"] =
+      benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * batch / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["MFLOP/cand"] = flops / 1e6;
+}
+
+const bool kRegistered = [] {
+  for (const char* name : kConfigs) {
+    auto* b = benchmark::RegisterBenchmark((std::string("forward/") + name).c_str(), BM_ForwardPass,
+                                           std::string(name));
+    for (int64_t batch : kBatchSizes) b->Arg(batch);
+    b->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(1.0);
+  }
+  return true;
+}();
+
+}  // namespace
+}  // namespace masknet
+
+BENCHMARK_MAIN();
