@@ -177,7 +177,10 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
 
 TEST(ServerProcessTest, ServesHealthAndReflection) {
   const std::string name = "paper-criteo-serial";
-  ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1"});
+  // An idle client connection holds gRPC's graceful shutdown (GOAWAY drain)
+  // for ~5 s; the grace period bounds it.
+  ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1",
+                        "--shutdown_grace_period=1s"});
   const int port = server.WaitForPort();
   ASSERT_GT(port, 0) << server.Log();
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
