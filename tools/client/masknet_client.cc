@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <random>
 #include <string>
 
@@ -82,7 +83,8 @@ int Main() {
               info.description().c_str());
   std::printf("  %ld parameters, %.2f MFLOP per candidate\n", static_cast<long>(info.parameter_count()),
               info.flops_per_candidate() / 1e6);
-  for (const auto& [key, value] : info.metadata()) std::printf("  %s: %s\n", key.c_str(), value.c_str());
+  const std::map<std::string, std::string> metadata(info.metadata().begin(), info.metadata().end());
+  for (const auto& [key, value] : metadata) std::printf("  %s: %s\n", key.c_str(), value.c_str());
   PrintFields("context", info.context_fields());
   PrintFields("candidate", info.candidate_fields());
   std::printf("  tasks:");
