@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
@@ -39,10 +38,13 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
     if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
     return absl::UnavailableError(absl::StrCat(path, ": cannot open: ", std::strerror(err)));
   }
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return absl::UnavailableError(absl::StrCat(path, ": read failed"));
-  return std::move(contents).str();
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (size < 0) return absl::UnavailableError(absl::StrCat(path, ": cannot tell its size"));
+  std::string contents(static_cast<size_t>(size), '\0');
+  if (!in.read(contents.data(), size)) return absl::UnavailableError(absl::StrCat(path, ": read failed"));
+  return contents;
 }
 
 absl::StatusOr<config::v1::ModelConfig> ReadModelConfig(const std::string& path) {

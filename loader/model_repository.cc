@@ -10,6 +10,25 @@
 namespace masknet {
 namespace fs = std::filesystem;
 
+namespace {
+
+// The subdirectories of `dir` (symlinks to directories included), sorted, so
+// load order and messages are deterministic.
+absl::StatusOr<std::vector<fs::path>> ListDirectories(const fs::path& dir) {
+  std::error_code ec;
+  std::vector<fs::path> out;
+  fs::directory_iterator it(dir, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::error_code type_ec;
+    if (it->is_directory(type_ec)) out.push_back(it->path());
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot list '", dir.string(), "': ", ec.message()));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
 bool IsValidModelName(absl::string_view name) {
   if (name.empty() || name.size() > 128 || name[0] == '.') return false;
   for (char c : name) {
@@ -37,14 +56,9 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
   }
   std::unique_ptr<ModelRepository> repo(new ModelRepository());
   std::map<std::string, std::map<int64_t, std::shared_ptr<const Servable>>> models;
-  // Sorted traversal keeps load order and messages deterministic.
-  std::vector<fs::path> model_dirs;
-  for (const auto& entry : fs::directory_iterator(options.root, ec)) {
-    if (entry.is_directory()) model_dirs.push_back(entry.path());
-  }
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot list '", options.root, "': ", ec.message()));
-  std::sort(model_dirs.begin(), model_dirs.end());
-  for (const fs::path& model_dir : model_dirs) {
+  auto model_dirs = ListDirectories(options.root);
+  if (!model_dirs.ok()) return model_dirs.status();
+  for (const fs::path& model_dir : *model_dirs) {
     const std::string name = model_dir.filename().string();
     if (!IsValidModelName(name)) {
       if (name[0] != '.') {
@@ -53,16 +67,19 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
       }
       continue;
     }
+    auto version_dirs = ListDirectories(model_dir);
+    if (!version_dirs.ok()) return version_dirs.status();
     std::vector<std::pair<int64_t, fs::path>> versions;
-    for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
-      if (!entry.is_directory()) continue;
-      const int64_t version = ParseVersion(entry.path().filename().string());
+    for (const fs::path& dir : *version_dirs) {
+      const int64_t version = ParseVersion(dir.filename().string());
       if (version == 0) {
-        warnings->push_back(absl::StrCat("skipping '", entry.path().string(),
-                                         "': a version directory is a positive integer"));
+        if (dir.filename().string()[0] != '.') {
+          warnings->push_back(absl::StrCat("skipping '", dir.string(),
+                                           "': a version directory is a positive integer"));
+        }
         continue;
       }
-      versions.emplace_back(version, entry.path());
+      versions.emplace_back(version, dir);
     }
     std::sort(versions.begin(), versions.end());
     for (const auto& [version, dir] : versions) {

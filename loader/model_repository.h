@@ -40,7 +40,8 @@ class ModelRepository {
 
   // Loads every version of every model under options.root. Directories that
   // are not valid model names or versions are skipped and reported in
-  // `warnings`. Errors: NOT_FOUND when the root does not exist or holds no
+  // `warnings` (hidden ones, starting with '.', silently). Errors:
+  // UNAVAILABLE when a directory cannot be listed; NOT_FOUND when the root does not exist or holds no
   // model version; the loader's error for the first version that fails;
   // NOT_FOUND when options.default_model is set but not among the models.
   static absl::StatusOr<std::unique_ptr<ModelRepository>> Load(const Options& options,

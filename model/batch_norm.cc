@@ -13,6 +13,7 @@ absl::StatusOr<AffineMap> FoldBatchNorm(const TensorMap& weights, const std::str
   const std::vector<float>* gamma = affine ? &weights.at(prefix + ".weight").values : nullptr;
   const std::vector<float>* beta = affine ? &weights.at(prefix + ".bias").values : nullptr;
   AffineMap map;
+  map.center = mean;
   map.scale.resize(mean.size());
   map.shift.resize(mean.size());
   for (size_t i = 0; i < mean.size(); ++i) {
@@ -22,7 +23,7 @@ absl::StatusOr<AffineMap> FoldBatchNorm(const TensorMap& weights, const std::str
     }
     const double scale = (gamma ? (*gamma)[i] : 1.0) / std::sqrt(static_cast<double>(var[i]) + eps);
     map.scale[i] = static_cast<float>(scale);
-    map.shift[i] = static_cast<float>((beta ? (*beta)[i] : 0.0) - mean[i] * scale);
+    map.shift[i] = beta ? (*beta)[i] : 0.0f;
   }
   return map;
 }

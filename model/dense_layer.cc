@@ -39,7 +39,11 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
     const memory::desc any_weights({k, n}, dt::f32, memory::format_tag::any);
     const memory::desc bias_md = bias.empty() ? memory::desc() : RowMajor(1, n, n);
     memory::desc chosen_weights;
-    for (int64_t rows : buckets.sizes()) {
+    // The largest bucket, where the layout matters most, picks the weight
+    // layout; the others are built for it so the weights are stored once.
+    const std::vector<int64_t>& sizes = buckets.sizes();
+    for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
+      const int64_t rows = *it;
       Kernel kernel;
       kernel.rows = rows;
       kernel.src = RowMajor(rows, k, shape.src_stride);
@@ -53,8 +57,6 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       }
       dnnl::primitive_attr attr;
       attr.set_post_ops(ops);
-      // The first (largest-impact) choice of weight layout is kept for every
-      // bucket so the weights are stored once.
       const memory::desc& wanted = chosen_weights.is_zero() ? any_weights : chosen_weights;
       dnnl::matmul::primitive_desc pd(
           dnnl::matmul::desc(kernel.src, wanted, bias_md, kernel.dst), attr, engine);
@@ -63,6 +65,7 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       kernel.primitive = dnnl::matmul(pd);
       layer.kernels_.push_back(std::move(kernel));
     }
+    std::reverse(layer.kernels_.begin(), layer.kernels_.end());  // ascending rows
     // Weights arrive as [n, k] row-major, which is the matmul's [k, n] with
     // format "ba"; reorder once into the primitives' layout.
     dnnl::stream stream(engine);
@@ -96,17 +99,17 @@ absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const float
     return absl::InternalError(absl::StrCat("dense layer: no kernel for ", rows, " rows"));
   }
   const Kernel& kernel = *it;
-  std::unordered_map<int, memory> args;
-  args.reserve(5);
-  args.emplace(DNNL_ARG_SRC, memory(kernel.src, engine_, const_cast<float*>(src)));
-  args.emplace(DNNL_ARG_WEIGHTS, weights_);
-  args.emplace(DNNL_ARG_DST, memory(kernel.dst, engine_, dst));
-  if (bias_) args.emplace(DNNL_ARG_BIAS, bias_);
-  if (post_op_ == PostOp::kMultiply) {
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
-                 memory(kernel.multiplier, engine_, const_cast<float*>(multiplier)));
-  }
   try {
+    std::unordered_map<int, memory> args;
+    args.reserve(5);
+    args.emplace(DNNL_ARG_SRC, memory(kernel.src, engine_, const_cast<float*>(src)));
+    args.emplace(DNNL_ARG_WEIGHTS, weights_);
+    args.emplace(DNNL_ARG_DST, memory(kernel.dst, engine_, dst));
+    if (bias_) args.emplace(DNNL_ARG_BIAS, bias_);
+    if (post_op_ == PostOp::kMultiply) {
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                   memory(kernel.multiplier, engine_, const_cast<float*>(multiplier)));
+    }
     kernel.primitive.execute(stream, args);
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("oneDNN matmul failed: ", e.what()));

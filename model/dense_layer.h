@@ -35,11 +35,12 @@ class DenseLayer {
     int64_t multiplier_stride = 0;  // kMultiply only
   };
 
-  // `weights` is [output_width, input_width] row-major (PyTorch nn.Linear);
-  // `bias` is empty or holds output_width values.
   // An empty layer, to be assigned from Create.
   DenseLayer() = default;
 
+  // `weights` is [output_width, input_width] row-major (PyTorch nn.Linear);
+  // `bias` is empty or holds output_width values. Errors: INTERNAL when the
+  // sizes disagree or oneDNN fails.
   static absl::StatusOr<DenseLayer> Create(const dnnl::engine& engine, const Shape& shape,
                                            absl::Span<const float> weights,
                                            absl::Span<const float> bias, PostOp post_op,

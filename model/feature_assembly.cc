@@ -9,14 +9,6 @@
 #include "model/layer_norm.h"
 
 namespace masknet {
-namespace {
-
-std::vector<float> Take(TensorMap& weights, const std::string& name) {
-  return std::move(weights.at(name).values);
-}
-
-}  // namespace
-
 absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
                                                           TensorMap& weights) {
   FeatureAssembler assembler;
@@ -25,10 +17,11 @@ absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
     Field field{&f, {}, {}};
     const std::string prefix = absl::StrCat("fields.", f.config.name());
     if (!f.dense) {
-      field.embedding = Take(weights, prefix + ".embedding");
+      field.embedding = TakeValues(weights, prefix + ".embedding");
     } else if (f.config.dense().has_affine()) {
-      field.affine.scale = Take(weights, prefix + ".scale");
-      field.affine.shift = Take(weights, prefix + ".shift");
+      field.affine.scale = TakeValues(weights, prefix + ".scale");
+      field.affine.shift = TakeValues(weights, prefix + ".shift");
+      field.affine.center.assign(field.affine.scale.size(), 0.0f);
     } else if (f.config.dense().has_batch_norm()) {
       const auto& bn = f.config.dense().batch_norm();
       auto folded = FoldBatchNorm(weights, prefix + ".batch_norm", bn.affine(), bn.eps());
@@ -38,17 +31,17 @@ absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
     assembler.fields_.push_back(std::move(field));
 
     if (f.scope == Scope::kContext) {
-      auto& spans = assembler.context_spans_;
-      if (!spans.empty() && spans.back().offset + spans.back().width == f.offset) {
-        spans.back().width += f.width;
+      auto& runs = assembler.context_runs_;
+      if (!runs.empty() && runs.back().offset + runs.back().width == f.offset) {
+        runs.back().width += f.width;
       } else {
-        spans.push_back({f.offset, f.width});
+        runs.push_back({f.offset, f.width});
       }
     }
   }
   for (const InputNormSpec& n : spec.input_norms) {
     const std::string prefix = absl::StrCat("input_norms.", n.name);
-    assembler.norms_.push_back({&n, Take(weights, prefix + ".weight"), Take(weights, prefix + ".bias")});
+    assembler.norms_.push_back({&n, TakeValues(weights, prefix + ".weight"), TakeValues(weights, prefix + ".bias")});
   }
   return assembler;
 }
@@ -72,7 +65,7 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
         float x = in[j];
         if (replace && !std::isfinite(x)) x = 0;
         if (log) x = std::copysign(std::log1p(std::fabs(x)), x);
-        if (affine) x = x * field.affine.scale[j] + field.affine.shift[j];
+        if (affine) x = (x - field.affine.center[j]) * field.affine.scale[j] + field.affine.shift[j];
         out[j] = std::clamp(x, lo, hi);
       }
       continue;
@@ -115,7 +108,7 @@ void FeatureAssembler::AssembleContext(const FeatureValues& context, float* cont
 
 void FeatureAssembler::AssembleCandidate(const float* context_row, const FeatureValues& candidate,
                                          float* row) const {
-  for (const Span& s : context_spans_) {
+  for (const FieldRun& s : context_runs_) {
     std::memcpy(row + s.offset, context_row + s.offset, s.width * sizeof(float));
   }
   AssembleScope(Scope::kCandidate, candidate, row);

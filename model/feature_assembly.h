@@ -14,8 +14,8 @@ namespace masknet {
 
 // Builds rows of the instance vector V from request values: dense
 // transforms, embedding lookups with pooling, and the input LayerNorms.
-// Context fields (and input norms over context fields only) are computed once
-// per request into a context row; candidate rows copy them.
+// Context fields (and input norms over context fields only) are computed
+// once per request and batch into a context row; candidate rows copy them.
 // Immutable after Create; safe for concurrent use.
 class FeatureAssembler {
  public:
@@ -46,7 +46,7 @@ class FeatureAssembler {
     const InputNormSpec* spec;
     std::vector<float> gamma, beta;
   };
-  struct Span {
+  struct FieldRun {  // adjacent fields' positions in V
     int64_t offset, width;
   };
 
@@ -55,7 +55,7 @@ class FeatureAssembler {
 
   std::vector<Field> fields_;
   std::vector<Norm> norms_;
-  std::vector<Span> context_spans_;  // maximal runs of context fields in V
+  std::vector<FieldRun> context_runs_;  // maximal runs of context fields in V
   const FeatureSchema* schema_ = nullptr;
 };
 

@@ -1,5 +1,6 @@
 #include "model/feature_schema.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
@@ -118,8 +119,7 @@ absl::StatusOr<FeatureSchema> FeatureSchema::Create(const config::v1::ModelConfi
     const Field& f = config.fields(i);
     std::string where = absl::StrCat("fields[", i, "] ('", f.name(), "')");
     if (!IsValidName(f.name())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": name must be 1-128 letters, digits or '_', not starting with a digit"));
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", kNameRule));
     }
     if (!names.insert(f.name()).second) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate field name"));
@@ -169,6 +169,12 @@ int FeatureSchema::FindField(absl::string_view name) const {
     if (fields_[i].config.name() == name) return i;
   }
   return -1;
+}
+
+int FeatureSchema::FieldAt(int64_t offset) const {
+  auto it = std::upper_bound(fields_.begin(), fields_.end(), offset,
+                             [](int64_t o, const FieldSpec& f) { return o < f.offset; });
+  return static_cast<int>(it - fields_.begin()) - 1;
 }
 
 absl::Status FeatureSchema::Validate(Scope scope, const FeatureValues& values,

@@ -63,6 +63,9 @@ class FeatureSchema {
   int64_t instance_width() const { return instance_width_; }
   // Index of the field called `name`, or -1.
   int FindField(absl::string_view name) const;
+  // Index of the field holding position `offset` of V.
+  // REQUIRES: 0 <= offset < instance_width().
+  int FieldAt(int64_t offset) const;
 
   // Checks one scope instance's values: counts of dense values, ids and
   // id_counts, ids per field against max_ids/allow_empty, ids against
@@ -80,6 +83,8 @@ class FeatureSchema {
 // Whether `name` can name a field, task or input norm: 1-128 letters, digits
 // or '_', not starting with a digit (it becomes part of tensor names).
 bool IsValidName(absl::string_view name);
+// What IsValidName requires, for error messages.
+inline constexpr char kNameRule[] = "name must be 1-128 letters, digits or '_', not starting with a digit";
 
 // Most ids one request may send for a categorical field.
 uint32_t MaxIds(const config::v1::CategoricalField& field);

@@ -8,8 +8,9 @@ namespace masknet {
 // The one LayerNorm kernel of the forward pass, with the activation fused:
 // for each of `rows` rows,
 //   out = LN(in) = (in - mean) / sqrt(var + eps) * gamma + beta   (biased var)
-// followed by max(0, .) when `relu`. One read pass for the statistics and
-// one fused normalize-scale-shift-activate pass.
+// followed by max(0, .) when `relu`. Two read passes over the row (cache
+// resident) for the mean and the centred variance, then one fused
+// normalize-scale-shift-activate pass that writes the output.
 // Rows start `in_stride` / `out_stride` floats apart; `in` and `out` may be
 // the same buffer with the same stride. Parallel over rows (OpenMP).
 // REQUIRES: width >= 1, eps > 0, gamma and beta hold `width` values.

@@ -16,6 +16,8 @@ inline constexpr int kMaxLayers = 64;
 inline constexpr int64_t kMaxWidth = int64_t{1} << 20;
 inline constexpr uint64_t kMaxBuckets = uint64_t{1} << 32;
 inline constexpr uint32_t kMaxIdsPerField = 4096;
+// Largest max_batch_size a model can be built for.
+inline constexpr int64_t kMaxBatchSize = 16384;
 
 }  // namespace masknet::limits
 

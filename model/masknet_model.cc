@@ -11,6 +11,7 @@
 #include "model/dense_layer.h"
 #include "model/feature_assembly.h"
 #include "model/layer_norm.h"
+#include "model/limits.h"
 #include "model/row_buckets.h"
 
 namespace masknet {
@@ -55,21 +56,17 @@ struct NormParams {
   bool active() const { return spec.kind != config::v1::NORM_NONE; }
 };
 
-std::vector<float> Take(TensorMap& weights, const std::string& name) {
-  return std::move(weights.at(name).values);
-}
-
 NormParams TakeNorm(TensorMap& weights, const std::string& prefix, const NormSpec& spec,
                     int64_t width, const FeatureSchema& schema) {
   NormParams params{spec, {}};
   if (spec.kind == config::v1::LAYER_NORM) {
-    params.segments.push_back({0, width, Take(weights, prefix + ".weight"),
-                               Take(weights, prefix + ".bias")});
+    params.segments.push_back({0, width, TakeValues(weights, prefix + ".weight"),
+                               TakeValues(weights, prefix + ".bias")});
   } else if (spec.kind == config::v1::FIELD_LAYER_NORM) {
     for (const FieldSpec& f : schema.fields()) {
       const std::string field_prefix = absl::StrCat(prefix, ".", f.config.name());
-      params.segments.push_back({f.offset, f.width, Take(weights, field_prefix + ".weight"),
-                                 Take(weights, field_prefix + ".bias")});
+      params.segments.push_back({f.offset, f.width, TakeValues(weights, field_prefix + ".weight"),
+                                 TakeValues(weights, field_prefix + ".bias")});
     }
   }
   return params;
@@ -85,7 +82,7 @@ absl::Status FoldDense(const DenseLayerSpec& spec, const TensorMap& weights,
   for (int64_t o = 0; o < spec.output_size; ++o) {
     const float s = bn->scale[o];
     for (int64_t i = 0; i < spec.input_width; ++i) w[o * spec.input_width + i] *= s;
-    b[o] = b[o] * s + bn->shift[o];
+    b[o] = (b[o] - bn->center[o]) * s + bn->shift[o];
   }
   return absl::OkStatus();
 }
@@ -133,11 +130,7 @@ struct MaskNetModel::Network {
 };
 
 struct MaskNetModel::Workspace::Buffers {
-  Buffers(const dnnl::engine& engine, int64_t arena_floats)
-      : stream(engine),
-        arena(static_cast<float*>(std::aligned_alloc(64, (arena_floats * sizeof(float) + 63) / 64 * 64))) {
-    std::memset(arena.get(), 0, arena_floats * sizeof(float));
-  }
+  Buffers(const dnnl::engine& engine, float* arena) : stream(engine), arena(arena) {}
 
   float* At(const Ref& r) { return arena.get() + r.offset + r.column; }
 
@@ -160,9 +153,9 @@ MaskNetModel::~MaskNetModel() = default;
 
 absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spec, TensorMap weights,
                                                                    const Options& options) {
-  if (options.max_batch_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_batch_size must be at least 1, got ", options.max_batch_size));
+  if (options.max_batch_size < 1 || options.max_batch_size > limits::kMaxBatchSize) {
+    return absl::InvalidArgumentError(absl::StrCat("max_batch_size must be in [1, ", limits::kMaxBatchSize,
+                                                   "], got ", options.max_batch_size));
   }
   std::unique_ptr<MaskNetModel> model(new MaskNetModel(std::move(spec), options));
   const ModelSpec& s = model->spec_;
@@ -248,8 +241,8 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
       if (!layer.ok()) return layer.status();
       block.hidden = *std::move(layer);
     }
-    block.ln_gamma = Take(weights, prefix + ".layer_norm.weight");
-    block.ln_beta = Take(weights, prefix + ".layer_norm.bias");
+    block.ln_gamma = TakeValues(weights, prefix + ".layer_norm.weight");
+    block.ln_beta = TakeValues(weights, prefix + ".layer_norm.bias");
     block.ln_eps = b.layer_norm_eps;
     block.relu = b.relu;
     previous = block.y;
@@ -269,8 +262,8 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   net->logits = arena.Add(static_cast<int64_t>(s.tasks.size()));
   const int64_t capacity = buckets.capacity();
   auto build_step = [&](const DenseLayerSpec& spec, Ref src, Ref dst) -> absl::StatusOr<Network::Step> {
-    std::vector<float> w = weights.at(spec.prefix + ".weight").values;
-    std::vector<float> bias = weights.at(spec.prefix + ".bias").values;
+    std::vector<float> w = TakeValues(weights, spec.prefix + ".weight");
+    std::vector<float> bias = TakeValues(weights, spec.prefix + ".bias");
     if (auto st = FoldDense(spec, weights, w, bias); !st.ok()) return st;
     DenseLayer::Shape shape{spec.input_width, spec.output_size, src.stride, dst.stride, 0};
     auto layer = DenseLayer::Create(net->engine, shape, w, bias,
@@ -306,7 +299,22 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   }
   net->arena_floats = arena.size();
   model->network_ = std::move(net);
+  if (model->workspace_bytes() > options.max_workspace_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "a batch of ", options.max_batch_size, " candidates needs ", model->workspace_bytes() >> 20,
+        " MiB of scratch memory, more than max_workspace_bytes (", options.max_workspace_bytes >> 20,
+        " MiB); lower max_batch_size"));
+  }
+  // One workspace up front: a model that cannot get one fails to load
+  // rather than on its first request.
+  auto workspace = model->NewWorkspace();
+  if (!workspace.ok()) return workspace.status();
+  model->pool_.push_back(*std::move(workspace));
   return model;
+}
+
+int64_t MaskNetModel::workspace_bytes() const {
+  return network_->arena_floats * static_cast<int64_t>(sizeof(float));
 }
 
 std::map<std::string, int> MaskNetModel::MatmulImplementations() const {
@@ -326,9 +334,20 @@ std::map<std::string, int> MaskNetModel::MatmulImplementations() const {
   return counts;
 }
 
-std::unique_ptr<MaskNetModel::Workspace> MaskNetModel::NewWorkspace() const {
-  return std::unique_ptr<Workspace>(
-      new Workspace(std::make_unique<Workspace::Buffers>(network_->engine, network_->arena_floats)));
+absl::StatusOr<std::unique_ptr<MaskNetModel::Workspace>> MaskNetModel::NewWorkspace() const {
+  const size_t bytes = (static_cast<size_t>(workspace_bytes()) + 63) / 64 * 64;
+  float* arena = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (arena == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate a ", bytes >> 20, " MiB workspace"));
+  }
+  std::memset(arena, 0, bytes);
+  try {
+    return std::unique_ptr<Workspace>(
+        new Workspace(std::make_unique<Workspace::Buffers>(network_->engine, arena)));
+  } catch (const dnnl::error& e) {
+    std::free(arena);
+    return absl::InternalError(absl::StrCat("oneDNN could not create a stream: ", e.what()));
+  }
 }
 
 absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, absl::Span<float> scores) const {
@@ -340,7 +359,11 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, absl::Span<f
       pool_.pop_back();
     }
   }
-  if (workspace == nullptr) workspace = NewWorkspace();
+  if (workspace == nullptr) {
+    auto created = NewWorkspace();
+    if (!created.ok()) return created.status();
+    workspace = *std::move(created);
+  }
   absl::Status status = Run(slices, *workspace, scores);
   absl::MutexLock lock(&pool_mu_);
   pool_.push_back(std::move(workspace));
@@ -366,13 +389,13 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   int64_t n = 0;
   for (const BatchSlice& slice : slices) n += slice.size();
   if (n < 1 || n > options_.max_batch_size) {
-    return absl::InvalidArgumentError(absl::StrCat("a batch must hold 1 to ", options_.max_batch_size,
-                                                   " candidates, got ", n));
+    return absl::FailedPreconditionError(absl::StrCat("a batch must hold 1 to ", options_.max_batch_size,
+                                                      " candidates, got ", n));
   }
   const int num_tasks = this->num_tasks();
   if (static_cast<int64_t>(scores.size()) < n * num_tasks) {
-    return absl::InvalidArgumentError(absl::StrCat("scores has room for ", scores.size(),
-                                                   " values, need ", n * num_tasks));
+    return absl::FailedPreconditionError(absl::StrCat("scores has room for ", scores.size(),
+                                                      " values, need ", n * num_tasks));
   }
   const int64_t rows = net.buckets.BucketFor(n);
   const int64_t d = spec_.schema.instance_width();
@@ -385,11 +408,31 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
     for (int64_t c = slices[i].begin; c < slices[i].end; ++c) ws.rows.emplace_back(static_cast<int>(i), c);
   }
   float* v = ws.At(net.v);
-#pragma omp parallel for schedule(static) if (n * d >= (1 << 14))
+  // Validation admits only finite values, but a finite value can still
+  // overflow in its field's transform (x * scale); such a row would turn into
+  // NaN, or worse into finite garbage once a ReLU swallows the NaN.
+  int64_t first_bad = n;
+#pragma omp parallel for schedule(static) reduction(min : first_bad) if (n * d >= (1 << 14))
   for (int64_t r = 0; r < n; ++r) {
     const auto [slice, candidate] = ws.rows[r];
+    float* row = v + r * d;
     net.assembler.AssembleCandidate(ws.context_rows.data() + slice * d,
-                                    slices[slice].request->candidates[candidate], v + r * d);
+                                    slices[slice].request->candidates[candidate], row);
+    for (int64_t i = 0; i < d; ++i) {
+      if (!std::isfinite(row[i])) {
+        first_bad = std::min(first_bad, r);
+        break;
+      }
+    }
+  }
+  if (first_bad < n) {
+    const float* row = v + first_bad * d;
+    const int64_t i = std::find_if(row, row + d, [](float x) { return !std::isfinite(x); }) - row;
+    const FieldSpec& field = spec_.schema.fields()[spec_.schema.FieldAt(i)];
+    return absl::InvalidArgumentError(absl::StrCat(
+        field.scope == Scope::kContext ? "context" : absl::StrCat("candidates[", ws.rows[first_bad].second, "]"),
+        ": field '", field.config.name(), "' value ", i - field.offset, " overflows float32 (", row[i],
+        ") after the field's transform and normalization"));
   }
   // Padding rows run through the network too; keep them finite.
   std::memset(v + n * d, 0, (rows - n) * d * sizeof(float));

@@ -42,8 +42,11 @@ struct BatchSlice {
 class MaskNetModel {
  public:
   struct Options {
-    // Most candidates one Run may score; bounds workspace memory.
+    // Most candidates one Run may score.
     int64_t max_batch_size = 256;
+    // Largest scratch memory one Workspace may need (it grows with
+    // max_batch_size and the layers' widths).
+    int64_t max_workspace_bytes = int64_t{2} << 30;
   };
 
   // Scratch memory and a oneDNN stream for one thread's calls to Run. Not
@@ -61,10 +64,12 @@ class MaskNetModel {
     std::unique_ptr<Buffers> buffers_;
   };
 
-  // Builds the network. `weights` must hold exactly spec.ExpectedTensors()
-  // with their shapes, all finite (the loader checks this). Errors:
-  // INVALID_ARGUMENT for weights that cannot be served (e.g. a negative
-  // batch-norm variance), INTERNAL if oneDNN fails.
+  // Builds the network and one workspace. `weights` must hold exactly
+  // spec.ExpectedTensors() with their shapes, all finite (the loader checks
+  // this). Errors: INVALID_ARGUMENT for weights that cannot be served (e.g. a
+  // negative batch-norm variance) or bad options, RESOURCE_EXHAUSTED when a
+  // workspace would exceed options.max_workspace_bytes or cannot be
+  // allocated, INTERNAL if oneDNN fails.
   static absl::StatusOr<std::unique_ptr<MaskNetModel>> Create(ModelSpec spec, TensorMap weights,
                                                               const Options& options);
   ~MaskNetModel();
@@ -72,19 +77,26 @@ class MaskNetModel {
   MaskNetModel(const MaskNetModel&) = delete;
   MaskNetModel& operator=(const MaskNetModel&) = delete;
 
-  std::unique_ptr<Workspace> NewWorkspace() const;
+  // A new workspace for Run. Errors: RESOURCE_EXHAUSTED if memory runs out,
+  // INTERNAL if oneDNN fails.
+  absl::StatusOr<std::unique_ptr<Workspace>> NewWorkspace() const;
+
+  // Bytes of scratch memory one workspace holds.
+  int64_t workspace_bytes() const;
 
   // Scores the candidates of `slices`, in order, into `scores`: row-major
   // [total candidates, num_tasks()] probabilities.
   // REQUIRES: every slice's values pass spec().schema.Validate; the slices
   // hold 1 to max_batch_size() candidates; scores has room for them all.
-  // Errors: INVALID_ARGUMENT when the REQUIRES on sizes is broken, INTERNAL
-  // if oneDNN fails.
+  // Errors: INVALID_ARGUMENT "candidates[i]: field 'f' ..." (or "context:
+  // ...") when a value overflows float32 in its field's transform;
+  // FAILED_PRECONDITION when the REQUIRES on sizes is broken; INTERNAL if
+  // oneDNN fails.
   absl::Status Run(absl::Span<const BatchSlice> slices, Workspace& workspace,
                    absl::Span<float> scores) const;
 
   // As above, with a workspace borrowed from the model's own pool (one per
-  // concurrent caller, kept for reuse).
+  // concurrent caller, kept for reuse). Errors also as NewWorkspace.
   absl::Status Run(absl::Span<const BatchSlice> slices, absl::Span<float> scores) const
       ABSL_LOCKS_EXCLUDED(pool_mu_);
 

@@ -97,7 +97,7 @@ absl::Status ResolveInputNorms(const ModelConfig& config, ModelSpec& spec) {
     const auto& n = config.input_norms(i);
     const std::string where = absl::StrCat("input_norms[", i, "] ('", n.name(), "')");
     if (!IsValidName(n.name())) {
-      return Invalid(where, "name must be 1-128 letters, digits or '_', not starting with a digit");
+      return Invalid(where, kNameRule);
     }
     if (!names.insert(n.name()).second) return Invalid(where, "duplicate input norm name");
     if (n.fields().empty()) return Invalid(where, "lists no fields");
@@ -189,11 +189,11 @@ absl::Status ResolveMaskNet(const ModelConfig& config, ModelSpec& spec) {
                            "differ; the exporter should say which)");
         }
         const double product = static_cast<double>(r.factor()) * static_cast<double>(base);
-        if (!(r.factor() > 0) || !std::isfinite(product) ||
+        if (!(r.factor() > 0) || !(product <= static_cast<double>(limits::kMaxWidth)) ||
             std::fabs(product - std::round(product)) > 1e-3) {
           return Invalid(absl::StrCat(where, ".reduction.factor"),
                          absl::StrCat("factor ", r.factor(), " x base width ", base, " = ", product,
-                                      " is not a positive whole number"));
+                                      " is not a whole number in [1, ", limits::kMaxWidth, "]"));
         }
         block.aggregation_size = static_cast<int64_t>(std::round(product));
         break;
@@ -246,7 +246,7 @@ absl::Status ResolveTop(const ModelConfig& config, ModelSpec& spec) {
     const auto& head = config.tasks(t);
     const std::string where = absl::StrCat("tasks[", t, "] ('", head.name(), "')");
     if (!IsValidName(head.name())) {
-      return Invalid(where, "name must be 1-128 letters, digits or '_', not starting with a digit");
+      return Invalid(where, kNameRule);
     }
     if (!names.insert(head.name()).second) return Invalid(where, "duplicate task name");
     if (head.layers().empty() || head.layers_size() > limits::kMaxLayers) {

@@ -5,6 +5,10 @@
 
 namespace masknet {
 
+std::vector<float> TakeValues(TensorMap& weights, const std::string& name) {
+  return std::move(weights.at(name).values);
+}
+
 std::string ShapeToString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }

@@ -24,6 +24,10 @@ struct Tensor {
 // Weights by tensor name (the names of docs/MODEL_FORMAT.md).
 using TensorMap = absl::flat_hash_map<std::string, Tensor>;
 
+// Moves the values of tensor `name` out of `weights`.
+// REQUIRES: weights holds `name`.
+std::vector<float> TakeValues(TensorMap& weights, const std::string& name);
+
 // "[2, 3]" for error messages.
 std::string ShapeToString(const std::vector<int64_t>& shape);
 

@@ -1,6 +1,7 @@
 #include "server/batch_queue.h"
 
 #include <algorithm>
+#include <exception>
 
 #include "absl/strings/str_cat.h"
 
@@ -38,6 +39,16 @@ int64_t BatchQueue::queued_candidates() const {
   return queued_candidates_;
 }
 
+absl::Status BatchQueue::Process(absl::Span<const TaskSlice> batch) {
+  try {
+    return processor_(batch);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("scoring failed: ", e.what()));
+  } catch (...) {
+    return absl::InternalError("scoring failed with an unknown exception");
+  }
+}
+
 void BatchQueue::Run() {
   for (;;) {
     std::unique_ptr<BatchTask> task;
@@ -53,8 +64,12 @@ void BatchQueue::Run() {
     const int64_t size = task->size();
     absl::Status status;
     for (int64_t begin = 0; begin < size && status.ok(); begin += options_.max_batch_size) {
+      if (task->cancelled()) {
+        status = absl::CancelledError("the call was cancelled, or its deadline passed, before it was scored");
+        break;
+      }
       const TaskSlice slice{task.get(), begin, std::min(size, begin + options_.max_batch_size)};
-      status = processor_(absl::MakeConstSpan(&slice, 1));
+      status = Process(absl::MakeConstSpan(&slice, 1));
     }
     task->Done(std::move(status));
     task.reset();

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "server/defaults.h"
 
 namespace masknet {
 
@@ -29,6 +30,10 @@ class BatchTask {
   virtual ~BatchTask() = default;
   // Number of candidates. REQUIRES: >= 1.
   virtual int64_t size() const = 0;
+  // Whether the task's result is no longer wanted (e.g. its caller went away
+  // or its deadline passed). Checked before each slice; a cancelled task is
+  // not scored further and is Done with CANCELLED.
+  virtual bool cancelled() const { return false; }
   // Called exactly once, on the queue's thread, after the task's last slice
   // ran (OK) or a slice failed (the first error). The queue deletes the task
   // right after.
@@ -42,7 +47,8 @@ struct TaskSlice {
   int64_t end;
 };
 
-// Scores one batch. Runs on the queue's thread only.
+// Scores one batch. Runs on the queue's thread only. An exception it throws
+// fails the batch's tasks with INTERNAL.
 using BatchProcessor = absl::AnyInvocable<absl::Status(absl::Span<const TaskSlice>)>;
 
 // Thread-safe.
@@ -50,10 +56,10 @@ class BatchQueue {
  public:
   struct Options {
     // Most candidates in one batch.
-    int64_t max_batch_size = 256;
+    int64_t max_batch_size = defaults::kMaxBatchSize;
     // Most candidates accepted and not yet scored; beyond it Schedule
     // answers UNAVAILABLE.
-    int64_t max_queued_candidates = 65536;
+    int64_t max_queued_candidates = defaults::kMaxQueuedCandidates;
   };
 
   BatchQueue(const Options& options, BatchProcessor processor);
@@ -76,6 +82,7 @@ class BatchQueue {
 
  private:
   void Run();
+  absl::Status Process(absl::Span<const TaskSlice> batch);
 
   const Options options_;
   BatchProcessor processor_;

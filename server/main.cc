@@ -21,6 +21,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "loader/model_repository.h"
+#include "model/limits.h"
+#include "server/defaults.h"
 #include "server/ranking_server.h"
 
 ABSL_FLAG(std::string, model_root, "",
@@ -30,17 +32,21 @@ ABSL_FLAG(std::string, default_model, "",
           "Model answering requests with an empty model_name. Default: the only model, when "
           "there is exactly one.");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
-ABSL_FLAG(int32_t, port, 50051, "gRPC port (Ranker, grpc.health.v1.Health, reflection).");
-ABSL_FLAG(int64_t, max_candidates, 8192,
+ABSL_FLAG(int32_t, port, masknet::defaults::kPort,
+          "gRPC port (Ranker, grpc.health.v1.Health, reflection); 0 picks a free one.");
+ABSL_FLAG(int64_t, max_candidates, masknet::defaults::kMaxCandidates,
           "Most candidates in one Rank request; more is INVALID_ARGUMENT.");
-ABSL_FLAG(int64_t, max_request_bytes, 64 << 20,
+ABSL_FLAG(int64_t, max_request_bytes, masknet::defaults::kMaxRequestBytes,
           "Largest request message accepted, in bytes (gRPC's own default of 4 MiB is too "
           "small: 500 twitter-recap candidates are ~4 MB of floats).");
-ABSL_FLAG(int64_t, max_batch_size, 256,
+ABSL_FLAG(int64_t, max_batch_size, masknet::defaults::kMaxBatchSize,
           "Most candidates scored in one forward pass; larger requests are split.");
-ABSL_FLAG(int64_t, max_queued_candidates, 65536,
+ABSL_FLAG(int64_t, max_queued_candidates, masknet::defaults::kMaxQueuedCandidates,
           "Most candidates accepted and not yet scored; beyond it Rank answers UNAVAILABLE.");
-ABSL_FLAG(absl::Duration, shutdown_grace_period, absl::Seconds(25),
+ABSL_FLAG(int64_t, max_workspace_bytes, masknet::defaults::kMaxWorkspaceBytes,
+          "Most scratch memory one model may need for a batch of --max_batch_size candidates; "
+          "a model needing more fails to load.");
+ABSL_FLAG(absl::Duration, shutdown_grace_period, absl::Seconds(masknet::defaults::kShutdownGraceSeconds),
           "On SIGTERM or SIGINT: how long calls in flight may take to finish before they are "
           "cancelled.");
 
@@ -64,9 +70,10 @@ std::string CheckFlags() {
     return absl::StrCat("--max_request_bytes must be in [1024, 2147483647], got ", bytes);
   }
   const int64_t batch = absl::GetFlag(FLAGS_max_batch_size);
-  if (batch < 1 || batch > 16384) {
-    return absl::StrCat("--max_batch_size must be in [1, 16384], got ", batch);
+  if (batch < 1 || batch > limits::kMaxBatchSize) {
+    return absl::StrCat("--max_batch_size must be in [1, ", limits::kMaxBatchSize, "], got ", batch);
   }
+  if (absl::GetFlag(FLAGS_max_workspace_bytes) < 1) return "--max_workspace_bytes must be positive";
   if (absl::GetFlag(FLAGS_max_queued_candidates) < absl::GetFlag(FLAGS_max_candidates)) {
     return "--max_queued_candidates must be at least --max_candidates, or a full-size request "
            "could never be accepted";
@@ -94,6 +101,7 @@ int Main() {
   repo_options.root = absl::GetFlag(FLAGS_model_root);
   repo_options.default_model = absl::GetFlag(FLAGS_default_model);
   repo_options.model.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  repo_options.model.max_workspace_bytes = absl::GetFlag(FLAGS_max_workspace_bytes);
   std::vector<std::string> warnings;
   const absl::Time load_start = absl::Now();
   auto repository = ModelRepository::Load(repo_options, &warnings);
@@ -110,7 +118,8 @@ int Main() {
     }
     Log(absl::StrCat("loaded model '", name, "' version ", version, ": ",
                      servable->model->spec().ParameterCount(), " parameters, ",
-                     servable->model->spec().FlopsPerCandidate(), " FLOP per candidate; matmuls: ",
+                     servable->model->spec().FlopsPerCandidate(), " FLOP per candidate, ",
+                     servable->model->workspace_bytes() >> 20, " MiB workspace; matmuls: ",
                      absl::StrJoin(kernels, ", ")));
   }
   Log(absl::StrCat("models loaded in ", absl::FormatDuration(absl::Now() - load_start),

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "server/rank_request.h"
 
 namespace masknet {
@@ -16,8 +17,10 @@ using serving::v1::RankResponse;
 class RankTask final : public BatchTask {
  public:
   RankTask(std::shared_ptr<const Servable> servable, RequestFeatures features,
-           const RankRequest* request, RankResponse* response, grpc::ServerUnaryReactor* reactor)
+           grpc::CallbackServerContext* context, const RankRequest* request, RankResponse* response,
+           grpc::ServerUnaryReactor* reactor)
       : servable_(std::move(servable)),
+        context_(context),
         features_(std::move(features)),
         request_(request),
         response_(response),
@@ -25,6 +28,7 @@ class RankTask final : public BatchTask {
         scores_(features_.candidates.size() * servable_->model->num_tasks()) {}
 
   int64_t size() const override { return static_cast<int64_t>(features_.candidates.size()); }
+  bool cancelled() const override { return context_->IsCancelled(); }
 
   void Done(absl::Status status) override {
     if (status.ok()) {
@@ -46,6 +50,7 @@ class RankTask final : public BatchTask {
 
  private:
   std::shared_ptr<const Servable> servable_;
+  grpc::CallbackServerContext* context_;
   RequestFeatures features_;
   const RankRequest* request_;
   RankResponse* response_;
@@ -53,27 +58,20 @@ class RankTask final : public BatchTask {
   std::vector<float> scores_;
 };
 
-// Scores a batch of slices of RankTasks for one model.
+// Scores a batch of slices of RankTasks for one model. Batches arrive sized
+// by the queue's max_batch_size; the model's own capacity is enforced here too.
 absl::Status ScoreBatch(absl::Span<const TaskSlice> slices) {
   const MaskNetModel& model = static_cast<RankTask*>(slices[0].task)->model();
-  std::vector<BatchSlice> batch;
-  batch.reserve(slices.size());
-  int64_t rows = 0;
+  const int num_tasks = model.num_tasks();
   for (const TaskSlice& s : slices) {
-    batch.push_back({&static_cast<RankTask*>(s.task)->features(), s.begin, s.end});
-    rows += s.end - s.begin;
-  }
-  if (slices.size() == 1) {  // common case: score straight into the task
-    return model.Run(batch, absl::MakeSpan(static_cast<RankTask*>(slices[0].task)->scores(slices[0].begin),
-                                           rows * model.num_tasks()));
-  }
-  std::vector<float> scores(rows * model.num_tasks());
-  if (auto s = model.Run(batch, absl::MakeSpan(scores)); !s.ok()) return s;
-  const float* from = scores.data();
-  for (const TaskSlice& s : slices) {
-    const int64_t n = (s.end - s.begin) * model.num_tasks();
-    std::copy(from, from + n, static_cast<RankTask*>(s.task)->scores(s.begin));
-    from += n;
+    RankTask* task = static_cast<RankTask*>(s.task);
+    for (int64_t begin = s.begin; begin < s.end; begin += model.max_batch_size()) {
+      const BatchSlice part{&task->features(), begin, std::min(s.end, begin + model.max_batch_size())};
+      const absl::Status status =
+          model.Run(absl::MakeConstSpan(&part, 1), absl::MakeSpan(task->scores(begin), part.size() * num_tasks));
+      if (status.code() == absl::StatusCode::kInvalidArgument) return status;  // the request's values
+      if (!status.ok()) return absl::InternalError(absl::StrCat("scoring failed: ", status.message()));
+    }
   }
   return absl::OkStatus();
 }
@@ -145,7 +143,7 @@ grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* conte
     return reactor;
   }
   std::unique_ptr<BatchTask> task = std::make_unique<RankTask>(
-      *std::move(servable), *std::move(features), request, response, reactor);
+      *std::move(servable), *std::move(features), context, request, response, reactor);
   if (auto s = queue_.Schedule(&task); !s.ok()) reactor->Finish(ToGrpcStatus(s));
   return reactor;
 }

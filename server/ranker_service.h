@@ -8,6 +8,7 @@
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "server/batch_queue.h"
+#include "server/defaults.h"
 
 namespace masknet {
 
@@ -17,7 +18,7 @@ namespace masknet {
 class RankerService final : public serving::v1::Ranker::CallbackService {
  public:
   struct Options {
-    int64_t max_candidates = 8192;
+    int64_t max_candidates = defaults::kMaxCandidates;
     BatchQueue::Options queue;
   };
 

@@ -31,13 +31,15 @@ absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelR
 RankingServer::~RankingServer() { Shutdown(absl::ZeroDuration()); }
 
 void RankingServer::Shutdown(absl::Duration grace) {
-  if (shut_down_) return;
+  if (shut_down_ || server_ == nullptr) return;
   shut_down_ = true;
   server_->GetHealthCheckService()->Shutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   service_->Shutdown();
 }
 
-void RankingServer::Wait() { server_->Wait(); }
+void RankingServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
 
 }  // namespace masknet

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
+#include "server/defaults.h"
 #include "server/ranker_service.h"
 
 namespace masknet {
@@ -20,7 +21,7 @@ class RankingServer {
   struct Options {
     // host:port; port 0 picks a free port (see port()).
     std::string address = "0.0.0.0:50051";
-    int64_t max_request_bytes = 64 << 20;
+    int64_t max_request_bytes = defaults::kMaxRequestBytes;
     RankerService::Options service;
   };
 

@@ -1,6 +1,7 @@
 #include "server/batch_queue.h"
 
 #include <atomic>
+#include <stdexcept>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -17,13 +18,16 @@ using ::testing::Pair;
 
 class CountingTask : public BatchTask {
  public:
-  CountingTask(int64_t size, std::vector<absl::Status>* done) : size_(size), done_(done) {}
+  CountingTask(int64_t size, std::vector<absl::Status>* done, bool cancelled = false)
+      : size_(size), done_(done), cancelled_(cancelled) {}
   int64_t size() const override { return size_; }
+  bool cancelled() const override { return cancelled_; }
   void Done(absl::Status status) override { done_->push_back(std::move(status)); }
 
  private:
   int64_t size_;
   std::vector<absl::Status>* done_;
+  bool cancelled_;
 };
 
 TEST(BatchQueueTest, SplitsLargeTasksIntoBatchesOfAtMostMaxBatchSize) {
@@ -100,6 +104,41 @@ TEST(BatchQueueTest, FailingBatchFailsItsTaskAndStopsItsRemainingSlices) {
   EXPECT_EQ(calls, 1);
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].code(), absl::StatusCode::kInternal);
+}
+
+TEST(BatchQueueTest, CancelledTaskIsNotScored) {
+  int calls = 0;
+  std::vector<absl::Status> done;
+  {
+    BatchQueue queue({4, 100}, [&](absl::Span<const TaskSlice>) {
+      ++calls;
+      return absl::OkStatus();
+    });
+    std::unique_ptr<BatchTask> task = std::make_unique<CountingTask>(10, &done, /*cancelled=*/true);
+    ASSERT_TRUE(queue.Schedule(&task).ok());
+  }
+  EXPECT_EQ(calls, 0);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].code(), absl::StatusCode::kCancelled);
+}
+
+TEST(BatchQueueTest, ExceptionInTheProcessorFailsTheTaskAndTheQueueGoesOn) {
+  std::vector<absl::Status> done;
+  int calls = 0;
+  {
+    BatchQueue queue({4, 100}, [&](absl::Span<const TaskSlice>) -> absl::Status {
+      if (++calls == 1) throw std::runtime_error("out of memory");
+      return absl::OkStatus();
+    });
+    for (int i = 0; i < 2; ++i) {
+      std::unique_ptr<BatchTask> task = std::make_unique<CountingTask>(3, &done);
+      ASSERT_TRUE(queue.Schedule(&task).ok());
+    }
+  }
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(done[0].message()), HasSubstr("out of memory"));
+  EXPECT_TRUE(done[1].ok());
 }
 
 }  // namespace

@@ -120,11 +120,39 @@ TEST(MaskNetModelTest, RejectsBatchesOutsideItsSize) {
   std::vector<float> scores(10);
   const BatchSlice too_many{&view, 0, 5};
   absl::Status s = model->Run(absl::MakeConstSpan(&too_many, 1), absl::MakeSpan(scores));
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(s.message()), HasSubstr("1 to 4 candidates, got 5"));
   const BatchSlice none{&view, 0, 0};
   EXPECT_EQ(model->Run(absl::MakeConstSpan(&none, 1), absl::MakeSpan(scores)).code(),
-            absl::StatusCode::kInvalidArgument);
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(MaskNetModelTest, ReportsTheCandidateWhoseValueOverflowsInItsTransform) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  // counts (candidate dense values 1 and 2) is batch-normed without a clamp:
+  // a tiny variance turns a large finite value into infinity.
+  weights["fields.counts.batch_norm.running_var"].values = {1e-6f, 1e-6f};
+  auto model = *MaskNetModel::Create(std::move(spec), std::move(weights), {16});
+  testing::OwnedRequest request = testing::RandomRequest(model->spec().schema, 4, 3);
+  request.candidates[2].dense[1] = 3e38f;
+  const RequestFeatures view = request.view();
+  const BatchSlice slice{&view, 0, 4};
+  std::vector<float> scores(8);
+  const absl::Status s = model->Run(absl::MakeConstSpan(&slice, 1), absl::MakeSpan(scores));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("candidates[2]: field 'counts' value 0 overflows float32 (inf) after the field's transform"));
+}
+
+TEST(MaskNetModelTest, RefusesAWorkspaceAboveItsLimit) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  auto model = MaskNetModel::Create(std::move(spec), std::move(weights),
+                                    {/*max_batch_size=*/4096, /*max_workspace_bytes=*/1 << 20});
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr("a batch of 4096 candidates needs"));
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr("lower max_batch_size"));
 }
 
 TEST(MaskNetModelTest, RejectsNegativeBatchNormVariance) {

@@ -118,7 +118,12 @@ TEST(ModelSpecTest, RejectsFieldLayerNormOverAScalarField) {
 
 TEST(ModelSpecTest, RejectsNonIntegralReductionProduct) {
   ExpectRejected([](ModelConfig& c) { c.mutable_masknet()->mutable_blocks(1)->mutable_reduction()->set_factor(0.3f); },
-                 {"masknet.blocks[1].reduction.factor", "not a positive whole number"});
+                 {"masknet.blocks[1].reduction.factor", "= 4.2", "is not a whole number in [1, 1048576]"});
+}
+
+TEST(ModelSpecTest, RejectsHugeReductionProductWithoutOverflow) {
+  ExpectRejected([](ModelConfig& c) { c.mutable_masknet()->mutable_blocks(1)->mutable_reduction()->set_factor(1e30f); },
+                 {"masknet.blocks[1].reduction.factor", "is not a whole number in [1, 1048576]"});
 }
 
 TEST(ModelSpecTest, RejectsReductionWithoutBase) {

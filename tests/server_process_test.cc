@@ -1,7 +1,10 @@
 // Runs the masknet_server binary as a process: flags, start-up errors, and
 // SIGTERM with calls in flight.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -120,6 +123,23 @@ TEST(ServerProcessTest, InvalidLimitExitsWithAMessage) {
   ServerProcess server({"--model_root=/nonexistent", "--max_batch_size=0"});
   EXPECT_EQ(server.Wait(), 2);
   EXPECT_THAT(server.Log(), HasSubstr("--max_batch_size must be in [1, 16384], got 0"));
+}
+
+TEST(ServerProcessTest, PortInUseExitsWithAMessage) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  ServerProcess server({"--model_root=" + testing::FixtureModelRoot("variant-parallel-easyrec"),
+                        "--host=127.0.0.1", absl::StrCat("--port=", port)});
+  EXPECT_EQ(server.Wait(), 1) << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr(absl::StrCat("cannot listen on 127.0.0.1:", port)));
+  close(fd);
 }
 
 TEST(ServerProcessTest, BadModelExitsWithTheLoaderError) {

@@ -313,31 +313,43 @@ TEST_F(ServerTest, HealthServiceReportsServing) {
 }
 
 TEST_F(ServerTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
-  // Start several calls, shut down while they are in flight: each either
-  // completes with its scores or (if it had not reached the server yet) is
-  // refused as UNAVAILABLE; none is lost or half-answered.
-  const RankRequest request = Request(100);
+  // Six calls at once; when the first is answered the others are in flight
+  // (queued behind it). Shut down then: those still complete. A call whose
+  // thread had not sent it yet is refused as UNAVAILABLE, never half-done.
+  RankingServer::Options options = SmallLimits();
+  options.service.max_candidates = 5000;
+  options.max_request_bytes = 64 << 20;
+  ServerHarness harness(root_, options);
+  const RankRequest request = Request(3000);
+  std::atomic<int> ok{0}, ok_after_shutdown{0}, refused{0}, failed{0};
+  std::atomic<bool> shutting_down{false};
   std::vector<std::thread> threads;
-  std::atomic<int> ok{0}, refused{0};
   for (int i = 0; i < 6; ++i) {
     threads.emplace_back([&] {
       RankResponse response;
-      const grpc::Status status = harness_.Rank(request, &response);
-      if (status.ok()) {
-        EXPECT_EQ(response.candidates_size(), 100);
-        ++ok;
-      } else {
-        EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+      const grpc::Status status = harness.Rank(request, &response);
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
         ++refused;
+        return;
       }
+      if (!status.ok()) {
+        ADD_FAILURE() << status.error_message();
+        ++failed;
+        return;
+      }
+      EXPECT_EQ(response.candidates_size(), 3000);
+      if (shutting_down) ++ok_after_shutdown;
+      ++ok;
     });
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  harness_.server().Shutdown(absl::Seconds(10));
+  while (ok == 0 && failed == 0 && refused == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  shutting_down = true;
+  harness.server().Shutdown(absl::Seconds(10));
   for (auto& t : threads) t.join();
+  EXPECT_GE(ok_after_shutdown, 1) << "no call was in flight at shutdown";
   EXPECT_EQ(ok + refused, 6);
   RankResponse response;
-  EXPECT_EQ(harness_.Rank(request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(harness.Rank(request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace
