@@ -22,7 +22,9 @@ MAX_WIDTH = 1 << 20
 MAX_BUCKETS = 1 << 32
 MAX_IDS = 4096
 
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The server's rule for field, input-norm and task names (they become parts of
+# tensor names): 1-128 letters, digits or '_', not starting with a digit.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class ConfigError(ValueError):
@@ -194,11 +196,23 @@ def _check_batch_norm(problems, where, batch_norm):
     _check_eps(problems, where + ".batch_norm", batch_norm.eps)
 
 
+def _check_name(problems, where, name):
+    if not _NAME.fullmatch(name):
+        problems.append(f"{where}: name must be 1-128 letters, digits or '_', "
+                        "not starting with a digit")
+
+
+def _check_unique_name(problems, where, name, seen):
+    """Checks `name` against the rule and `seen`, then adds it to `seen`."""
+    _check_name(problems, where, name)
+    if name in seen:
+        problems.append(f"{where}: name is not unique")
+    seen.add(name)
+
+
 def _check_field(problems, field):
     where = f"field {field.name!r}"
-    if not _FIELD_NAME.fullmatch(field.name):
-        problems.append(f"{where}: name must be letters, digits and '_', "
-                        "not starting with a digit")
+    _check_name(problems, where, field.name)
     if field.scope == config_pb2.SCOPE_UNSPECIFIED:
         problems.append(f"{where}: scope is unspecified")
     kind = field.WhichOneof("kind")
@@ -240,10 +254,7 @@ def _check_input_norms(problems, model_config):
     seen_norms, normed_fields = set(), set()
     for norm in model_config.input_norms:
         where = f"input_norm {norm.name!r}"
-        if not norm.name or "." in norm.name or norm.name in seen_norms:
-            problems.append(
-                f"{where}: name is empty, has a '.', or is not unique")
-        seen_norms.add(norm.name)
+        _check_unique_name(problems, where, norm.name, seen_norms)
         _check_eps(problems, where, norm.eps)
         if not norm.fields:
             problems.append(f"{where}: has no fields")
@@ -332,10 +343,7 @@ def _check_tasks(problems, model_config):
     names = set()
     for task in model_config.tasks:
         where = f"task {task.name!r}"
-        if not task.name or "." in task.name or task.name in names:
-            problems.append(
-                f"{where}: name is empty, has a '.', or is not unique")
-        names.add(task.name)
+        _check_unique_name(problems, where, task.name, names)
         if not task.layers:
             problems.append(f"{where}: has no layers")
             continue
