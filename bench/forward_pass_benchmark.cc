@@ -43,10 +43,10 @@ void BM_ForwardPass(benchmark::State& state, const std::string& name) {
   const testing::OwnedRequest request = testing::RandomRequest(model.spec().schema, static_cast<int>(batch), 3);
   const RequestFeatures features = request.view();
   const BatchSlice slice{&features, 0, batch};
-  auto workspace = *model.NewWorkspace();
+  Workspace workspace;
   std::vector<float> scores(batch * model.num_tasks());
   for (auto _ : state) {
-    const absl::Status s = model.Run(absl::MakeConstSpan(&slice, 1), *workspace, absl::MakeSpan(scores));
+    const absl::Status s = model.Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores));
     if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
     benchmark::DoNotOptimize(scores.data());
   }

@@ -19,6 +19,10 @@ inline constexpr uint32_t kMaxIdsPerField = 4096;
 // Largest max_batch_size a model can be built for.
 inline constexpr int64_t kMaxBatchSize = 16384;
 
+// Defaults of MaskNetModel::Options (the server's flags refer to them).
+inline constexpr int64_t kDefaultMaxBatchSize = 256;
+inline constexpr int64_t kDefaultMaxWorkspaceBytes = int64_t{2} << 30;
+
 }  // namespace masknet::limits
 
 #endif  // MASKNET_MODEL_LIMITS_H_

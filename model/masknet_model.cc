@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "dnnl.hpp"
+#include "omp.h"
 #include "model/batch_norm.h"
 #include "model/dense_layer.h"
 #include "model/feature_assembly.h"
@@ -93,6 +94,30 @@ float Sigmoid(float z) {
   return e / (1.0f + e);
 }
 
+// One engine for every model: a stream (which a Workspace holds) can run
+// only primitives of its own engine, and a workspace serves every model.
+const dnnl::engine& CpuEngine() {
+  static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+// Sets the calling thread's OpenMP thread count for a scope. oneDNN sizes
+// its primitives and their parallel regions by it.
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int threads) : previous_(omp_get_max_threads()) {
+    if (threads != previous_) omp_set_num_threads(threads);
+  }
+  ~ScopedOmpThreads() {
+    if (omp_get_max_threads() != previous_) omp_set_num_threads(previous_);
+  }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
 }  // namespace
 
 struct MaskNetModel::Network {
@@ -114,7 +139,7 @@ struct MaskNetModel::Network {
     bool relu;
   };
 
-  explicit Network(int64_t max_rows) : buckets(max_rows), engine(dnnl::engine::kind::cpu, 0) {}
+  explicit Network(int64_t max_rows) : buckets(max_rows), engine(CpuEngine()) {}
 
   RowBuckets buckets;
   dnnl::engine engine;
@@ -129,22 +154,39 @@ struct MaskNetModel::Network {
   std::vector<float> logit_offsets;  // log(negative_sampling_rate) or 0 per task
 };
 
-struct MaskNetModel::Workspace::Buffers {
-  Buffers(const dnnl::engine& engine, float* arena) : stream(engine), arena(arena) {}
-
+struct Workspace::Buffers {
   float* At(const Ref& r) { return arena.get() + r.offset + r.column; }
 
-  dnnl::stream stream;
+  // Makes the arena hold at least `floats` floats, zeroed when new.
+  absl::Status Reserve(int64_t floats) {
+    if (floats <= arena_floats) return absl::OkStatus();
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (p == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate a ", bytes >> 20, " MiB workspace"));
+    }
+    std::memset(p, 0, bytes);
+    arena.reset(p);
+    arena_floats = floats;
+    return absl::OkStatus();
+  }
+
+  dnnl::stream stream{CpuEngine()};
   struct Free {
     void operator()(float* p) const { std::free(p); }
   };
   std::unique_ptr<float, Free> arena;
+  int64_t arena_floats = 0;
   std::vector<float> context_rows;
   std::vector<std::pair<int, int64_t>> rows;  // (slice, candidate) per batch row
 };
 
-MaskNetModel::Workspace::Workspace(std::unique_ptr<Buffers> buffers) : buffers_(std::move(buffers)) {}
-MaskNetModel::Workspace::~Workspace() = default;
+Workspace::Workspace() = default;
+Workspace::~Workspace() = default;
+
+int64_t Workspace::bytes() const {
+  return buffers_ == nullptr ? 0 : buffers_->arena_floats * static_cast<int64_t>(sizeof(float));
+}
 
 MaskNetModel::MaskNetModel(ModelSpec spec, const Options& options)
     : spec_(std::move(spec)), options_(options) {}
@@ -157,7 +199,15 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     return absl::InvalidArgumentError(absl::StrCat("max_batch_size must be in [1, ", limits::kMaxBatchSize,
                                                    "], got ", options.max_batch_size));
   }
-  std::unique_ptr<MaskNetModel> model(new MaskNetModel(std::move(spec), options));
+  if (options.threads < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be 0 (OpenMP's default) or positive, got ",
+                                                   options.threads));
+  }
+  Options resolved = options;
+  if (resolved.threads == 0) resolved.threads = omp_get_max_threads();
+  // oneDNN fits each primitive to the thread count in force when it is built.
+  const ScopedOmpThreads threads(resolved.threads);
+  std::unique_ptr<MaskNetModel> model(new MaskNetModel(std::move(spec), resolved));
   const ModelSpec& s = model->spec_;
   auto net = std::make_unique<Network>(options.max_batch_size);
   const RowBuckets& buckets = net->buckets;
@@ -305,11 +355,6 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
         " MiB of scratch memory, more than max_workspace_bytes (", options.max_workspace_bytes >> 20,
         " MiB); lower max_batch_size"));
   }
-  // One workspace up front: a model that cannot get one fails to load
-  // rather than on its first request.
-  auto workspace = model->NewWorkspace();
-  if (!workspace.ok()) return workspace.status();
-  model->pool_.push_back(*std::move(workspace));
   return model;
 }
 
@@ -334,42 +379,6 @@ std::map<std::string, int> MaskNetModel::MatmulImplementations() const {
   return counts;
 }
 
-absl::StatusOr<std::unique_ptr<MaskNetModel::Workspace>> MaskNetModel::NewWorkspace() const {
-  const size_t bytes = (static_cast<size_t>(workspace_bytes()) + 63) / 64 * 64;
-  float* arena = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (arena == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate a ", bytes >> 20, " MiB workspace"));
-  }
-  std::memset(arena, 0, bytes);
-  try {
-    return std::unique_ptr<Workspace>(
-        new Workspace(std::make_unique<Workspace::Buffers>(network_->engine, arena)));
-  } catch (const dnnl::error& e) {
-    std::free(arena);
-    return absl::InternalError(absl::StrCat("oneDNN could not create a stream: ", e.what()));
-  }
-}
-
-absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, absl::Span<float> scores) const {
-  std::unique_ptr<Workspace> workspace;
-  {
-    absl::MutexLock lock(&pool_mu_);
-    if (!pool_.empty()) {
-      workspace = std::move(pool_.back());
-      pool_.pop_back();
-    }
-  }
-  if (workspace == nullptr) {
-    auto created = NewWorkspace();
-    if (!created.ok()) return created.status();
-    workspace = *std::move(created);
-  }
-  absl::Status status = Run(slices, *workspace, scores);
-  absl::MutexLock lock(&pool_mu_);
-  pool_.push_back(std::move(workspace));
-  return status;
-}
-
 namespace {
 
 void ApplyNorm(const NormParams& norm, const float* in, int64_t in_stride, float* out,
@@ -384,7 +393,6 @@ void ApplyNorm(const NormParams& norm, const float* in, int64_t in_stride, float
 
 absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& workspace,
                                absl::Span<float> scores) const {
-  Workspace::Buffers& ws = *workspace.buffers_;
   const Network& net = *network_;
   int64_t n = 0;
   for (const BatchSlice& slice : slices) n += slice.size();
@@ -397,6 +405,16 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
     return absl::FailedPreconditionError(absl::StrCat("scores has room for ", scores.size(),
                                                       " values, need ", n * num_tasks));
   }
+  if (workspace.buffers_ == nullptr) {
+    try {
+      workspace.buffers_ = std::make_unique<Workspace::Buffers>();
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat("oneDNN could not create a stream: ", e.what()));
+    }
+  }
+  Workspace::Buffers& ws = *workspace.buffers_;
+  if (auto s = ws.Reserve(net.arena_floats); !s.ok()) return s;
+  const ScopedOmpThreads threads(options_.threads);
   const int64_t rows = net.buckets.BucketFor(n);
   const int64_t d = spec_.schema.instance_width();
 

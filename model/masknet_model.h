@@ -7,12 +7,11 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "model/feature_schema.h"
+#include "model/limits.h"
 #include "model/model_spec.h"
 #include "model/tensor.h"
 
@@ -33,43 +32,53 @@ struct BatchSlice {
   int64_t size() const { return end - begin; }
 };
 
+// Scratch memory and a oneDNN stream for one thread's forward passes. A
+// workspace belongs to a thread, not to a model: it grows to what the
+// largest model run with it needs, so a thread serving several models (or
+// versions) holds one. Not thread-safe: one thread uses it at a time.
+class Workspace {
+ public:
+  // Empty; Run allocates what a model needs on first use.
+  Workspace();
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+  // Bytes of scratch memory held now.
+  int64_t bytes() const;
+
+ private:
+  friend class MaskNetModel;
+  struct Buffers;
+  std::unique_ptr<Buffers> buffers_;
+};
+
 // The MaskNet forward pass in fp32 on oneDNN: feature assembly, MaskNet
 // (serial or parallel), MLP, task heads, sigmoid and calibration.
 //
 // Built once per model version; matmul primitives exist for every row bucket
-// up to max_batch_size (see RowBuckets) and weights are reordered once. Run
-// is const and thread-safe: each calling thread passes its own Workspace.
+// up to max_batch_size (see RowBuckets) and weights are reordered once.
+// Immutable after Create: Run is const and may be called from many threads
+// at once, each with its own Workspace.
 class MaskNetModel {
  public:
   struct Options {
     // Most candidates one Run may score.
-    int64_t max_batch_size = 256;
-    // Largest scratch memory one Workspace may need (it grows with
-    // max_batch_size and the layers' widths).
-    int64_t max_workspace_bytes = int64_t{2} << 30;
+    int64_t max_batch_size = limits::kDefaultMaxBatchSize;
+    // Largest scratch memory a Workspace may need for this model (it grows
+    // with max_batch_size and the layers' widths).
+    int64_t max_workspace_bytes = limits::kDefaultMaxWorkspaceBytes;
+    // OpenMP threads one Run uses; the primitives are built for this count.
+    // 0: OpenMP's default (OMP_NUM_THREADS, else every core), read when the
+    // model is created.
+    int threads = 0;
   };
 
-  // Scratch memory and a oneDNN stream for one thread's calls to Run. Not
-  // thread-safe; reusable across calls of the model that made it.
-  class Workspace {
-   public:
-    ~Workspace();
-    Workspace(const Workspace&) = delete;
-    Workspace& operator=(const Workspace&) = delete;
-
-   private:
-    friend class MaskNetModel;
-    struct Buffers;
-    explicit Workspace(std::unique_ptr<Buffers> buffers);
-    std::unique_ptr<Buffers> buffers_;
-  };
-
-  // Builds the network and one workspace. `weights` must hold exactly
-  // spec.ExpectedTensors() with their shapes, all finite (the loader checks
-  // this). Errors: INVALID_ARGUMENT for weights that cannot be served (e.g. a
-  // negative batch-norm variance) or bad options, RESOURCE_EXHAUSTED when a
-  // workspace would exceed options.max_workspace_bytes or cannot be
-  // allocated, INTERNAL if oneDNN fails.
+  // Builds the network. `weights` must hold exactly spec.ExpectedTensors()
+  // with their shapes, all finite (the loader checks this). Errors:
+  // INVALID_ARGUMENT for weights that cannot be served (e.g. a negative
+  // batch-norm variance) or bad options, RESOURCE_EXHAUSTED when a workspace
+  // would exceed options.max_workspace_bytes, INTERNAL if oneDNN fails.
   static absl::StatusOr<std::unique_ptr<MaskNetModel>> Create(ModelSpec spec, TensorMap weights,
                                                               const Options& options);
   ~MaskNetModel();
@@ -77,28 +86,21 @@ class MaskNetModel {
   MaskNetModel(const MaskNetModel&) = delete;
   MaskNetModel& operator=(const MaskNetModel&) = delete;
 
-  // A new workspace for Run. Errors: RESOURCE_EXHAUSTED if memory runs out,
-  // INTERNAL if oneDNN fails.
-  absl::StatusOr<std::unique_ptr<Workspace>> NewWorkspace() const;
-
-  // Bytes of scratch memory one workspace holds.
+  // Bytes of scratch memory a workspace needs to run this model.
   int64_t workspace_bytes() const;
 
   // Scores the candidates of `slices`, in order, into `scores`: row-major
-  // [total candidates, num_tasks()] probabilities.
-  // REQUIRES: every slice's values pass spec().schema.Validate; the slices
-  // hold 1 to max_batch_size() candidates; scores has room for them all.
+  // [total candidates, num_tasks()] probabilities. Grows `workspace` to
+  // workspace_bytes() if it is smaller. Runs options.threads OpenMP threads
+  // (and leaves the calling thread's OpenMP setting as it found it).
+  // REQUIRES: every slice's values pass spec().schema.Validate.
   // Errors: INVALID_ARGUMENT "candidates[i]: field 'f' ..." (or "context:
   // ...") when a value overflows float32 in its field's transform;
-  // FAILED_PRECONDITION when the REQUIRES on sizes is broken; INTERNAL if
-  // oneDNN fails.
+  // FAILED_PRECONDITION when the slices hold no candidates or more than
+  // max_batch_size(), or `scores` is too small; RESOURCE_EXHAUSTED when the
+  // workspace cannot grow; INTERNAL if oneDNN fails.
   absl::Status Run(absl::Span<const BatchSlice> slices, Workspace& workspace,
                    absl::Span<float> scores) const;
-
-  // As above, with a workspace borrowed from the model's own pool (one per
-  // concurrent caller, kept for reuse). Errors also as NewWorkspace.
-  absl::Status Run(absl::Span<const BatchSlice> slices, absl::Span<float> scores) const
-      ABSL_LOCKS_EXCLUDED(pool_mu_);
 
   // How many matmul primitives (layers x row buckets) use each oneDNN
   // implementation, e.g. {"brg:avx512_core": 120}. A "ref" entry means a
@@ -117,8 +119,6 @@ class MaskNetModel {
   ModelSpec spec_;
   Options options_;
   std::unique_ptr<Network> network_;
-  mutable absl::Mutex pool_mu_;
-  mutable std::vector<std::unique_ptr<Workspace>> pool_ ABSL_GUARDED_BY(pool_mu_);
 };
 
 }  // namespace masknet

@@ -3,17 +3,29 @@
 
 #include <cstdint>
 
+#include "absl/time/time.h"
+#include "model/limits.h"
+
 // The server's limits' defaults, in one place: the flags of main.cc and the
-// Options structs of server/ take them from here.
+// Options structs of server/ take them from here. README's flag table
+// repeats them for readers.
 namespace masknet::defaults {
 
 inline constexpr int32_t kPort = 50051;
 inline constexpr int64_t kMaxCandidates = 8192;
 // gRPC's own 4 MiB is too small: 500 twitter-recap candidates are ~4 MB.
 inline constexpr int64_t kMaxRequestBytes = int64_t{64} << 20;
-inline constexpr int64_t kMaxBatchSize = 256;
+inline constexpr int64_t kMaxBatchSize = limits::kDefaultMaxBatchSize;
+inline constexpr int64_t kMaxWorkspaceBytes = limits::kDefaultMaxWorkspaceBytes;
+// Per model version. A safety net for calls without a deadline; calls with
+// one are refused earlier, when the queue ahead would make them miss it.
 inline constexpr int64_t kMaxQueuedCandidates = 65536;
-inline constexpr int64_t kMaxWorkspaceBytes = int64_t{2} << 30;
+inline constexpr int64_t kMaxQueuedBytes = int64_t{1} << 30;
+// How long a batch that is not full waits for more calls (README,
+// "Batching", says why this value).
+inline constexpr absl::Duration kBatchTimeout = absl::ZeroDuration();
+// OpenMP threads per worker's forward pass.
+inline constexpr int kIntraOpThreads = 1;
 inline constexpr int64_t kShutdownGraceSeconds = 25;
 
 }  // namespace masknet::defaults

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "absl/time/time.h"
 #include "loader/model_repository.h"
 #include "model/limits.h"
+#include "server/cpu_budget.h"
 #include "server/defaults.h"
 #include "server/ranking_server.h"
 
@@ -40,9 +42,32 @@ ABSL_FLAG(int64_t, max_request_bytes, masknet::defaults::kMaxRequestBytes,
           "Largest request message accepted, in bytes (gRPC's own default of 4 MiB is too "
           "small: 500 twitter-recap candidates are ~4 MB of floats).");
 ABSL_FLAG(int64_t, max_batch_size, masknet::defaults::kMaxBatchSize,
-          "Most candidates scored in one forward pass; larger requests are split.");
+          "Most candidates in one batch (one forward pass). A batch merges calls to the same model "
+          "version; a larger call is split over several batches, which run on several workers at "
+          "once.");
+ABSL_FLAG(absl::Duration, batch_timeout, masknet::defaults::kBatchTimeout,
+          "How long a batch that is not full waits for more calls before it runs. Under load "
+          "batches fill while the workers are busy, so waiting only adds latency (README, "
+          "\"Batching\").");
+ABSL_FLAG(bool, batch_merging, true,
+          "Whether one batch may hold several calls. Off, a batch holds part of one call only "
+          "(for comparison).");
+ABSL_FLAG(int32_t, num_workers, 0,
+          "Scoring threads, shared by every model. 0: the CPUs this process may use (affinity and "
+          "cgroup quota) divided by --intra_op_threads.");
+ABSL_FLAG(int32_t, intra_op_threads, masknet::defaults::kIntraOpThreads,
+          "OpenMP threads each worker's forward pass uses. 1 (several single-threaded workers) "
+          "gives the most candidates per second; more lowers a lone large batch's latency. Set "
+          "OMP_WAIT_POLICY=PASSIVE with more than 1, or idle OpenMP threads spin.");
 ABSL_FLAG(int64_t, max_queued_candidates, masknet::defaults::kMaxQueuedCandidates,
-          "Most candidates accepted and not yet scored; beyond it Rank answers UNAVAILABLE.");
+          "Per model version: most candidates accepted and not yet in a batch; beyond it Rank "
+          "answers RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_queued_bytes, masknet::defaults::kMaxQueuedBytes,
+          "Per model version: most bytes of feature values held by queued calls; beyond it Rank "
+          "answers RESOURCE_EXHAUSTED.");
+ABSL_FLAG(bool, admit_by_deadline, true,
+          "Refuse at once (RESOURCE_EXHAUSTED) a call that, by the measured cost of recent "
+          "batches, would miss its deadline behind the work queued ahead of it.");
 ABSL_FLAG(int64_t, max_workspace_bytes, masknet::defaults::kMaxWorkspaceBytes,
           "Most scratch memory one model may need for a batch of --max_batch_size candidates; "
           "a model needing more fails to load.");
@@ -59,6 +84,9 @@ void Log(const std::string& message) {
                message.c_str());
 }
 
+// Most workers, and most OpenMP threads per worker.
+constexpr int32_t kMaxThreads = 1024;
+
 // Returns the first invalid flag's complaint, or "".
 std::string CheckFlags() {
   if (absl::GetFlag(FLAGS_model_root).empty()) return "--model_root is required";
@@ -74,8 +102,24 @@ std::string CheckFlags() {
     return absl::StrCat("--max_batch_size must be in [1, ", limits::kMaxBatchSize, "], got ", batch);
   }
   if (absl::GetFlag(FLAGS_max_workspace_bytes) < 1) return "--max_workspace_bytes must be positive";
+  const absl::Duration timeout = absl::GetFlag(FLAGS_batch_timeout);
+  if (timeout < absl::ZeroDuration() || timeout > absl::Seconds(1)) {
+    return absl::StrCat("--batch_timeout must be in [0, 1s], got ", absl::FormatDuration(timeout));
+  }
+  const int32_t workers = absl::GetFlag(FLAGS_num_workers);
+  if (workers < 0 || workers > kMaxThreads) {
+    return absl::StrCat("--num_workers must be in [0, ", kMaxThreads, "], got ", workers);
+  }
+  const int32_t threads = absl::GetFlag(FLAGS_intra_op_threads);
+  if (threads < 1 || threads > kMaxThreads) {
+    return absl::StrCat("--intra_op_threads must be in [1, ", kMaxThreads, "], got ", threads);
+  }
   if (absl::GetFlag(FLAGS_max_queued_candidates) < absl::GetFlag(FLAGS_max_candidates)) {
     return "--max_queued_candidates must be at least --max_candidates, or a full-size request "
+           "could never be accepted";
+  }
+  if (absl::GetFlag(FLAGS_max_queued_bytes) < bytes) {
+    return "--max_queued_bytes must be at least --max_request_bytes, or a full-size request "
            "could never be accepted";
   }
   if (absl::GetFlag(FLAGS_shutdown_grace_period) < absl::ZeroDuration()) {
@@ -97,11 +141,23 @@ int Main() {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  const int usable_cpus = UsableCpus();
+  const int intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  int num_workers = absl::GetFlag(FLAGS_num_workers);
+  if (num_workers == 0) num_workers = std::max(1, usable_cpus / intra_op_threads);
+  Log(absl::StrCat(num_workers, " scoring worker(s) x ", intra_op_threads, " OpenMP thread(s); ",
+                   usable_cpus, " CPU(s) usable by this process"));
+  if (num_workers * intra_op_threads > usable_cpus) {
+    Log(absl::StrCat("warning: ", num_workers * intra_op_threads, " scoring threads on ", usable_cpus,
+                     " usable CPU(s) oversubscribe them"));
+  }
+
   ModelRepository::Options repo_options;
   repo_options.root = absl::GetFlag(FLAGS_model_root);
   repo_options.default_model = absl::GetFlag(FLAGS_default_model);
   repo_options.model.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   repo_options.model.max_workspace_bytes = absl::GetFlag(FLAGS_max_workspace_bytes);
+  repo_options.model.threads = intra_op_threads;
   std::vector<std::string> warnings;
   const absl::Time load_start = absl::Now();
   auto repository = ModelRepository::Load(repo_options, &warnings);
@@ -119,7 +175,7 @@ int Main() {
     Log(absl::StrCat("loaded model '", name, "' version ", version, ": ",
                      servable->model->spec().ParameterCount(), " parameters, ",
                      servable->model->spec().FlopsPerCandidate(), " FLOP per candidate, ",
-                     servable->model->workspace_bytes() >> 20, " MiB workspace; matmuls: ",
+                     servable->model->workspace_bytes() >> 20, " MiB workspace per worker; matmuls: ",
                      absl::StrJoin(kernels, ", ")));
   }
   Log(absl::StrCat("models loaded in ", absl::FormatDuration(absl::Now() - load_start),
@@ -131,8 +187,12 @@ int Main() {
   options.address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   options.service.max_candidates = absl::GetFlag(FLAGS_max_candidates);
-  options.service.queue.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.service.scheduler.num_workers = num_workers;
+  options.service.queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
+  options.service.queue.merge_tasks = absl::GetFlag(FLAGS_batch_merging);
   options.service.queue.max_queued_candidates = absl::GetFlag(FLAGS_max_queued_candidates);
+  options.service.queue.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
+  options.service.queue.admit_by_deadline = absl::GetFlag(FLAGS_admit_by_deadline);
   auto server = RankingServer::Start(repository->get(), options);
   if (!server.ok()) {
     Log(server.status().ToString());

@@ -1,9 +1,12 @@
 #include "server/ranker_service.h"
 
+#include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/rank_request.h"
 
 namespace masknet {
@@ -13,23 +16,52 @@ using serving::v1::FeatureField;
 using serving::v1::RankRequest;
 using serving::v1::RankResponse;
 
-// One Rank call's candidates waiting for, or being, scored.
-class RankTask final : public BatchTask {
+// Memory a queued call holds beyond its feature values, per candidate (the
+// Candidate and Features messages and their repeated fields' headers).
+constexpr int64_t kBytesPerCandidate = 96;
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
+
+int64_t BytesOf(const FeatureValues& v) {
+  return static_cast<int64_t>(v.dense.size() * sizeof(float) + v.ids.size() * sizeof(int64_t) +
+                              v.id_counts.size() * sizeof(uint32_t));
+}
+
+// One Rank call from its validation to its answer. gRPC owns it as the
+// call's reactor (it is deleted in OnDone); while queued, it is also the
+// scheduler's task.
+class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
  public:
-  RankTask(std::shared_ptr<const Servable> servable, RequestFeatures features,
-           grpc::CallbackServerContext* context, const RankRequest* request, RankResponse* response,
-           grpc::ServerUnaryReactor* reactor)
-      : servable_(std::move(servable)),
-        context_(context),
-        features_(std::move(features)),
-        request_(request),
-        response_(response),
-        reactor_(reactor),
-        scores_(features_.candidates.size() * servable_->model->num_tasks()) {}
+  RankCall(grpc::CallbackServerContext* context, const RankRequest* request, RankResponse* response)
+      : request_(request), response_(response), deadline_(DeadlineOf(*context)) {}
 
+  // Takes the validated features of the request and the model that scores
+  // them.
+  void Prepare(std::shared_ptr<const Servable> servable, RequestFeatures features) {
+    servable_ = std::move(servable);
+    features_ = std::move(features);
+    bytes_ = BytesOf(features_.context);
+    for (const FeatureValues& c : features_.candidates) bytes_ += BytesOf(c) + kBytesPerCandidate;
+    scores_.resize(features_.candidates.size() * servable_->model->num_tasks());
+  }
+
+  // Queues the call; answers it at once if the queue refuses.
+  void Schedule(BatchQueue* queue) {
+    queue_ = queue;
+    if (absl::Status s = queue->Schedule(this); !s.ok()) Finish(ToGrpcStatus(s));
+  }
+
+  const RequestFeatures& features() const { return features_; }
+  float* scores(int64_t candidate) { return scores_.data() + candidate * servable_->model->num_tasks(); }
+
+  // BatchTask.
   int64_t size() const override { return static_cast<int64_t>(features_.candidates.size()); }
-  bool cancelled() const override { return context_->IsCancelled(); }
-
+  int64_t bytes() const override { return bytes_; }
+  absl::Time deadline() const override { return deadline_; }
   void Done(absl::Status status) override {
     if (status.ok()) {
       const int num_tasks = servable_->model->num_tasks();
@@ -37,44 +69,81 @@ class RankTask final : public BatchTask {
       for (int i = 0; i < request_->candidates_size(); ++i) {
         auto* out = response_->add_candidates();
         out->set_id(request_->candidates(i).id());
-        out->mutable_scores()->Add(scores_.begin() + i * num_tasks,
-                                   scores_.begin() + (i + 1) * num_tasks);
+        out->mutable_scores()->Add(scores_.begin() + i * num_tasks, scores_.begin() + (i + 1) * num_tasks);
       }
     }
-    reactor_->Finish(ToGrpcStatus(status));
+    Finish(ToGrpcStatus(status));
   }
 
-  const MaskNetModel& model() const { return *servable_->model; }
-  const RequestFeatures& features() const { return features_; }
-  float* scores(int64_t candidate) { return scores_.data() + candidate * model().num_tasks(); }
+  // ServerUnaryReactor. gRPC calls OnCancel when the client cancels or the
+  // deadline passes, and OnDone only after OnCancel returned.
+  void OnCancel() override {
+    if (queue_ == nullptr) return;
+    queue_->Cancel(this, absl::Now() >= deadline_
+                             ? absl::DeadlineExceededError("the call's deadline passed before it was scored")
+                             : absl::CancelledError("the call was cancelled before it was scored"));
+  }
+  void OnDone() override { delete this; }
 
  private:
-  std::shared_ptr<const Servable> servable_;
-  grpc::CallbackServerContext* context_;
-  RequestFeatures features_;
   const RankRequest* request_;
   RankResponse* response_;
-  grpc::ServerUnaryReactor* reactor_;
+  const absl::Time deadline_;
+  std::shared_ptr<const Servable> servable_;
+  RequestFeatures features_;
+  int64_t bytes_ = 0;
   std::vector<float> scores_;
+  BatchQueue* queue_ = nullptr;
 };
 
-// Scores a batch of slices of RankTasks for one model. Batches arrive sized
-// by the queue's max_batch_size; the model's own capacity is enforced here too.
-absl::Status ScoreBatch(absl::Span<const TaskSlice> slices) {
-  const MaskNetModel& model = static_cast<RankTask*>(slices[0].task)->model();
+}  // namespace
+
+// Scratch state of one scheduler worker.
+struct RankerService::Worker {
+  Workspace workspace;
+  std::vector<BatchSlice> slices;
+  std::vector<float> scores;
+};
+
+// A value that overflows in one call's features fails that call alone.
+absl::Status RankerService::ScoreBatch(const MaskNetModel& model, Worker& worker, absl::Span<TaskSlice> batch) {
   const int num_tasks = model.num_tasks();
-  for (const TaskSlice& s : slices) {
-    RankTask* task = static_cast<RankTask*>(s.task);
-    for (int64_t begin = s.begin; begin < s.end; begin += model.max_batch_size()) {
-      const BatchSlice part{&task->features(), begin, std::min(s.end, begin + model.max_batch_size())};
-      const absl::Status status =
-          model.Run(absl::MakeConstSpan(&part, 1), absl::MakeSpan(task->scores(begin), part.size() * num_tasks));
-      if (status.code() == absl::StatusCode::kInvalidArgument) return status;  // the request's values
-      if (!status.ok()) return absl::InternalError(absl::StrCat("scoring failed: ", status.message()));
+  worker.slices.clear();
+  int64_t n = 0;
+  for (const TaskSlice& s : batch) {
+    worker.slices.push_back(BatchSlice{&static_cast<RankCall*>(s.task)->features(), s.begin, s.end});
+    n += s.size();
+  }
+  worker.scores.resize(n * num_tasks);
+  absl::Status status = model.Run(worker.slices, worker.workspace, absl::MakeSpan(worker.scores));
+  if (status.ok()) {
+    const float* from = worker.scores.data();
+    for (const TaskSlice& s : batch) {
+      std::copy_n(from, s.size() * num_tasks, static_cast<RankCall*>(s.task)->scores(s.begin));
+      from += s.size() * num_tasks;
+    }
+    return absl::OkStatus();
+  }
+  if (status.code() != absl::StatusCode::kInvalidArgument) {
+    return absl::InternalError(absl::StrCat("scoring failed: ", status.message()));
+  }
+  if (batch.size() == 1) return status;
+  // One call's values overflowed: score each call's slice alone, so that
+  // only the calls at fault fail.
+  for (size_t i = 0; i < batch.size(); ++i) {
+    TaskSlice& s = batch[i];
+    status = model.Run(absl::MakeConstSpan(&worker.slices[i], 1), worker.workspace,
+                       absl::MakeSpan(static_cast<RankCall*>(s.task)->scores(s.begin), s.size() * num_tasks));
+    if (status.code() == absl::StatusCode::kInvalidArgument) {
+      s.status = std::move(status);
+    } else if (!status.ok()) {
+      s.status = absl::InternalError(absl::StrCat("scoring failed: ", status.message()));
     }
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 void DescribeField(const FieldSpec& f, FeatureField* out) {
   out->set_name(f.config.name());
@@ -115,37 +184,62 @@ serving::v1::ModelInfo DescribeModel(const Servable& servable) {
 }
 
 RankerService::RankerService(const ModelRepository* repository, const Options& options)
-    : repository_(repository), options_(options), queue_(options.queue, ScoreBatch) {}
+    : repository_(repository), options_(options), scheduler_(options.scheduler) {
+  for (int i = 0; i < scheduler_.num_workers(); ++i) workers_.push_back(std::make_unique<Worker>());
+}
 
 RankerService::~RankerService() { Shutdown(); }
 
-void RankerService::Shutdown() { queue_.Shutdown(); }
+void RankerService::Shutdown() { scheduler_.Shutdown(); }
+
+BatchQueue* RankerService::QueueFor(const std::shared_ptr<const Servable>& servable) {
+  absl::MutexLock lock(&queues_mu_);
+  std::unique_ptr<BatchQueue>& queue = queues_[servable.get()];
+  if (queue == nullptr) {
+    BatchScheduler::QueueOptions options = options_.queue;
+    options.max_batch_size = servable->model->max_batch_size();
+    // The queue keeps its model alive.
+    queue = scheduler_.AddQueue(options, [this, servable](int worker, absl::Span<TaskSlice> batch) {
+      return ScoreBatch(*servable->model, *workers_[worker], batch);
+    });
+  }
+  return queue.get();
+}
+
+std::optional<BatchQueueStats> RankerService::QueueStats(const std::string& model_name, int64_t version) {
+  auto servable = repository_->Find(model_name, version);
+  if (!servable.ok()) return std::nullopt;
+  absl::MutexLock lock(&queues_mu_);
+  auto it = queues_.find(servable->get());
+  if (it == queues_.end()) return std::nullopt;
+  return it->second->stats();
+}
 
 grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* context,
                                               const RankRequest* request, RankResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto* call = new RankCall(context, request, response);
   auto servable = repository_->Find(request->model_name(), request->model_version());
   if (!servable.ok()) {
-    reactor->Finish(ToGrpcStatus(servable.status()));
-    return reactor;
+    call->Finish(ToGrpcStatus(servable.status()));
+    return call;
   }
   const MaskNetModel& model = *(*servable)->model;
   auto features = ParseRankRequest(*request, model.spec().schema, options_.max_candidates);
   if (!features.ok()) {
-    reactor->Finish(ToGrpcStatus(features.status()));
-    return reactor;
+    call->Finish(ToGrpcStatus(features.status()));
+    return call;
   }
   response->set_model_name((*servable)->name);
   response->set_model_version((*servable)->version);
   for (const TaskSpec& t : model.spec().tasks) response->add_tasks(t.name);
   if (features->candidates.empty()) {
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    call->Finish(grpc::Status::OK);
+    return call;
   }
-  std::unique_ptr<BatchTask> task = std::make_unique<RankTask>(
-      *std::move(servable), *std::move(features), context, request, response, reactor);
-  if (auto s = queue_.Schedule(&task); !s.ok()) reactor->Finish(ToGrpcStatus(s));
-  return reactor;
+  BatchQueue* queue = QueueFor(*servable);
+  call->Prepare(*std::move(servable), *std::move(features));
+  call->Schedule(queue);
+  return call;
 }
 
 grpc::ServerUnaryReactor* RankerService::GetModelInfo(grpc::CallbackServerContext* context,

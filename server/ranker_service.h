@@ -3,23 +3,37 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
-#include "server/batch_queue.h"
+#include "server/batch_scheduler.h"
 #include "server/defaults.h"
 
 namespace masknet {
 
 // The masknet.serving.v1.Ranker service: resolves the model, validates the
-// request against its schema, and queues the candidates for scoring. Calls
-// never block a gRPC thread on the model.
+// request against its schema on the gRPC thread that received it, and
+// queues the candidates on the model version's BatchQueue. Worker threads
+// score the batches and answer the calls; no gRPC thread waits on a model.
+// A call that is cancelled, or whose deadline passes, leaves its queue at
+// once and is not scored further.
 class RankerService final : public serving::v1::Ranker::CallbackService {
  public:
   struct Options {
     int64_t max_candidates = defaults::kMaxCandidates;
-    BatchQueue::Options queue;
+    // The scoring workers, shared by every model version.
+    BatchScheduler::Options scheduler;
+    // Each model version's queue. Its max_batch_size is taken from the
+    // model (MaskNetModel::max_batch_size), which the repository built for
+    // the server's --max_batch_size.
+    BatchScheduler::QueueOptions queue;
   };
 
   // `repository` must outlive the service.
@@ -34,14 +48,31 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
                                          const serving::v1::GetModelInfoRequest* request,
                                          serving::v1::ModelInfo* response) override;
 
-  // Finishes every accepted call and stops the scoring thread. Call after the
-  // gRPC server stopped accepting calls.
+  // The state of a model version's queue; nullopt before its first call.
+  std::optional<BatchQueueStats> QueueStats(const std::string& model_name, int64_t version)
+      ABSL_LOCKS_EXCLUDED(queues_mu_);
+
+  // Finishes every accepted call and stops the workers. Call after the gRPC
+  // server stopped accepting calls. Idempotent.
   void Shutdown();
 
  private:
+  struct Worker;
+
+  // Scores a batch of slices of Rank calls with `model`, on `worker`'s
+  // scratch state.
+  static absl::Status ScoreBatch(const MaskNetModel& model, Worker& worker, absl::Span<TaskSlice> batch);
+  // The queue of a model version, made on first use.
+  BatchQueue* QueueFor(const std::shared_ptr<const Servable>& servable) ABSL_LOCKS_EXCLUDED(queues_mu_);
+
   const ModelRepository* repository_;
   const Options options_;
-  BatchQueue queue_;
+  // Scratch state of each scheduler worker; only that worker touches it.
+  // Destroyed last: the workers stop before.
+  std::vector<std::unique_ptr<Worker>> workers_;
+  BatchScheduler scheduler_;
+  absl::Mutex queues_mu_;
+  absl::flat_hash_map<const Servable*, std::unique_ptr<BatchQueue>> queues_ ABSL_GUARDED_BY(queues_mu_);
 };
 
 // Describes a servable as GetModelInfo answers.

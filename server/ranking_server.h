@@ -37,9 +37,11 @@ class RankingServer {
   // The bound port.
   int port() const { return port_; }
 
+  RankerService& service() { return *service_; }
+
   // Graceful stop: health turns NOT_SERVING, new calls are refused, calls in
   // flight finish (those still running after `grace` are cancelled), then
-  // the scoring thread stops. Idempotent.
+  // the scoring workers stop. Idempotent.
   void Shutdown(absl::Duration grace);
 
   // Blocks until the server has shut down.

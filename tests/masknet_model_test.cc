@@ -108,9 +108,31 @@ TEST(MaskNetModelTest, SlicesOfDifferentRequestsKeepTheirContexts) {
   const std::vector<float> alone2 = testing::ScoreAll(*model, v2);
   const BatchSlice slices[] = {{&v1, 1, 5}, {&v2, 0, 9}};
   std::vector<float> together(13 * 2);
-  ASSERT_TRUE(model->Run(slices, absl::MakeSpan(together)).ok());
+  Workspace workspace;
+  ASSERT_TRUE(model->Run(slices, workspace, absl::MakeSpan(together)).ok());
   for (int i = 0; i < 4 * 2; ++i) EXPECT_NEAR(together[i], alone1[2 + i], 1e-6);
   for (int i = 0; i < 9 * 2; ++i) EXPECT_NEAR(together[8 + i], alone2[i], 1e-6);
+}
+
+TEST(MaskNetModelTest, OneWorkspaceServesModelsOfDifferentSizes) {
+  auto small = TinyModel(4, /*seed=*/5);
+  auto big = TinyModel(64, /*seed=*/6);
+  ASSERT_LT(small->workspace_bytes(), big->workspace_bytes());
+  const testing::OwnedRequest request = testing::RandomRequest(small->spec().schema, 4, 3);
+  const RequestFeatures view = request.view();
+  const std::vector<float> small_alone = testing::ScoreAll(*small, view);
+  const std::vector<float> big_alone = testing::ScoreAll(*big, view);
+  Workspace workspace;
+  EXPECT_EQ(workspace.bytes(), 0);
+  const BatchSlice slice{&view, 0, 4};
+  std::vector<float> scores(8);
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(small->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores)).ok());
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(scores[i], small_alone[i]) << i;
+    ASSERT_TRUE(big->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores)).ok());
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(scores[i], big_alone[i]) << i;
+  }
+  EXPECT_GE(workspace.bytes(), big->workspace_bytes());
 }
 
 TEST(MaskNetModelTest, RejectsBatchesOutsideItsSize) {
@@ -118,12 +140,13 @@ TEST(MaskNetModelTest, RejectsBatchesOutsideItsSize) {
   const testing::OwnedRequest request = testing::RandomRequest(model->spec().schema, 5, 3);
   const RequestFeatures view = request.view();
   std::vector<float> scores(10);
+  Workspace workspace;
   const BatchSlice too_many{&view, 0, 5};
-  absl::Status s = model->Run(absl::MakeConstSpan(&too_many, 1), absl::MakeSpan(scores));
+  absl::Status s = model->Run(absl::MakeConstSpan(&too_many, 1), workspace, absl::MakeSpan(scores));
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(s.message()), HasSubstr("1 to 4 candidates, got 5"));
   const BatchSlice none{&view, 0, 0};
-  EXPECT_EQ(model->Run(absl::MakeConstSpan(&none, 1), absl::MakeSpan(scores)).code(),
+  EXPECT_EQ(model->Run(absl::MakeConstSpan(&none, 1), workspace, absl::MakeSpan(scores)).code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
@@ -139,7 +162,8 @@ TEST(MaskNetModelTest, ReportsTheCandidateWhoseValueOverflowsInItsTransform) {
   const RequestFeatures view = request.view();
   const BatchSlice slice{&view, 0, 4};
   std::vector<float> scores(8);
-  const absl::Status s = model->Run(absl::MakeConstSpan(&slice, 1), absl::MakeSpan(scores));
+  Workspace workspace;
+  const absl::Status s = model->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()),
               HasSubstr("candidates[2]: field 'counts' value 0 overflows float32 (inf) after the field's transform"));

@@ -15,6 +15,7 @@
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "server/ranking_server.h"
 #include "tests/fixtures.h"
+#include "tests/server_harness.h"
 #include "tests/test_util.h"
 
 namespace masknet {
@@ -25,42 +26,7 @@ using serving::v1::RankResponse;
 using serving::v1::Ranker;
 using ::testing::HasSubstr;
 
-// A repository and a server on a free loopback port.
-class ServerHarness {
- public:
-  ServerHarness(const std::string& root, RankingServer::Options options = {}) {
-    std::vector<std::string> warnings;
-    auto repo = ModelRepository::Load({root, "", {/*max_batch_size=*/32}}, &warnings);
-    EXPECT_TRUE(repo.ok()) << repo.status();
-    repository_ = *std::move(repo);
-    options.address = "127.0.0.1:0";
-    options.service.queue.max_batch_size = 32;
-    auto server = RankingServer::Start(repository_.get(), options);
-    EXPECT_TRUE(server.ok()) << server.status();
-    server_ = *std::move(server);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    args.SetMaxSendMessageSize(64 << 20);
-    channel_ = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                         grpc::InsecureChannelCredentials(), args);
-    stub_ = Ranker::NewStub(channel_);
-  }
-
-  grpc::Status Rank(const RankRequest& request, RankResponse* response) {
-    grpc::ClientContext context;
-    return stub_->Rank(&context, request, response);
-  }
-
-  RankingServer& server() { return *server_; }
-  Ranker::Stub& stub() { return *stub_; }
-  std::shared_ptr<grpc::Channel> channel() { return channel_; }
-
- private:
-  std::unique_ptr<ModelRepository> repository_;
-  std::unique_ptr<RankingServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<Ranker::Stub> stub_;
-};
+using testing::ServerHarness;
 
 // Every fixture model under one root (symlinks), served by one server.
 TEST(ServerParityTest, ScoresOverGrpcEqualTheReference) {

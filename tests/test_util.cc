@@ -207,9 +207,10 @@ OwnedRequest RandomRequest(const FeatureSchema& schema, int num_candidates, uint
 std::vector<float> ScoreAll(const MaskNetModel& model, const RequestFeatures& request) {
   const int64_t n = static_cast<int64_t>(request.candidates.size());
   std::vector<float> scores(n * model.num_tasks());
+  Workspace workspace;
   for (int64_t begin = 0; begin < n; begin += model.max_batch_size()) {
     const BatchSlice slice{&request, begin, std::min(n, begin + model.max_batch_size())};
-    const absl::Status s = model.Run(absl::MakeConstSpan(&slice, 1),
+    const absl::Status s = model.Run(absl::MakeConstSpan(&slice, 1), workspace,
                                      absl::MakeSpan(scores.data() + begin * model.num_tasks(),
                                                     slice.size() * model.num_tasks()));
     EXPECT_TRUE(s.ok()) << s;

@@ -1,0 +1,306 @@
+#include "server/batch_scheduler.h"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace masknet {
+namespace batching_internal {
+
+struct Queue {
+  BatchScheduler::QueueOptions options;
+  BatchProcessor processor;
+  // Tasks with candidates not yet in a batch, in arrival order.
+  std::list<BatchTask*> tasks;
+  int64_t queued_candidates = 0;
+  int64_t queued_bytes = 0;
+  int64_t running_candidates = 0;  // in batches being processed
+  int64_t active_tasks = 0;        // accepted and not finished
+  int64_t batches = 0;
+  int64_t processed_candidates = 0;
+  // The cost of recent batches on one worker: sums of seconds and of
+  // candidates, each decayed by kCostDecay per batch.
+  double cost_seconds = 0;
+  double cost_candidates = 0;
+
+  double SecondsPerCandidate() const { return cost_candidates > 0 ? cost_seconds / cost_candidates : 0; }
+};
+
+}  // namespace batching_internal
+
+namespace {
+
+using batching_internal::Queue;
+using batching_internal::TaskState;
+
+// Weight of a batch in the cost estimate halves after ~7 batches.
+constexpr double kCostDecay = 0.9;
+
+std::string Milliseconds(double seconds) { return absl::StrFormat("%.1f ms", seconds * 1e3); }
+
+}  // namespace
+
+struct BatchScheduler::Batch {
+  Queue* queue = nullptr;
+  std::vector<TaskSlice> slices;
+  int64_t size = 0;
+};
+
+BatchScheduler::BatchScheduler(const Options& options) {
+  const int n = std::max(1, options.num_workers);
+  workers_.reserve(n);
+  for (int i = 0; i < n; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+BatchScheduler::~BatchScheduler() { Shutdown(); }
+
+std::unique_ptr<BatchQueue> BatchScheduler::AddQueue(const QueueOptions& options, BatchProcessor processor) {
+  auto* queue = new Queue();
+  queue->options = options;
+  queue->options.max_batch_size = std::max<int64_t>(1, options.max_batch_size);
+  queue->processor = std::move(processor);
+  absl::MutexLock lock(&mu_);
+  queues_.push_back(queue);
+  return std::unique_ptr<BatchQueue>(new BatchQueue(this, queue));
+}
+
+void BatchScheduler::RemoveQueue(Queue* queue) {
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Queue* q) { return q->active_tasks == 0; }, queue));
+    const auto it = std::find(queues_.begin(), queues_.end(), queue);
+    const size_t index = it - queues_.begin();
+    queues_.erase(it);
+    if (cursor_ >= index && cursor_ > 0) --cursor_;
+  }
+  delete queue;
+}
+
+BatchQueue::~BatchQueue() { scheduler_->RemoveQueue(queue_); }
+
+void BatchScheduler::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    work_.SignalAll();
+  }
+  std::call_once(joined_, [this] {
+    for (std::thread& t : workers_) t.join();
+  });
+}
+
+BatchQueueStats BatchScheduler::QueueStats(const Queue* queue) const {
+  absl::MutexLock lock(&mu_);
+  BatchQueueStats stats;
+  stats.queued_candidates = queue->queued_candidates;
+  stats.queued_bytes = queue->queued_bytes;
+  stats.running_candidates = queue->running_candidates;
+  stats.batches = queue->batches;
+  stats.processed_candidates = queue->processed_candidates;
+  return stats;
+}
+
+double BatchScheduler::QueuedSeconds() const {
+  double seconds = 0;
+  for (const Queue* q : queues_) {
+    // A running batch is, on average, half done.
+    seconds += (q->queued_candidates + 0.5 * q->running_candidates) * q->SecondsPerCandidate();
+  }
+  return seconds;
+}
+
+absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
+  const int64_t size = task->size();
+  if (size < 1) return absl::InvalidArgumentError("a task must hold at least one candidate");
+  const int64_t bytes = task->bytes();
+  const absl::Time deadline = task->deadline();
+  const QueueOptions& o = queue->options;
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  if (queue->queued_candidates + size > o.max_queued_candidates) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "overloaded: ", queue->queued_candidates, " candidates are queued for this model and the call adds ",
+        size, " (--max_queued_candidates=", o.max_queued_candidates, "); retry later"));
+  }
+  if (queue->queued_bytes + bytes > o.max_queued_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "overloaded: queued calls for this model hold ", queue->queued_bytes, " bytes and the call adds ",
+        bytes, " (--max_queued_bytes=", o.max_queued_bytes, "); retry later"));
+  }
+  const absl::Time now = absl::Now();
+  const double cost = queue->SecondsPerCandidate();
+  if (o.admit_by_deadline && deadline != absl::InfiniteFuture() && cost > 0) {
+    const int64_t batches = (size + o.max_batch_size - 1) / o.max_batch_size;
+    const double ahead = QueuedSeconds() / num_workers() + absl::ToDoubleSeconds(o.batch_timeout);
+    const double own = static_cast<double>(size) * cost / std::min<int64_t>(num_workers(), batches);
+    const double left = absl::ToDoubleSeconds(deadline - now);
+    if (ahead + own > left) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "overloaded: the call would miss its deadline (in ", Milliseconds(left), "): about ",
+          Milliseconds(ahead), " of work is queued ahead of it and it needs ", Milliseconds(own),
+          "; retry later"));
+    }
+  }
+  TaskState& s = task->state_;
+  s = TaskState();
+  s.queue = queue;
+  s.queued = true;
+  s.place = queue->tasks.insert(queue->tasks.end(), task);
+  s.size = size;
+  s.bytes = bytes;
+  s.deadline = deadline;
+  s.accepted = now;
+  queue->queued_candidates += size;
+  queue->queued_bytes += bytes;
+  ++queue->active_tasks;
+  work_.Signal();
+  return absl::OkStatus();
+}
+
+bool BatchScheduler::Withdraw(BatchTask* task, absl::Status status) {
+  TaskState& s = task->state_;
+  Queue* queue = s.queue;
+  if (s.status.ok()) s.status = std::move(status);
+  if (s.queued) {
+    queue->tasks.erase(s.place);
+    queue->queued_candidates -= s.size - s.next;
+    queue->queued_bytes -= s.bytes;
+    s.queued = false;
+  }
+  if (s.in_flight > 0) return false;
+  s.queue = nullptr;
+  --queue->active_tasks;
+  return true;
+}
+
+void BatchScheduler::Cancel(BatchTask* task, absl::Status status) {
+  absl::Status final_status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (task->state_.queue == nullptr) return;
+    if (!Withdraw(task, std::move(status))) return;
+    final_status = std::move(task->state_.status);
+  }
+  task->Done(std::move(final_status));
+}
+
+bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
+                               std::vector<std::pair<BatchTask*, absl::Status>>* finished,
+                               absl::Time* wake) {
+  const size_t n = queues_.size();
+  for (size_t step = 1; step <= n; ++step) {
+    const size_t index = (cursor_ + step) % n;
+    Queue* q = queues_[index];
+    if (q->tasks.empty()) continue;
+    const QueueOptions& o = q->options;
+    if (o.merge_tasks && !stopping_ && q->queued_candidates < o.max_batch_size) {
+      const absl::Time ready = q->tasks.front()->state_.accepted + o.batch_timeout;
+      if (now < ready) {
+        *wake = std::min(*wake, ready);
+        continue;
+      }
+    }
+    int64_t room = o.max_batch_size;
+    for (auto it = q->tasks.begin(); room > 0 && it != q->tasks.end();) {
+      BatchTask* task = *it++;
+      TaskState& s = task->state_;
+      if (s.deadline <= now) {
+        if (Withdraw(task, absl::DeadlineExceededError(
+                               "the call's deadline passed before it was scored; it was not scored"))) {
+          finished->emplace_back(task, std::move(s.status));
+        }
+        continue;
+      }
+      const int64_t take = std::min(room, s.size - s.next);
+      batch->slices.push_back(TaskSlice{task, s.next, s.next + take, absl::OkStatus()});
+      s.next += take;
+      ++s.in_flight;
+      q->queued_candidates -= take;
+      room -= take;
+      if (s.next == s.size) {
+        q->tasks.erase(s.place);
+        q->queued_bytes -= s.bytes;
+        s.queued = false;
+      }
+      if (!o.merge_tasks) break;
+    }
+    if (batch->slices.empty()) continue;  // every task it held had expired
+    batch->queue = q;
+    batch->size = o.max_batch_size - room;
+    q->running_candidates += batch->size;
+    cursor_ = index;
+    return true;
+  }
+  return false;
+}
+
+void BatchScheduler::WorkerLoop(int worker) {
+  Batch batch;
+  std::vector<std::pair<BatchTask*, absl::Status>> finished;
+  auto finish = [&finished] {
+    for (auto& [task, status] : finished) task->Done(std::move(status));
+    finished.clear();
+  };
+  for (;;) {
+    batch.queue = nullptr;
+    batch.slices.clear();
+    batch.size = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      for (;;) {
+        absl::Time wake = absl::InfiniteFuture();
+        if (TakeBatch(absl::Now(), &batch, &finished, &wake)) {
+          // Others may find work too (the rest of a split task, or another
+          // queue); wake one to look.
+          work_.Signal();
+          break;
+        }
+        if (!finished.empty()) break;
+        if (stopping_ && std::all_of(queues_.begin(), queues_.end(),
+                                     [](const Queue* q) { return q->tasks.empty(); })) {
+          return;
+        }
+        work_.WaitWithDeadline(&mu_, wake);
+      }
+    }
+    finish();
+    if (batch.queue == nullptr) continue;
+
+    const absl::Time start = absl::Now();
+    absl::Status status;
+    try {
+      status = batch.queue->processor(worker, absl::MakeSpan(batch.slices));
+    } catch (const std::exception& e) {
+      status = absl::InternalError(absl::StrCat("scoring failed: ", e.what()));
+    } catch (...) {
+      status = absl::InternalError("scoring failed with an unknown exception");
+    }
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+
+    {
+      absl::MutexLock lock(&mu_);
+      Queue* q = batch.queue;
+      q->running_candidates -= batch.size;
+      ++q->batches;
+      q->processed_candidates += batch.size;
+      q->cost_seconds = q->cost_seconds * kCostDecay + seconds;
+      q->cost_candidates = q->cost_candidates * kCostDecay + static_cast<double>(batch.size);
+      for (TaskSlice& slice : batch.slices) {
+        BatchTask* task = slice.task;
+        TaskState& s = task->state_;
+        --s.in_flight;
+        const absl::Status& failure = status.ok() ? slice.status : status;
+        if (!failure.ok() || (!s.queued && s.in_flight == 0)) {
+          if (Withdraw(task, failure)) finished.emplace_back(task, std::move(s.status));
+        }
+      }
+    }
+    finish();
+  }
+}
+
+}  // namespace masknet

@@ -1,0 +1,236 @@
+#ifndef MASKNET_SERVER_BATCH_SCHEDULER_H_
+#define MASKNET_SERVER_BATCH_SCHEDULER_H_
+
+// Cross-request dynamic batching, shared by every model version served.
+//
+// A BatchScheduler owns a pool of worker threads and any number of
+// BatchQueues, one per model version. A caller Schedules a BatchTask (one
+// call's candidates; its size() is their number) into a queue, and Schedule
+// returns at once. Each queue packs its tasks, first come first served, into
+// batches of at most max_batch_size candidates: a batch takes slices of as
+// many tasks as fit, so one batch scores several calls, and a task larger
+// than the room left is split, its later slices going into later batches,
+// which other workers run at the same time. A batch runs as soon as it is
+// full, or once its oldest task has waited batch_timeout. Free workers visit
+// the queues in turn, so a backlog in one queue delays another queue's task
+// by at most one batch.
+//
+// Queues are bounded in candidates and in bytes. Schedule refuses, with
+// RESOURCE_EXHAUSTED, a task that does not fit, or that the work queued
+// ahead of it would make miss its deadline. A task whose deadline passes
+// while part of it is still queued is not scored further; a task can be
+// withdrawn (Cancel) at any time. Either way its queued candidates leave the
+// queue, and give their capacity back, at once.
+//
+// The library knows nothing of the model: a queue hands each batch to its
+// BatchProcessor, with the index of the worker running it, so the caller can
+// keep per-worker scratch state (such as a forward pass's workspace).
+//
+// Thread-safe: every method may be called from any thread.
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "server/defaults.h"
+
+namespace masknet {
+
+class BatchQueue;
+class BatchScheduler;
+class BatchTask;
+
+namespace batching_internal {
+struct Queue;
+// What a queue knows of a task it accepted. Guarded by the scheduler's mutex.
+struct TaskState {
+  Queue* queue = nullptr;                 // null: not accepted, or finished
+  bool queued = false;                    // holds candidates not yet in a batch
+  std::list<BatchTask*>::iterator place;  // in the queue, while queued
+  int64_t size = 0;                       // BatchTask::size(), read once
+  int64_t bytes = 0;                      // BatchTask::bytes(), read once
+  absl::Time deadline;                    // BatchTask::deadline(), read once
+  int64_t next = 0;                       // first candidate not yet in a batch
+  int in_flight = 0;                      // running batches holding a slice of it
+  absl::Status status;                    // the first failure
+  absl::Time accepted;
+};
+}  // namespace batching_internal
+
+// A unit of work: one call's candidates. The caller owns the task and keeps
+// it alive until Done is called; the scheduler never deletes it.
+class BatchTask {
+ public:
+  virtual ~BatchTask() = default;
+
+  // Number of candidates; at least 1.
+  virtual int64_t size() const = 0;
+  // Memory the task holds while it waits, counted against the queue's bytes
+  // bound.
+  virtual int64_t bytes() const = 0;
+  // When the result stops being useful; absl::InfiniteFuture() for never.
+  virtual absl::Time deadline() const = 0;
+
+  // Called exactly once for every task a Schedule accepted, after the last
+  // batch holding a slice of it has finished: OK when every candidate was
+  // processed; else the first failure, which is the error of the first batch
+  // that failed (or of its slice), DEADLINE_EXCEEDED when the deadline passed
+  // before every candidate was in a batch, or the status passed to Cancel.
+  // Runs on a worker thread or on the thread calling Cancel, never under the
+  // scheduler's lock. The scheduler does not touch the task once Done
+  // begins, so Done may delete it.
+  virtual void Done(absl::Status status) = 0;
+
+ private:
+  friend class BatchScheduler;
+  batching_internal::TaskState state_;
+};
+
+// Candidates [begin, end) of a task, as part of a batch. A processor may set
+// `status` to fail this slice's task alone.
+struct TaskSlice {
+  BatchTask* task = nullptr;
+  int64_t begin = 0;
+  int64_t end = 0;
+  absl::Status status;
+  int64_t size() const { return end - begin; }
+};
+
+// A queue's state at one moment.
+struct BatchQueueStats {
+  int64_t queued_candidates = 0;     // accepted and not yet in a batch
+  int64_t queued_bytes = 0;          // held by tasks with queued candidates
+  int64_t running_candidates = 0;    // in batches being processed
+  int64_t batches = 0;               // processed since the queue was made
+  int64_t processed_candidates = 0;  // in those batches
+};
+
+// Processes one batch: slices of one queue's tasks, holding 1 to
+// max_batch_size candidates. Runs on worker `worker` (in [0, num_workers));
+// calls for different workers run concurrently. A non-OK result fails every
+// task in the batch; a slice's own status fails only its task. An exception
+// fails the batch with INTERNAL.
+using BatchProcessor = absl::AnyInvocable<absl::Status(int worker, absl::Span<TaskSlice> batch)>;
+
+class BatchScheduler {
+ public:
+  struct Options {
+    // Worker threads, each running one batch at a time. At least 1.
+    int num_workers = 1;
+  };
+
+  // Starts the workers.
+  explicit BatchScheduler(const Options& options);
+  // Shuts down (see Shutdown). Every queue must be gone first.
+  ~BatchScheduler();
+
+  BatchScheduler(const BatchScheduler&) = delete;
+  BatchScheduler& operator=(const BatchScheduler&) = delete;
+
+  struct QueueOptions {
+    // Most candidates in one batch. At least 1.
+    int64_t max_batch_size = defaults::kMaxBatchSize;
+    // How long a batch that is not full waits for more tasks before it runs.
+    absl::Duration batch_timeout = defaults::kBatchTimeout;
+    // Whether one batch may hold slices of several tasks. Off, every batch
+    // holds part of one task only, and runs at once.
+    bool merge_tasks = true;
+    // Most candidates accepted and not yet in a batch.
+    int64_t max_queued_candidates = defaults::kMaxQueuedCandidates;
+    // Most bytes (BatchTask::bytes) held by tasks with queued candidates.
+    int64_t max_queued_bytes = defaults::kMaxQueuedBytes;
+    // Whether to refuse a task that, by the measured cost of recent batches,
+    // would miss its deadline behind the work queued ahead of it.
+    bool admit_by_deadline = true;
+  };
+
+  // A new queue whose batches `processor` runs. The queue must be destroyed
+  // before the scheduler. Thread-safe.
+  std::unique_ptr<BatchQueue> AddQueue(const QueueOptions& options, BatchProcessor processor)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Stops accepting tasks in every queue, runs every task already accepted
+  // to its end, and joins the workers. Idempotent.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+
+  int num_workers() const { return static_cast<int>(workers_.size()); }
+
+ private:
+  friend class BatchQueue;
+  struct Batch;
+
+  absl::Status Schedule(batching_internal::Queue* queue, BatchTask* task) ABSL_LOCKS_EXCLUDED(mu_);
+  void Cancel(BatchTask* task, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
+  void RemoveQueue(batching_internal::Queue* queue) ABSL_LOCKS_EXCLUDED(mu_);
+  BatchQueueStats QueueStats(const batching_internal::Queue* queue) const ABSL_LOCKS_EXCLUDED(mu_);
+
+  void WorkerLoop(int worker) ABSL_LOCKS_EXCLUDED(mu_);
+  // Fills `batch` from the next ready queue after the cursor. Tasks found
+  // expired are appended to `finished`. Returns false if no queue is ready;
+  // then `*wake` is when the first one will be (by its timeout).
+  bool TakeBatch(absl::Time now, Batch* batch,
+                 std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the task's queued candidates out of its queue; the task finishes
+  // when no batch holds it. Returns whether it is finished now.
+  bool Withdraw(BatchTask* task, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Seconds of work queued in every queue, by each queue's recent cost.
+  double QueuedSeconds() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  absl::CondVar work_;  // a task arrived, a queue went away, or shutdown
+  std::vector<batching_internal::Queue*> queues_ ABSL_GUARDED_BY(mu_);
+  size_t cursor_ ABSL_GUARDED_BY(mu_) = 0;  // the queue that gave the last batch
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;
+  std::once_flag joined_;
+};
+
+// One model version's queue. Made by BatchScheduler::AddQueue.
+class BatchQueue {
+ public:
+  // Waits until every task accepted has finished, then leaves the scheduler.
+  ~BatchQueue();
+
+  BatchQueue(const BatchQueue&) = delete;
+  BatchQueue& operator=(const BatchQueue&) = delete;
+
+  // Accepts `task` (which the caller keeps alive until its Done) and returns
+  // at once. Errors, after which Done is never called: INVALID_ARGUMENT for
+  // a task of no candidates; RESOURCE_EXHAUSTED when the queue is full (in
+  // candidates or bytes), or the work queued ahead would make the task miss
+  // its deadline; UNAVAILABLE when the scheduler is shutting down.
+  absl::Status Schedule(BatchTask* task) { return scheduler_->Schedule(queue_, task); }
+
+  // Withdraws `task`: its candidates not yet in a batch leave the queue at
+  // once, and it finishes with `status` (unless it already failed) when no
+  // running batch holds it, which may be before Cancel returns. Does nothing
+  // for a task that already finished or was never accepted.
+  // REQUIRES: `task` is alive; status is not OK.
+  void Cancel(BatchTask* task, absl::Status status) { scheduler_->Cancel(task, std::move(status)); }
+
+  BatchQueueStats stats() const { return scheduler_->QueueStats(queue_); }
+  int64_t queued_candidates() const { return stats().queued_candidates; }
+
+ private:
+  friend class BatchScheduler;
+  BatchQueue(BatchScheduler* scheduler, batching_internal::Queue* queue)
+      : scheduler_(scheduler), queue_(queue) {}
+
+  BatchScheduler* scheduler_;
+  batching_internal::Queue* queue_;
+};
+
+}  // namespace masknet
+
+#endif  // MASKNET_SERVER_BATCH_SCHEDULER_H_

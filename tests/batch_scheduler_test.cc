@@ -1,0 +1,445 @@
+#include "server/batch_scheduler.h"
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace masknet {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// A task that records how it ended.
+class TestTask : public BatchTask {
+ public:
+  explicit TestTask(int64_t size, absl::Time deadline = absl::InfiniteFuture(), int64_t bytes = 0)
+      : size_(size), bytes_(bytes), deadline_(deadline) {}
+  int64_t size() const override { return size_; }
+  int64_t bytes() const override { return bytes_; }
+  absl::Time deadline() const override { return deadline_; }
+  void Done(absl::Status status) override {
+    ++done_calls_;
+    status_ = std::move(status);
+    done_.Notify();
+  }
+
+  // Waits for Done and returns its status.
+  absl::Status Wait() {
+    done_.WaitForNotification();
+    return status_;
+  }
+  bool done() const { return done_.HasBeenNotified(); }
+  int done_calls() const { return done_calls_; }
+
+ private:
+  int64_t size_, bytes_;
+  absl::Time deadline_;
+  std::atomic<int> done_calls_{0};
+  absl::Status status_;
+  absl::Notification done_;
+};
+
+// What a processor saw: (task, begin, end) per slice, per batch, in order.
+struct Slice {
+  const BatchTask* task;
+  int64_t begin, end;
+  bool operator==(const Slice& o) const { return task == o.task && begin == o.begin && end == o.end; }
+};
+class BatchLog {
+ public:
+  void Add(absl::Span<const TaskSlice> batch) {
+    std::vector<Slice> slices;
+    for (const TaskSlice& s : batch) slices.push_back({s.task, s.begin, s.end});
+    absl::MutexLock lock(&mu_);
+    batches_.push_back(std::move(slices));
+  }
+  std::vector<std::vector<Slice>> batches() const {
+    absl::MutexLock lock(&mu_);
+    return batches_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<std::vector<Slice>> batches_;
+};
+
+// A processor that blocks until released, to hold the workers busy.
+class Gate {
+ public:
+  void Open() { open_.Notify(); }
+  void Pass() { open_.WaitForNotification(); }
+
+ private:
+  absl::Notification open_;
+};
+
+BatchScheduler::QueueOptions QueueOptions(int64_t max_batch_size, int64_t max_queued = 1000) {
+  BatchScheduler::QueueOptions o;
+  o.max_batch_size = max_batch_size;
+  o.max_queued_candidates = max_queued;
+  o.batch_timeout = absl::ZeroDuration();
+  return o;
+}
+
+TEST(BatchSchedulerTest, SplitsALargeTaskIntoBatchesOfAtMostMaxBatchSize) {
+  BatchScheduler scheduler({/*num_workers=*/1});
+  BatchLog log;
+  auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice> batch) {
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  TestTask task(10);
+  ASSERT_TRUE(queue->Schedule(&task).ok());
+  EXPECT_TRUE(task.Wait().ok());
+  EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&task, 0, 4}), ElementsAre(Slice{&task, 4, 8}),
+                                         ElementsAre(Slice{&task, 8, 10})));
+}
+
+TEST(BatchSchedulerTest, OneBatchMergesSeveralTasksAndSplitsTheOneThatOverflows) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  Gate gate;
+  TestTask blocker(1);
+  auto queue = scheduler.AddQueue(QueueOptions(8), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  while (queue->queued_candidates() != 0) absl::SleepFor(absl::Milliseconds(1));  // blocker runs
+  TestTask a(3), b(2), c(5);
+  for (TestTask* t : {&a, &b, &c}) ASSERT_TRUE(queue->Schedule(t).ok());
+  gate.Open();
+  for (TestTask* t : {&a, &b, &c}) EXPECT_TRUE(t->Wait().ok());
+  EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&blocker, 0, 1}),
+                                         ElementsAre(Slice{&a, 0, 3}, Slice{&b, 0, 2}, Slice{&c, 0, 3}),
+                                         ElementsAre(Slice{&c, 3, 5})));
+}
+
+TEST(BatchSchedulerTest, WithoutMergingABatchHoldsOneTask) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  Gate gate;
+  TestTask blocker(1);
+  BatchScheduler::QueueOptions options = QueueOptions(8);
+  options.merge_tasks = false;
+  auto queue = scheduler.AddQueue(options, [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  TestTask a(3), b(10);
+  for (TestTask* t : {&a, &b}) ASSERT_TRUE(queue->Schedule(t).ok());
+  gate.Open();
+  for (TestTask* t : {&a, &b}) EXPECT_TRUE(t->Wait().ok());
+  EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&blocker, 0, 1}), ElementsAre(Slice{&a, 0, 3}),
+                                         ElementsAre(Slice{&b, 0, 8}), ElementsAre(Slice{&b, 8, 10})));
+}
+
+TEST(BatchSchedulerTest, ABatchThatIsNotFullWaitsForItsTimeoutAndAFullOneRunsAtOnce) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  BatchScheduler::QueueOptions options = QueueOptions(4);
+  options.batch_timeout = absl::Hours(1);
+  auto queue = scheduler.AddQueue(options, [&](int, absl::Span<TaskSlice> batch) {
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  TestTask a(1), b(2), c(1);
+  ASSERT_TRUE(queue->Schedule(&a).ok());
+  ASSERT_TRUE(queue->Schedule(&b).ok());
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_FALSE(a.done());  // 3 of 4: waits
+  ASSERT_TRUE(queue->Schedule(&c).ok());
+  for (TestTask* t : {&a, &b, &c}) EXPECT_TRUE(t->Wait().ok());
+  EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&a, 0, 1}, Slice{&b, 0, 2}, Slice{&c, 0, 1})));
+}
+
+TEST(BatchSchedulerTest, ASplitTaskRunsOnSeveralWorkersAtOnce) {
+  BatchScheduler scheduler({/*num_workers=*/2});
+  absl::Mutex mu;
+  int inside = 0, most_inside = 0;
+  std::vector<int> workers;
+  auto queue = scheduler.AddQueue(QueueOptions(4), [&](int worker, absl::Span<TaskSlice>) {
+    absl::MutexLock lock(&mu);
+    most_inside = std::max(most_inside, ++inside);
+    workers.push_back(worker);
+    // Hold this batch until a second worker is in, or 10 s pass.
+    mu.AwaitWithTimeout(absl::Condition(
+                            +[](int* most) { return *most >= 2; }, &most_inside),
+                        absl::Seconds(10));
+    --inside;
+    return absl::OkStatus();
+  });
+  TestTask task(8);
+  ASSERT_TRUE(queue->Schedule(&task).ok());
+  EXPECT_TRUE(task.Wait().ok());
+  EXPECT_EQ(most_inside, 2);
+  EXPECT_THAT(workers, ::testing::UnorderedElementsAre(0, 1));
+}
+
+TEST(BatchSchedulerTest, QueuesTakeTurnsSoABacklogDelaysAnotherQueueByOneBatch) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  Gate gate;
+  TestTask huge(400), small(2);
+  auto processor = [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &huge && batch[0].begin == 0) gate.Pass();
+    log.Add(batch);
+    return absl::OkStatus();
+  };
+  auto a = scheduler.AddQueue(QueueOptions(4), processor);
+  auto b = scheduler.AddQueue(QueueOptions(4), processor);
+  ASSERT_TRUE(a->Schedule(&huge).ok());
+  while (a->queued_candidates() == 400) absl::SleepFor(absl::Milliseconds(1));  // first batch taken
+  ASSERT_TRUE(b->Schedule(&small).ok());
+  gate.Open();
+  EXPECT_TRUE(small.Wait().ok());
+  EXPECT_TRUE(huge.Wait().ok());
+  const auto batches = log.batches();
+  ASSERT_EQ(batches.size(), 101u);
+  // The first batch of `huge` was running when `small` came; at most one
+  // more of `huge` runs before it.
+  int position = 0;
+  while (batches[position][0].task != &small) ++position;
+  EXPECT_LE(position, 2);
+}
+
+TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
+  BatchScheduler scheduler({1});
+  Gate gate;
+  TestTask blocker(1);
+  BatchScheduler::QueueOptions options = QueueOptions(4, /*max_queued=*/10);
+  options.max_queued_bytes = 1000;
+  auto queue = scheduler.AddQueue(options, [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  while (queue->queued_candidates() != 0) absl::SleepFor(absl::Milliseconds(1));
+  TestTask first(8, absl::InfiniteFuture(), /*bytes=*/100), too_many(3), too_big(1, absl::InfiniteFuture(), 901);
+  ASSERT_TRUE(queue->Schedule(&first).ok());
+  absl::Status s = queue->Schedule(&too_many);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("8 candidates are queued for this model and the call adds 3 (--max_queued_candidates=10)"));
+  s = queue->Schedule(&too_big);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("hold 100 bytes and the call adds 901 (--max_queued_bytes=1000)"));
+  EXPECT_EQ(queue->queued_candidates(), 8);
+  gate.Open();
+  EXPECT_TRUE(first.Wait().ok());
+  EXPECT_FALSE(too_many.done());
+  EXPECT_FALSE(too_big.done());
+}
+
+TEST(BatchSchedulerTest, ACancelledTaskLeavesTheQueueAtOnceUnscoredAndFreesItsCapacity) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  Gate gate;
+  TestTask blocker(1);
+  auto queue = scheduler.AddQueue(QueueOptions(4, /*max_queued=*/10), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  while (queue->queued_candidates() != 0) absl::SleepFor(absl::Milliseconds(1));
+  TestTask doomed(9), next(10);
+  ASSERT_TRUE(queue->Schedule(&doomed).ok());
+  EXPECT_EQ(queue->Schedule(&next).code(), absl::StatusCode::kResourceExhausted);
+  queue->Cancel(&doomed, absl::CancelledError("the client went away"));
+  ASSERT_TRUE(doomed.done());  // at once: no batch held it
+  EXPECT_EQ(doomed.Wait().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(queue->queued_candidates(), 0);
+  ASSERT_TRUE(queue->Schedule(&next).ok());
+  queue->Cancel(&doomed, absl::CancelledError("again"));  // finished: nothing happens
+  gate.Open();
+  EXPECT_TRUE(next.Wait().ok());
+  EXPECT_EQ(doomed.done_calls(), 1);
+  for (const auto& batch : log.batches()) {
+    for (const Slice& s : batch) EXPECT_NE(s.task, &doomed);
+  }
+}
+
+TEST(BatchSchedulerTest, ATaskCancelledWhileABatchHoldsItEndsWhenThatBatchDoes) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  Gate gate;
+  absl::Notification running;
+  TestTask task(8);
+  auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice> batch) {
+    running.Notify();
+    gate.Pass();
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&task).ok());
+  running.WaitForNotification();
+  queue->Cancel(&task, absl::CancelledError("gone"));
+  EXPECT_FALSE(task.done());
+  EXPECT_EQ(queue->queued_candidates(), 0);  // the second half left at once
+  gate.Open();
+  EXPECT_EQ(task.Wait().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&task, 0, 4})));
+}
+
+TEST(BatchSchedulerTest, ATaskWhoseDeadlinePassesInTheQueueIsNotScored) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  Gate gate;
+  TestTask blocker(1);
+  auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  while (queue->queued_candidates() != 0) absl::SleepFor(absl::Milliseconds(1));
+  TestTask late(3, absl::Now() + absl::Milliseconds(30)), patient(2);
+  ASSERT_TRUE(queue->Schedule(&late).ok());
+  ASSERT_TRUE(queue->Schedule(&patient).ok());
+  absl::SleepFor(absl::Milliseconds(60));
+  gate.Open();
+  const absl::Status s = late.Wait();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not scored"));
+  EXPECT_TRUE(patient.Wait().ok());
+  EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&blocker, 0, 1}), ElementsAre(Slice{&patient, 0, 2})));
+}
+
+TEST(BatchSchedulerTest, ATaskThatWouldMissItsDeadlineBehindTheQueueIsRefusedAtOnce) {
+  BatchScheduler scheduler({1});
+  Gate gate;
+  TestTask warmup(4), blocker(1);
+  // 20 ms per batch of 4: at least 5 ms per candidate.
+  auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    absl::SleepFor(absl::Milliseconds(20));
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&warmup).ok());
+  ASSERT_TRUE(warmup.Wait().ok());  // the queue now knows its cost
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  while (queue->queued_candidates() != 0) absl::SleepFor(absl::Milliseconds(1));
+  TestTask backlog(40);  // >= 200 ms of work
+  ASSERT_TRUE(queue->Schedule(&backlog).ok());
+  TestTask hurried(1, absl::Now() + absl::Milliseconds(100));
+  const absl::Status s = queue->Schedule(&hurried);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("would miss its deadline"));
+  TestTask relaxed(1, absl::Now() + absl::Seconds(60)), unhurried(1);
+  EXPECT_TRUE(queue->Schedule(&relaxed).ok());
+  EXPECT_TRUE(queue->Schedule(&unhurried).ok());
+  gate.Open();
+  for (TestTask* t : {&backlog, &relaxed, &unhurried}) EXPECT_TRUE(t->Wait().ok());
+  EXPECT_FALSE(hurried.done());
+}
+
+TEST(BatchSchedulerTest, ASliceStatusFailsOnlyItsTask) {
+  BatchScheduler scheduler({1});
+  Gate gate;
+  TestTask blocker(1), bad(2), good(2);
+  auto queue = scheduler.AddQueue(QueueOptions(8), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    for (TaskSlice& s : batch) {
+      if (s.task == &bad) s.status = absl::InvalidArgumentError("candidates[1]: overflows");
+    }
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  while (queue->queued_candidates() != 0) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(queue->Schedule(&bad).ok());
+  ASSERT_TRUE(queue->Schedule(&good).ok());
+  gate.Open();
+  EXPECT_EQ(bad.Wait().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(good.Wait().ok());
+}
+
+TEST(BatchSchedulerTest, AFailingBatchFailsItsTasksAndStopsTheirRemainingSlices) {
+  BatchScheduler scheduler({1});
+  int calls = 0;
+  auto queue = scheduler.AddQueue(QueueOptions(2), [&](int, absl::Span<TaskSlice>) {
+    ++calls;
+    return absl::InternalError("boom");
+  });
+  TestTask task(6);
+  ASSERT_TRUE(queue->Schedule(&task).ok());
+  EXPECT_EQ(task.Wait().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(queue->queued_candidates(), 0);
+}
+
+TEST(BatchSchedulerTest, AnExceptionInTheProcessorFailsItsBatchAndTheWorkersGoOn) {
+  BatchScheduler scheduler({1});
+  int calls = 0;
+  auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice>) -> absl::Status {
+    if (++calls == 1) throw std::runtime_error("out of memory");
+    return absl::OkStatus();
+  });
+  TestTask first(3);
+  ASSERT_TRUE(queue->Schedule(&first).ok());
+  const absl::Status s = first.Wait();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("out of memory"));
+  TestTask second(3);
+  ASSERT_TRUE(queue->Schedule(&second).ok());
+  EXPECT_TRUE(second.Wait().ok());
+}
+
+TEST(BatchSchedulerTest, ShutdownFinishesAcceptedTasksThenRefusesNewOnes) {
+  BatchScheduler scheduler({2});
+  std::atomic<int64_t> scored{0};
+  BatchScheduler::QueueOptions options = QueueOptions(16);
+  options.batch_timeout = absl::Hours(1);  // shutdown does not wait for it
+  auto queue = scheduler.AddQueue(options, [&](int, absl::Span<TaskSlice> batch) {
+    for (const TaskSlice& s : batch) scored += s.size();
+    return absl::OkStatus();
+  });
+  std::vector<std::unique_ptr<TestTask>> tasks;
+  for (int i = 0; i < 20; ++i) {
+    tasks.push_back(std::make_unique<TestTask>(7));
+    ASSERT_TRUE(queue->Schedule(tasks.back().get()).ok());
+  }
+  scheduler.Shutdown();
+  EXPECT_EQ(scored.load(), 140);
+  for (const auto& t : tasks) EXPECT_TRUE(t->Wait().ok());
+  TestTask late(1);
+  const absl::Status s = queue->Schedule(&late);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("shutting down"));
+}
+
+TEST(BatchSchedulerTest, DestroyingAQueueWaitsForItsTasks) {
+  BatchScheduler scheduler({1});
+  TestTask task(5);
+  {
+    auto queue = scheduler.AddQueue(QueueOptions(2), [&](int, absl::Span<TaskSlice>) {
+      absl::SleepFor(absl::Milliseconds(5));
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(queue->Schedule(&task).ok());
+  }
+  EXPECT_TRUE(task.done());
+  EXPECT_TRUE(task.Wait().ok());
+}
+
+TEST(BatchSchedulerTest, AnEmptyTaskIsRefused) {
+  BatchScheduler scheduler({1});
+  auto queue = scheduler.AddQueue(QueueOptions(2), [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); });
+  TestTask empty(0);
+  EXPECT_EQ(queue->Schedule(&empty).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace masknet
