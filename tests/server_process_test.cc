@@ -1,5 +1,5 @@
 // Runs the masknet_server binary as a process: flags, start-up errors, and
-// SIGTERM with calls in flight.
+// SIGTERM with calls in flight; and masknet_loadgen against it.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -34,17 +34,17 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A child process running masknet_server with its output in a file.
-class ServerProcess {
+// A child process running `binary` with its output in a file.
+class ChildProcess {
  public:
-  explicit ServerProcess(const std::vector<std::string>& args) : log_(testing::MakeTempDir() + "/server.log") {
+  ChildProcess(std::string binary, const std::vector<std::string>& args)
+      : log_(testing::MakeTempDir() + "/output.log") {
     pid_ = fork();
     if (pid_ == 0) {
       const int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, 1);
       dup2(fd, 2);
       std::vector<char*> argv;
-      std::string binary = MASKNET_SERVER_BINARY;
       argv.push_back(binary.data());
       std::vector<std::string> copy = args;
       for (std::string& a : copy) argv.push_back(a.data());
@@ -53,7 +53,7 @@ class ServerProcess {
       _exit(127);
     }
   }
-  ~ServerProcess() {
+  ~ChildProcess() {
     if (pid_ > 0 && !exited_) {
       kill(pid_, SIGKILL);
       Wait();
@@ -103,12 +103,19 @@ class ServerProcess {
   int status_ = 0;
 };
 
+class ServerProcess : public ChildProcess {
+ public:
+  explicit ServerProcess(const std::vector<std::string>& args) : ChildProcess(MASKNET_SERVER_BINARY, args) {}
+};
+
 TEST(ServerProcessTest, HelpListsEveryLimit) {
   ServerProcess server({"--help"});
   server.Wait();
   const std::string log = server.Log();
   for (const char* flag : {"--model_root", "--default_model", "--port", "--max_candidates", "--max_request_bytes",
-                           "--max_batch_size", "--max_queued_candidates", "--shutdown_grace_period"}) {
+                           "--max_batch_size", "--batch_timeout", "--batch_merging", "--num_workers",
+                           "--intra_op_threads", "--max_queued_candidates", "--max_queued_bytes",
+                           "--admit_by_deadline", "--max_workspace_bytes", "--shutdown_grace_period"}) {
     EXPECT_THAT(log, HasSubstr(flag));
   }
 }
@@ -164,7 +171,7 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
   auto stub = serving::v1::Ranker::NewStub(channel);
   const std::string config_path = testing::FixtureModelRoot(name) + "/" + name + "/1/model_config.pbtxt";
   auto spec = *ModelSpec::FromConfig(*ReadModelConfig(config_path));
-  // Each call takes tens of milliseconds; the queue runs them one by one.
+  // Each call takes tens of milliseconds, more than the workers run at once.
   const serving::v1::RankRequest request = testing::RandomRequest(spec.schema, 3000, 7).ToProto();
 
   std::atomic<bool> signalled{false};
@@ -229,6 +236,69 @@ TEST(ServerProcessTest, ServesHealthAndReflection) {
   EXPECT_TRUE(stream->Finish().ok());
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(), 0);
+}
+
+// The value of the first number field `key` of masknet_loadgen's JSON after
+// the text `after`, e.g. JsonNumber(json, "ok", "\"feeds\"").
+double JsonNumber(const std::string& json, const std::string& key, const std::string& after = "") {
+  const std::regex pattern("\"" + key + "\": ([0-9.]+)");
+  const size_t from = json.find(after);
+  std::smatch m;
+  if (from == std::string::npos || !std::regex_search(json.begin() + from, json.end(), m, pattern)) {
+    ADD_FAILURE() << "no '" << key << "' in " << json;
+    return -1;
+  }
+  return std::stod(m[1]);
+}
+
+class LoadgenProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    port_ = server_.WaitForPort();
+    ASSERT_GT(port_, 0) << server_.Log();
+  }
+  void TearDown() override {
+    server_.Signal(SIGTERM);
+    EXPECT_EQ(server_.Wait(), 0) << server_.Log();
+  }
+
+  // Runs masknet_loadgen against the server and returns its JSON.
+  std::string RunLoadgen(std::vector<std::string> args) {
+    const std::string json = testing::MakeTempDir() + "/loadgen.json";
+    args.push_back(absl::StrCat("--target=127.0.0.1:", port_));
+    args.push_back("--json=" + json);
+    ChildProcess loadgen(MASKNET_LOADGEN_BINARY, args);
+    EXPECT_EQ(loadgen.Wait(), 0) << loadgen.Log();
+    std::ifstream in(json);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  ServerProcess server_{{"--model_root=" + testing::FixtureModelRoot("paper-criteo-serial"), "--port=0",
+                         "--host=127.0.0.1", "--shutdown_grace_period=1s"}};
+  int port_ = 0;
+};
+
+TEST_F(LoadgenProcessTest, AClosedLoopCountsItsCallsAndSeesNoErrors) {
+  const std::string json = RunLoadgen({"--concurrency=4", "--candidates=16", "--warmup=200ms", "--duration=1s"});
+  const double sent = JsonNumber(json, "sent");
+  EXPECT_GT(sent, 0);
+  EXPECT_EQ(JsonNumber(json, "ok"), sent);
+  EXPECT_THAT(json, HasSubstr("\"errors\": {}"));
+  EXPECT_NEAR(JsonNumber(json, "candidates_per_s"), 16 * JsonNumber(json, "ok_per_s"), 1.0);
+  EXPECT_GT(JsonNumber(json, "loadgen_cpu_seconds"), 0);
+}
+
+TEST_F(LoadgenProcessTest, AnOpenLoopOfFeedsSendsEachFeedAsSeveralCalls) {
+  const std::string json = RunLoadgen({"--rate=20", "--feed_candidates=100", "--candidates=32", "--deadline=10s",
+                                       "--warmup=100ms", "--duration=1s"});
+  const double feeds = JsonNumber(json, "ok", /*after=*/"\"feeds\"");
+  EXPECT_GT(feeds, 0);
+  EXPECT_EQ(JsonNumber(json, "failed"), 0);
+  EXPECT_EQ(JsonNumber(json, "sent"), 4 * feeds);  // 32 + 32 + 32 + 4 candidates
+  EXPECT_EQ(JsonNumber(json, "ok"), JsonNumber(json, "sent"));
+  EXPECT_THAT(json, HasSubstr("\"errors\": {}"));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
+#include "tools/client/random_request.h"
 
 ABSL_FLAG(std::string, target, "localhost:50051", "Server address.");
 ABSL_FLAG(std::string, model, "", "Model name; empty: the server's default model.");
@@ -29,7 +30,6 @@ namespace masknet {
 namespace {
 
 using serving::v1::FeatureField;
-using serving::v1::Features;
 
 void PrintFields(const char* scope, const google::protobuf::RepeatedPtrField<FeatureField>& fields) {
   std::printf("  %s fields (values in this order):\n", scope);
@@ -44,21 +44,6 @@ void PrintFields(const char* scope, const google::protobuf::RepeatedPtrField<Fea
                   f.allow_empty() ? ", may be empty" : "");
     }
   }
-}
-
-// Random values that fit `fields`: one id per categorical field (so
-// id_counts stays empty) and standard-normal dense values.
-Features RandomFeatures(const google::protobuf::RepeatedPtrField<FeatureField>& fields, std::mt19937_64& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  Features out;
-  for (const FeatureField& f : fields) {
-    if (f.kind() == FeatureField::DENSE) {
-      for (uint32_t i = 0; i < f.width(); ++i) out.add_dense(normal(rng));
-    } else {
-      out.add_ids(static_cast<int64_t>(rng() % f.num_buckets()));
-    }
-  }
-  return out;
 }
 
 int Main() {
@@ -94,15 +79,7 @@ int Main() {
   const int n = absl::GetFlag(FLAGS_candidates);
   if (n <= 0) return 0;
   std::mt19937_64 rng(absl::GetFlag(FLAGS_seed));
-  serving::v1::RankRequest request;
-  request.set_model_name(info.model_name());
-  request.set_model_version(info.model_version());
-  *request.mutable_context() = RandomFeatures(info.context_fields(), rng);
-  for (int i = 0; i < n; ++i) {
-    auto* c = request.add_candidates();
-    c->set_id(i + 1);
-    *c->mutable_features() = RandomFeatures(info.candidate_fields(), rng);
-  }
+  const serving::v1::RankRequest request = RandomRankRequest(info, n, rng);
   serving::v1::RankResponse response;
   grpc::ClientContext context;
   context.set_deadline(deadline());
