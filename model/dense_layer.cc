@@ -57,11 +57,15 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       }
       dnnl::primitive_attr attr;
       attr.set_post_ops(ops);
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       const memory::desc& wanted = chosen_weights.is_zero() ? any_weights : chosen_weights;
       dnnl::matmul::primitive_desc pd(
           dnnl::matmul::desc(kernel.src, wanted, bias_md, kernel.dst), attr, engine);
       if (chosen_weights.is_zero()) chosen_weights = pd.weights_desc();
       kernel.implementation = pd.impl_info_str();
+      kernel.scratchpad = pd.scratchpad_desc();
+      layer.scratchpad_bytes_ =
+          std::max(layer.scratchpad_bytes_, static_cast<int64_t>(kernel.scratchpad.get_size()));
       kernel.primitive = dnnl::matmul(pd);
       layer.kernels_.push_back(std::move(kernel));
     }
@@ -92,7 +96,7 @@ std::vector<std::string> DenseLayer::implementations() const {
 }
 
 absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const float* src,
-                                 float* dst, const float* multiplier) const {
+                                 float* dst, const float* multiplier, void* scratchpad) const {
   auto it = std::lower_bound(kernels_.begin(), kernels_.end(), rows,
                              [](const Kernel& k, int64_t r) { return k.rows < r; });
   if (it == kernels_.end() || it->rows != rows) {
@@ -109,6 +113,9 @@ absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const float
     if (post_op_ == PostOp::kMultiply) {
       args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
                    memory(kernel.multiplier, engine_, const_cast<float*>(multiplier)));
+    }
+    if (kernel.scratchpad.get_size() > 0) {
+      args.emplace(DNNL_ARG_SCRATCHPAD, memory(kernel.scratchpad, engine_, scratchpad));
     }
     kernel.primitive.execute(stream, args);
   } catch (const dnnl::error& e) {

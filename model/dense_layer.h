@@ -21,7 +21,10 @@ namespace masknet {
 // primitive prefers, and one primitive is created per row bucket. Rows of
 // src, dst and the multiplier live in caller buffers at fixed strides, so a
 // layer can read or write a column slice of a wider buffer without copies.
-// Execute is const and safe to call concurrently on distinct buffers.
+// The primitives' scratch memory is the caller's too (oneDNN's own,
+// library-managed scratchpad is shared and races when one primitive runs on
+// two threads at once). Execute is const and safe to call concurrently on
+// distinct buffers.
 class DenseLayer {
  public:
   enum class PostOp { kNone, kRelu, kMultiply };
@@ -47,12 +50,16 @@ class DenseLayer {
                                            const RowBuckets& buckets);
 
   // Computes `rows` rows. REQUIRES: rows is one of the buckets' sizes();
-  // multiplier is non-null iff the post-op is kMultiply.
+  // multiplier is non-null iff the post-op is kMultiply; scratchpad holds
+  // scratchpad_bytes(), 64-byte aligned, and no other thread uses it now.
   // Returns INTERNAL if oneDNN fails.
   absl::Status Execute(dnnl::stream& stream, int64_t rows, const float* src, float* dst,
-                       const float* multiplier) const;
+                       const float* multiplier, void* scratchpad) const;
 
   const Shape& shape() const { return shape_; }
+
+  // Scratch memory the largest of its primitives needs during Execute.
+  int64_t scratchpad_bytes() const { return scratchpad_bytes_; }
 
   // oneDNN's implementation name for each bucket's primitive (e.g.
   // "brg:avx512_core"), ascending rows.
@@ -63,7 +70,7 @@ class DenseLayer {
     int64_t rows;
     std::string implementation;
     dnnl::matmul primitive;
-    dnnl::memory::desc src, dst, multiplier;
+    dnnl::memory::desc src, dst, multiplier, scratchpad;
   };
 
   Shape shape_;
@@ -72,6 +79,7 @@ class DenseLayer {
   dnnl::memory weights_;  // in the primitives' preferred layout
   dnnl::memory bias_;     // empty when the layer has none
   std::vector<Kernel> kernels_;  // one per bucket, ascending rows
+  int64_t scratchpad_bytes_ = 0;
 };
 
 }  // namespace masknet

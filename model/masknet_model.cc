@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "dnnl.hpp"
@@ -32,14 +33,18 @@ struct Ref {
 class ArenaPlan {
  public:
   explicit ArenaPlan(int64_t rows) : rows_(rows) {}
-  Ref Add(int64_t stride) {
-    Ref ref{size_, stride, 0};
-    size_ += (rows_ * stride + 15) / 16 * 16;
-    return ref;
-  }
+  Ref Add(int64_t stride) { return AddFloats(rows_ * stride, stride); }
+  // A buffer of `bytes` that is not made of rows.
+  Ref AddBytes(int64_t bytes) { return AddFloats((bytes + 3) / 4, 0); }
   int64_t size() const { return size_; }
 
  private:
+  Ref AddFloats(int64_t floats, int64_t stride) {
+    Ref ref{size_, stride, 0};
+    size_ += (floats + 15) / 16 * 16;
+    return ref;
+  }
+
   int64_t rows_;
   int64_t size_ = 0;
 };
@@ -152,6 +157,7 @@ struct MaskNetModel::Network {
   std::vector<std::vector<Step>> heads;
   Ref logits;
   std::vector<float> logit_offsets;  // log(negative_sampling_rate) or 0 per task
+  Ref scratchpad;  // the matmuls' scratch memory, shared: they run one at a time
 };
 
 struct Workspace::Buffers {
@@ -347,8 +353,13 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     net->logit_offsets.push_back(
         task.negative_sampling_rate ? std::log(*task.negative_sampling_rate) : 0.0f);
   }
-  net->arena_floats = arena.size();
+  int64_t scratchpad_bytes = 0;
   model->network_ = std::move(net);
+  model->ForEachLayer([&](const DenseLayer& layer) {
+    scratchpad_bytes = std::max(scratchpad_bytes, layer.scratchpad_bytes());
+  });
+  model->network_->scratchpad = arena.AddBytes(scratchpad_bytes);
+  model->network_->arena_floats = arena.size();
   if (model->workspace_bytes() > options.max_workspace_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "a batch of ", options.max_batch_size, " candidates needs ", model->workspace_bytes() >> 20,
@@ -362,20 +373,23 @@ int64_t MaskNetModel::workspace_bytes() const {
   return network_->arena_floats * static_cast<int64_t>(sizeof(float));
 }
 
+void MaskNetModel::ForEachLayer(const std::function<void(const DenseLayer&)>& visit) const {
+  for (const Network::Block& b : network_->blocks) {
+    visit(b.aggregation);
+    visit(b.projection);
+    visit(b.hidden);
+  }
+  for (const Network::Step& step : network_->mlp) visit(step.layer);
+  for (const auto& head : network_->heads) {
+    for (const Network::Step& step : head) visit(step.layer);
+  }
+}
+
 std::map<std::string, int> MaskNetModel::MatmulImplementations() const {
   std::map<std::string, int> counts;
-  auto add = [&](const DenseLayer& layer) {
+  ForEachLayer([&](const DenseLayer& layer) {
     for (const std::string& impl : layer.implementations()) ++counts[impl];
-  };
-  for (const Network::Block& b : network_->blocks) {
-    add(b.aggregation);
-    add(b.projection);
-    add(b.hidden);
-  }
-  for (const Network::Step& step : network_->mlp) add(step.layer);
-  for (const auto& head : network_->heads) {
-    for (const Network::Step& step : head) add(step.layer);
-  }
+  });
   return counts;
 }
 
@@ -460,19 +474,23 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
     ApplyNorm(net.shared_norm, v, d, ws.At(net.instance), d, rows);
   }
   dnnl::stream& stream = ws.stream;
+  void* scratchpad = ws.At(net.scratchpad);
   for (const Network::Block& b : net.blocks) {
     if (b.input_norm.active()) {
       ApplyNorm(b.input_norm, ws.At(b.net), b.net.stride, ws.At(b.x), b.x.stride, rows);
     }
-    if (auto s = b.aggregation.Execute(stream, rows, ws.At(net.mask_input), ws.At(b.aggregation_out), nullptr);
+    if (auto s = b.aggregation.Execute(stream, rows, ws.At(net.mask_input), ws.At(b.aggregation_out), nullptr,
+                                       scratchpad);
         !s.ok()) {
       return s;
     }
-    if (auto s = b.projection.Execute(stream, rows, ws.At(b.aggregation_out), ws.At(b.masked), ws.At(b.x));
+    if (auto s = b.projection.Execute(stream, rows, ws.At(b.aggregation_out), ws.At(b.masked), ws.At(b.x),
+                                      scratchpad);
         !s.ok()) {
       return s;
     }
-    if (auto s = b.hidden.Execute(stream, rows, ws.At(b.masked), ws.At(b.hidden_out), nullptr); !s.ok()) {
+    if (auto s = b.hidden.Execute(stream, rows, ws.At(b.masked), ws.At(b.hidden_out), nullptr, scratchpad);
+        !s.ok()) {
       return s;
     }
     stream.wait();
@@ -483,13 +501,15 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
 
   // 3. MLP and task heads.
   for (const Network::Step& step : net.mlp) {
-    if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr); !s.ok()) {
+    if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr, scratchpad);
+        !s.ok()) {
       return s;
     }
   }
   for (const auto& head : net.heads) {
     for (const Network::Step& step : head) {
-      if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr); !s.ok()) {
+      if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr, scratchpad);
+        !s.ok()) {
         return s;
       }
     }

@@ -2,6 +2,7 @@
 #define MASKNET_MODEL_MASKNET_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -60,6 +61,8 @@ class Workspace {
 // up to max_batch_size (see RowBuckets) and weights are reordered once.
 // Immutable after Create: Run is const and may be called from many threads
 // at once, each with its own Workspace.
+class DenseLayer;
+
 class MaskNetModel {
  public:
   struct Options {
@@ -115,6 +118,7 @@ class MaskNetModel {
   struct Network;
 
   MaskNetModel(ModelSpec spec, const Options& options);
+  void ForEachLayer(const std::function<void(const DenseLayer&)>& visit) const;
 
   ModelSpec spec_;
   Options options_;

@@ -93,6 +93,11 @@ void BatchScheduler::Shutdown() {
   });
 }
 
+int BatchScheduler::idle_workers() const {
+  absl::MutexLock lock(&mu_);
+  return idle_workers_;
+}
+
 BatchQueueStats BatchScheduler::QueueStats(const Queue* queue) const {
   absl::MutexLock lock(&mu_);
   BatchQueueStats stats;
@@ -138,7 +143,7 @@ absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
     const double ahead = QueuedSeconds() / num_workers() + absl::ToDoubleSeconds(o.batch_timeout);
     const double own = static_cast<double>(size) * cost / std::min<int64_t>(num_workers(), batches);
     const double left = absl::ToDoubleSeconds(deadline - now);
-    if (ahead + own > left) {
+    if (ahead + own > (1 - o.deadline_headroom) * left) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "overloaded: the call would miss its deadline (in ", Milliseconds(left), "): about ",
           Milliseconds(ahead), " of work is queued ahead of it and it needs ", Milliseconds(own),
@@ -204,18 +209,28 @@ bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
         continue;
       }
     }
+    // Idle workers share what is queued, so that a burst (or one large
+    // call) runs on all of them at once.
     int64_t room = o.max_batch_size;
+    if (idle_workers_ > 0) {
+      room = std::clamp<int64_t>((q->queued_candidates + idle_workers_) / (idle_workers_ + 1), 1, room);
+    }
+    const int64_t capacity = room;
+    const double cost = q->SecondsPerCandidate();
     for (auto it = q->tasks.begin(); room > 0 && it != q->tasks.end();) {
       BatchTask* task = *it++;
       TaskState& s = task->state_;
-      if (s.deadline <= now) {
+      // A task whose deadline passes before this batch would end is not
+      // scored: its answer would come too late.
+      const int64_t take = std::min(room, s.size - s.next);
+      const absl::Duration batch_time = absl::Seconds(cost * static_cast<double>(capacity - room + take));
+      if (s.deadline <= now + batch_time) {
         if (Withdraw(task, absl::DeadlineExceededError(
-                               "the call's deadline passed before it was scored; it was not scored"))) {
+                               "the call's deadline passed, or would before its batch ends; it was not scored"))) {
           finished->emplace_back(task, std::move(s.status));
         }
         continue;
       }
-      const int64_t take = std::min(room, s.size - s.next);
       batch->slices.push_back(TaskSlice{task, s.next, s.next + take, absl::OkStatus()});
       s.next += take;
       ++s.in_flight;
@@ -230,7 +245,7 @@ bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
     }
     if (batch->slices.empty()) continue;  // every task it held had expired
     batch->queue = q;
-    batch->size = o.max_batch_size - room;
+    batch->size = capacity - room;
     q->running_candidates += batch->size;
     cursor_ = index;
     return true;
@@ -264,7 +279,9 @@ void BatchScheduler::WorkerLoop(int worker) {
                                      [](const Queue* q) { return q->tasks.empty(); })) {
           return;
         }
+        ++idle_workers_;
         work_.WaitWithDeadline(&mu_, wake);
+        --idle_workers_;
       }
     }
     finish();

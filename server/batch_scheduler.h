@@ -11,9 +11,11 @@
 // many tasks as fit, so one batch scores several calls, and a task larger
 // than the room left is split, its later slices going into later batches,
 // which other workers run at the same time. A batch runs as soon as it is
-// full, or once its oldest task has waited batch_timeout. Free workers visit
-// the queues in turn, so a backlog in one queue delays another queue's task
-// by at most one batch.
+// full, or once its oldest task has waited batch_timeout. When other workers
+// are idle, a batch takes only its share of what is queued and they take the
+// rest, so a call (or a burst) runs on every free core at once. Free workers
+// visit the queues in turn, so a backlog in one queue delays another queue's
+// task by at most one batch.
 //
 // Queues are bounded in candidates and in bytes. Schedule refuses, with
 // RESOURCE_EXHAUSTED, a task that does not fit, or that the work queued
@@ -152,6 +154,10 @@ class BatchScheduler {
     // Whether to refuse a task that, by the measured cost of recent batches,
     // would miss its deadline behind the work queued ahead of it.
     bool admit_by_deadline = true;
+    // The share of a task's time to its deadline that admission keeps free
+    // for estimation error: a task is admitted when its estimated finish
+    // falls within (1 - deadline_headroom) of that time. In [0, 1).
+    double deadline_headroom = defaults::kDeadlineHeadroom;
   };
 
   // A new queue whose batches `processor` runs. The queue must be destroyed
@@ -164,6 +170,8 @@ class BatchScheduler {
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
   int num_workers() const { return static_cast<int>(workers_.size()); }
+  // Workers waiting for work now.
+  int idle_workers() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   friend class BatchQueue;
@@ -192,6 +200,7 @@ class BatchScheduler {
   std::vector<batching_internal::Queue*> queues_ ABSL_GUARDED_BY(mu_);
   size_t cursor_ ABSL_GUARDED_BY(mu_) = 0;  // the queue that gave the last batch
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // waiting for work
   std::vector<std::thread> workers_;
   std::once_flag joined_;
 };

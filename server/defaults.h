@@ -24,6 +24,9 @@ inline constexpr int64_t kMaxQueuedBytes = int64_t{1} << 30;
 // How long a batch that is not full waits for more calls (README,
 // "Batching", says why this value).
 inline constexpr absl::Duration kBatchTimeout = absl::ZeroDuration();
+// Admission by deadline keeps this share of a call's time to its deadline
+// free for estimation error (docs/benchmarks.md, "Overload").
+inline constexpr double kDeadlineHeadroom = 0.25;
 // OpenMP threads per worker's forward pass.
 inline constexpr int kIntraOpThreads = 1;
 inline constexpr int64_t kShutdownGraceSeconds = 25;

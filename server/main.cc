@@ -17,6 +17,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -68,6 +69,9 @@ ABSL_FLAG(int64_t, max_queued_bytes, masknet::defaults::kMaxQueuedBytes,
 ABSL_FLAG(bool, admit_by_deadline, true,
           "Refuse at once (RESOURCE_EXHAUSTED) a call that, by the measured cost of recent "
           "batches, would miss its deadline behind the work queued ahead of it.");
+ABSL_FLAG(double, deadline_headroom, masknet::defaults::kDeadlineHeadroom,
+          "With --admit_by_deadline: the share of a call's time to its deadline kept free for "
+          "estimation error; a call is admitted if its estimated finish falls within the rest.");
 ABSL_FLAG(int64_t, max_workspace_bytes, masknet::defaults::kMaxWorkspaceBytes,
           "Most scratch memory one model may need for a batch of --max_batch_size candidates; "
           "a model needing more fails to load.");
@@ -114,6 +118,10 @@ std::string CheckFlags() {
   if (threads < 1 || threads > kMaxThreads) {
     return absl::StrCat("--intra_op_threads must be in [1, ", kMaxThreads, "], got ", threads);
   }
+  const double headroom = absl::GetFlag(FLAGS_deadline_headroom);
+  if (!(headroom >= 0 && headroom < 1)) {
+    return absl::StrCat("--deadline_headroom must be in [0, 1), got ", headroom);
+  }
   if (absl::GetFlag(FLAGS_max_queued_candidates) < absl::GetFlag(FLAGS_max_candidates)) {
     return "--max_queued_candidates must be at least --max_candidates, or a full-size request "
            "could never be accepted";
@@ -129,6 +137,9 @@ std::string CheckFlags() {
 }
 
 int Main() {
+  // absl checks every Mutex acquisition against a lock graph unless told
+  // not to; the scheduler's lock is taken on every call.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (std::string problem = CheckFlags(); !problem.empty()) {
     Log(absl::StrCat("invalid flags: ", problem));
     return 2;
@@ -193,6 +204,7 @@ int Main() {
   options.service.queue.max_queued_candidates = absl::GetFlag(FLAGS_max_queued_candidates);
   options.service.queue.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   options.service.queue.admit_by_deadline = absl::GetFlag(FLAGS_admit_by_deadline);
+  options.service.queue.deadline_headroom = absl::GetFlag(FLAGS_deadline_headroom);
   auto server = RankingServer::Start(repository->get(), options);
   if (!server.ok()) {
     Log(server.status().ToString());

@@ -188,6 +188,29 @@ TEST(BatchSchedulerTest, ASplitTaskRunsOnSeveralWorkersAtOnce) {
   EXPECT_THAT(workers, ::testing::UnorderedElementsAre(0, 1));
 }
 
+TEST(BatchSchedulerTest, IdleWorkersShareACallSmallerThanABatch) {
+  BatchScheduler scheduler({/*num_workers=*/2});
+  BatchLog log;
+  absl::Mutex mu;
+  int entered = 0;
+  auto queue = scheduler.AddQueue(QueueOptions(8), [&](int, absl::Span<TaskSlice> batch) {
+    log.Add(batch);
+    // Both shares run at once: hold each until the other is in (or 10 s).
+    absl::MutexLock lock(&mu);
+    ++entered;
+    mu.AwaitWithTimeout(absl::Condition(
+                            +[](int* n) { return *n >= 2; }, &entered),
+                        absl::Seconds(10));
+    return absl::OkStatus();
+  });
+  while (scheduler.idle_workers() != 2) absl::SleepFor(absl::Milliseconds(1));
+  TestTask task(6);
+  ASSERT_TRUE(queue->Schedule(&task).ok());
+  EXPECT_TRUE(task.Wait().ok());
+  EXPECT_THAT(log.batches(), ::testing::UnorderedElementsAre(ElementsAre(Slice{&task, 0, 3}),
+                                                             ElementsAre(Slice{&task, 3, 6})));
+}
+
 TEST(BatchSchedulerTest, QueuesTakeTurnsSoABacklogDelaysAnotherQueueByOneBatch) {
   BatchScheduler scheduler({1});
   BatchLog log;
@@ -344,6 +367,67 @@ TEST(BatchSchedulerTest, ATaskThatWouldMissItsDeadlineBehindTheQueueIsRefusedAtO
   gate.Open();
   for (TestTask* t : {&backlog, &relaxed, &unhurried}) EXPECT_TRUE(t->Wait().ok());
   EXPECT_FALSE(hurried.done());
+}
+
+TEST(BatchSchedulerTest, ATaskWhoseDeadlineWouldPassBeforeItsBatchEndsIsNotScored) {
+  BatchScheduler scheduler({1});
+  BatchLog log;
+  Gate gate;
+  TestTask warmup(4), blocker(1);
+  // 20 ms per batch of 4: at least 5 ms per candidate.
+  auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    absl::SleepFor(absl::Milliseconds(20));
+    log.Add(batch);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&warmup).ok());
+  ASSERT_TRUE(warmup.Wait().ok());
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  while (queue->queued_candidates() != 0) absl::SleepFor(absl::Milliseconds(1));
+  // Admitted while the deadline is far, then left waiting until its batch
+  // (>= 20 ms) would end after it.
+  TestTask hurried(4, absl::Now() + absl::Milliseconds(150));
+  ASSERT_TRUE(queue->Schedule(&hurried).ok());
+  absl::SleepFor(absl::Milliseconds(140));
+  gate.Open();
+  EXPECT_EQ(hurried.Wait().code(), absl::StatusCode::kDeadlineExceeded);
+  for (const auto& batch : log.batches()) EXPECT_NE(batch[0].task, &hurried);
+}
+
+TEST(BatchSchedulerTest, AdmissionKeepsTheDeadlineHeadroomFree) {
+  BatchScheduler scheduler({1});
+  Gate gate;
+  TestTask warmup(4), blocker(1), backlog(40);
+  auto processor = [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    absl::SleepFor(absl::Milliseconds(20));  // >= 5 ms per candidate
+    return absl::OkStatus();
+  };
+  BatchScheduler::QueueOptions strict = QueueOptions(4);
+  strict.deadline_headroom = 0.6;
+  BatchScheduler::QueueOptions lenient = QueueOptions(4);
+  lenient.deadline_headroom = 0;
+  auto a = scheduler.AddQueue(strict, processor);
+  auto b = scheduler.AddQueue(lenient, processor);
+  for (BatchQueue* q : {a.get(), b.get()}) {
+    TestTask t(4);
+    ASSERT_TRUE(q->Schedule(&t).ok());
+    ASSERT_TRUE(t.Wait().ok());  // each queue knows its cost
+  }
+  ASSERT_TRUE(a->Schedule(&blocker).ok());
+  while (a->stats().running_candidates == 0) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_TRUE(a->Schedule(&backlog).ok());  // >= 200 ms of work queued
+  // About 210 ms of work ahead of each, 400 ms to the deadline: within it,
+  // but not within 40% of it.
+  TestTask strict_task(1, absl::Now() + absl::Milliseconds(400));
+  TestTask lenient_task(1, absl::Now() + absl::Milliseconds(400));
+  const absl::Status refused = a->Schedule(&strict_task);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_TRUE(b->Schedule(&lenient_task).ok());
+  gate.Open();
+  EXPECT_TRUE(backlog.Wait().ok());
+  lenient_task.Wait();
 }
 
 TEST(BatchSchedulerTest, ASliceStatusFailsOnlyItsTask) {

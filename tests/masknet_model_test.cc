@@ -1,7 +1,9 @@
 #include "model/masknet_model.h"
 
 #include <cmath>
+#include <atomic>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -133,6 +135,39 @@ TEST(MaskNetModelTest, OneWorkspaceServesModelsOfDifferentSizes) {
     for (int i = 0; i < 8; ++i) EXPECT_EQ(scores[i], big_alone[i]) << i;
   }
   EXPECT_GE(workspace.bytes(), big->workspace_bytes());
+}
+
+TEST(MaskNetModelTest, ConcurrentRunsOnTheirOwnWorkspacesGetTheSequentialScores) {
+  auto model = TinyModel(32);
+  std::vector<testing::OwnedRequest> requests;
+  std::vector<std::vector<float>> expected;
+  for (int i = 0; i < 16; ++i) {
+    requests.push_back(testing::RandomRequest(model->spec().schema, 1 + (i * 37) % 64, 100 + i));
+    expected.push_back(testing::ScoreAll(*model, requests.back().view()));
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      Workspace workspace;
+      for (int repeat = 0; repeat < 20; ++repeat) {
+        for (size_t i = t; i < requests.size(); i += 2) {
+          const RequestFeatures view = requests[i].view();
+          const int64_t n = static_cast<int64_t>(view.candidates.size());
+          for (int64_t begin = 0; begin < n; begin += 23) {
+            const BatchSlice slice{&view, begin, std::min<int64_t>(n, begin + 23)};
+            std::vector<float> scores(slice.size() * 2);
+            if (!model->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores)).ok()) ++mismatches;
+            for (size_t k = 0; k < scores.size(); ++k) {
+              if (std::abs(scores[k] - expected[i][begin * 2 + k]) > 1e-6) ++mismatches;
+            }
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(MaskNetModelTest, RejectsBatchesOutsideItsSize) {

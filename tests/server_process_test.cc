@@ -115,7 +115,8 @@ TEST(ServerProcessTest, HelpListsEveryLimit) {
   for (const char* flag : {"--model_root", "--default_model", "--port", "--max_candidates", "--max_request_bytes",
                            "--max_batch_size", "--batch_timeout", "--batch_merging", "--num_workers",
                            "--intra_op_threads", "--max_queued_candidates", "--max_queued_bytes",
-                           "--admit_by_deadline", "--max_workspace_bytes", "--shutdown_grace_period"}) {
+                           "--admit_by_deadline", "--deadline_headroom", "--max_workspace_bytes",
+                           "--shutdown_grace_period"}) {
     EXPECT_THAT(log, HasSubstr(flag));
   }
 }

@@ -1,0 +1,377 @@
+#!/usr/bin/python3
+"""Runs the project's benchmarks and writes docs/benchmarks.md (and its plot).
+
+    bash bench/run.sh            # installs, builds, then runs this
+    /usr/bin/python3 bench/run_benchmarks.py [--quick] [--out docs/benchmarks.md]
+
+Everything runs on this machine in this run: its FMA peak and memory
+bandwidth are measured first and every figure is reported beside them.
+Server figures come from masknet_server and masknet_loadgen sharing the
+machine; the load generator's CPU is reported beside each one. Comparisons
+run their alternatives interleaved (A B A B) and keep each one's best run,
+because other tenants make timings noisy.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+SERVER = os.path.join(BUILD, "server", "masknet_server")
+LOADGEN = os.path.join(BUILD, "tools", "masknet_loadgen")
+FORWARD = os.path.join(BUILD, "bench", "forward_pass_benchmark")
+LIMITS = os.path.join(BUILD, "bench", "machine_limits")
+MODEL = "paper-criteo-parallel"
+MODEL_ROOT = os.path.join(ROOT, "tests", "fixtures", MODEL, "models")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class Server:
+    """masknet_server on a free port, for a `with` block."""
+
+    def __init__(self, *flags, env=None):
+        self.flags = list(flags)
+        self.env = dict(os.environ, **(env or {}))
+
+    def __enter__(self):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+        self.process = subprocess.Popen(
+            [SERVER, f"--model_root={MODEL_ROOT}", "--port=0", "--host=127.0.0.1",
+             "--shutdown_grace_period=2s"] + self.flags,
+            stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            self.log.seek(0)
+            m = re.search(r"serving on [^ ]*:(\d+)", self.log.read())
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.log.seek(0)
+        raise RuntimeError(f"masknet_server did not start: {self.log.read()}")
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.log.close()
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+class Bench:
+    def __init__(self, quick):
+        self.warmup = 1.0 if quick else 2.0
+        self.duration = 3.0 if quick else 8.0
+        self.repeats = 1 if quick else 2
+
+    def loadgen(self, server, *args, warmup=None, duration=None):
+        """One masknet_loadgen run against `server`; its JSON plus the server's CPU."""
+        warmup = self.warmup if warmup is None else warmup
+        duration = self.duration if duration is None else duration
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            command = [LOADGEN, f"--target=127.0.0.1:{server.port}", f"--warmup={warmup}s",
+                       f"--duration={duration}s", f"--json={out.name}"] + list(args)
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(warmup + 0.3)  # GetModelInfo and request building come first
+            cpu_start, wall_start = server.cpu_seconds(), time.time()
+            time.sleep(duration)
+            server_cores = (server.cpu_seconds() - cpu_start) / (time.time() - wall_start)
+            output, _ = process.communicate(timeout=600)
+            if process.returncode != 0:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{output}")
+            result = json.load(open(out.name))
+        result["server_cpu_cores"] = server_cores
+        log(f"  {' '.join(args)}: {result['calls']['ok_per_s']:.0f} calls/s, "
+            f"{result['candidates_per_s']:.0f} cand/s, p50 {result['latency_ms']['p50']:.2f} ms, "
+            f"p99 {result['latency_ms']['p99']:.2f} ms, errors {sorted(result['errors'])}")
+        return result
+
+    def best_of(self, configurations, key=lambda r: r["candidates_per_s"]):
+        """Runs each (server flags, env, loadgen args) `repeats` times, interleaved; the best of each."""
+        best = [None] * len(configurations)
+        for _ in range(self.repeats):
+            for i, (flags, env, args) in enumerate(configurations):
+                with Server(*flags, env=env) as server:
+                    result = self.loadgen(server, *args)
+                if best[i] is None or key(result) > key(best[i]):
+                    best[i] = result
+        return best
+
+
+def machine_limits():
+    out = subprocess.run([LIMITS], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def forward_pass(batch):
+    """In-process candidates/s at `batch` (forward_pass_benchmark, its default OpenMP threads), best of 3."""
+    out = subprocess.run(
+        [FORWARD, f"--benchmark_filter=forward/{MODEL}/{batch}/", "--benchmark_format=json",
+         "--benchmark_repetitions=3", "--benchmark_min_time=0.5"],
+        check=True, capture_output=True, text=True).stdout
+    runs = [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
+    return max(b["candidates/s"] for b in runs)
+
+
+def model_flops():
+    with Server() as server:
+        out = subprocess.run(
+            [os.path.join(BUILD, "tools", "masknet_client"), f"--target=127.0.0.1:{server.port}",
+             "--candidates=0"], check=True, capture_output=True, text=True).stdout
+    return float(re.search(r"([0-9.]+) MFLOP per candidate", out).group(1)) * 1e6
+
+
+def ms(x):
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def errors_text(result):
+    if not result["errors"]:
+        return "none"
+    return ", ".join(f"{code} {e['count']}" for code, e in sorted(result["errors"].items()))
+
+
+def serving_section(bench, limits, plot_path):
+    """Issue 5: the server against the in-process forward pass, batching, latency, overload."""
+    flops = model_flops()
+    fma_limit = limits["fma_gflops_all"] * 1e9 / flops
+    log("in-process forward pass")
+    forward64 = forward_pass(64)
+    forward1 = forward_pass(1)
+
+    log("64-candidate calls, concurrency 8: batching on and off")
+    on64, off64 = bench.best_of([((), None, ("--concurrency=8", "--candidates=64")),
+                                 (("--batch_merging=false",), None, ("--concurrency=8", "--candidates=64"))])
+    log("1-candidate calls, concurrency 64: batching on and off")
+    on1, off1 = bench.best_of([((), None, ("--concurrency=64", "--candidates=1")),
+                               (("--batch_merging=false",), None, ("--concurrency=64", "--candidates=1"))])
+    log("empty calls: the cost of a gRPC call")
+    (empty,) = bench.best_of([((), None, ("--concurrency=64", "--candidates=0"))],
+                             key=lambda r: r["calls"]["ok_per_s"])
+    call_cost_us = (empty["server_cpu_cores"] + empty["loadgen_cpu_cores"]) / empty["calls"]["ok_per_s"] * 1e6
+    server_call_us = empty["server_cpu_cores"] / empty["calls"]["ok_per_s"] * 1e6
+
+    capacity = on64["calls"]["ok_per_s"]  # 64-candidate calls per second
+    log(f"capacity: {capacity:.0f} calls/s of 64 candidates; latency against offered load")
+    sweep = []
+    with Server() as server:
+        for percent in (10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120):
+            r = bench.loadgen(server, f"--rate={capacity * percent / 100:.3f}", "--candidates=64",
+                              "--deadline=500ms")
+            sweep.append((percent, r))
+        log("overload: 1.5x capacity, 500 ms deadline")
+        overload = bench.loadgen(server, f"--rate={capacity * 1.5:.3f}", "--candidates=64", "--deadline=500ms")
+        feed_capacity = capacity * 64 / 500
+        log("timeline feeds of 500 candidates as 64-candidate calls: 80% and 2x capacity")
+        feeds80 = bench.loadgen(server, f"--rate={feed_capacity * 0.8:.3f}", "--feed_candidates=500",
+                                "--candidates=64", "--deadline=500ms")
+        feeds200 = bench.loadgen(server, f"--rate={feed_capacity * 2:.3f}", "--feed_candidates=500",
+                                 "--candidates=64", "--deadline=500ms")
+    at70 = dict(sweep)[70]
+
+    log("--batch_timeout")
+    timeouts = ["0", "250us", "1ms", "4ms"]
+    timeout_runs = {}
+    for label, args in (("1-candidate calls, concurrency 64", ("--concurrency=64", "--candidates=1")),
+                        ("64-candidate calls, concurrency 8", ("--concurrency=8", "--candidates=64")),
+                        ("1-candidate calls, open loop at 2,000/s", ("--rate=2000", "--candidates=1"))):
+        timeout_runs[label] = bench.best_of(
+            [((f"--batch_timeout={t}",), None, args) for t in timeouts],
+            key=(lambda r: -r["latency_ms"]["p50"]) if "open" in label else (lambda r: r["candidates_per_s"]))
+
+    log("workers x intra-op threads")
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+    shapes = [(("--num_workers=2", "--intra_op_threads=1"), None), (("--num_workers=1", "--intra_op_threads=2"), passive)]
+    shape_runs = {}
+    for label, args, key in (
+            ("64-candidate calls, concurrency 8", ("--concurrency=8", "--candidates=64"), None),
+            ("1-candidate calls, concurrency 64", ("--concurrency=64", "--candidates=1"), None),
+            ("one 1024-candidate call at a time", ("--concurrency=1", "--candidates=1024"),
+             lambda r: -r["latency_ms"]["p50"])):
+        shape_runs[label] = bench.best_of([(flags, env, args) for flags, env in shapes],
+                                          key=key or (lambda r: r["candidates_per_s"]))
+
+    write_plot(plot_path, sweep, capacity)
+
+    # The document.
+    def pct(x, of):
+        return f"{100 * x / of:.0f}%"
+
+    def loadgen_share(r):
+        return f"{r['loadgen_cpu_cores']:.2f}"
+
+    overload_ok = overload["calls"]["ok_per_s"]
+    refused = overload["errors"].get("RESOURCE_EXHAUSTED", {"count": 0, "latency_ms": {"p99": 0}})
+    expired = overload["errors"].get("DEADLINE_EXCEEDED", {"count": 0})
+    feeds200_refused = feeds200["errors"].get("RESOURCE_EXHAUSTED", {"count": 0, "latency_ms": {"p99": 0}})
+    lines = []
+    add = lines.append
+    add("## Serving: the server against its kernels\n")
+    add(f"`{MODEL}` ({flops / 1e6:.2f} MFLOP per candidate; at this run's FMA peak the machine's limit is "
+        f"{fma_limit:,.0f} candidates/s) served by `masknet_server` with its defaults "
+        f"(2 CPUs: 2 single-threaded workers, `--max_batch_size=256`, `--batch_timeout=0`), driven by "
+        f"`masknet_loadgen` on the same 2 CPUs. \"Server CPU\" and \"loadgen CPU\" are cores used during the "
+        f"measured window. In-process: `forward_pass_benchmark` at the same batch size (its default 2 OpenMP "
+        f"threads).\n")
+    add("### Against the targets\n")
+    add("| target | goal | measured | |")
+    add("|---|---|---|---|")
+    add(f"| 64-candidate calls, concurrency 8 | ≥ 90% of in-process batch 64 | "
+        f"{on64['candidates_per_s']:,.0f} cand/s = **{pct(on64['candidates_per_s'], forward64)}** of "
+        f"{forward64:,.0f} | {'met' if on64['candidates_per_s'] >= 0.9 * forward64 else 'missed'} |")
+    add(f"| 1-candidate calls, concurrency 64 | ≥ 12,000 cand/s | **{on1['candidates_per_s']:,.0f}** cand/s "
+        f"(a gRPC call costs {call_cost_us:.0f} µs of CPU, server and client together) | "
+        f"{'met' if on1['candidates_per_s'] >= 12000 else 'missed'} |")
+    ratio70 = at70["latency_ms"]["p99"] / max(at70["latency_ms"]["p50"], 1e-9)
+    add(f"| open loop, 64-candidate calls at 70% of capacity | p99 ≤ 3 × p50 | p50 {ms(at70['latency_ms']['p50'])} ms, "
+        f"p99 {ms(at70['latency_ms']['p99'])} ms: **{ratio70:.1f}×** | {'met' if ratio70 <= 3 else 'missed'} |")
+    add(f"| overload: open loop at 1.5 × capacity, 500 ms deadline | completed ≥ 90% of capacity | "
+        f"**{pct(overload_ok, capacity)}** ({overload_ok:,.0f} of {capacity:,.0f} calls/s); refused at once: "
+        f"{refused['count']:,} (p99 {ms(refused['latency_ms']['p99'])} ms), expired unscored: {expired['count']:,} | "
+        f"{'met' if overload_ok >= 0.9 * capacity else 'missed'} |")
+    f80 = feeds80["feeds"]
+    add(f"| timeline feeds at 80% of capacity | no failed feed | {f80['ok']:,} ok, **{f80['failed']} failed**; "
+        f"feed p99 {ms(f80['latency_ms']['p99'])} ms | {'met' if f80['failed'] == 0 else 'missed'} |")
+    f200 = feeds200["feeds"]
+    late = feeds200["latency_ms"]["max"] > 500 or "DEADLINE_EXCEEDED" in feeds200["errors"]
+    add(f"| timeline feeds at 2 × capacity | RESOURCE_EXHAUSTED within 5 ms (p99); accepted calls meet the "
+        f"deadline | refused p99 **{ms(feeds200_refused['latency_ms']['p99'])} ms**; accepted calls: p99 "
+        f"{ms(feeds200['latency_ms']['p99'])} ms, max {ms(feeds200['latency_ms']['max'])} ms, expired "
+        f"{feeds200['errors'].get('DEADLINE_EXCEEDED', {'count': 0})['count']} | "
+        f"{'met' if feeds200_refused['latency_ms']['p99'] <= 5 and not late else 'missed'} |")
+    add("")
+    add("### Server against the in-process forward pass; batching on and off\n")
+    add("| traffic | batching | server cand/s | % of in-process | % of FMA limit | p50 / p99 ms | server CPU | loadgen CPU |")
+    add("|---|---|---|---|---|---|---|---|")
+    for label, reference, runs in (("64-candidate calls, concurrency 8", forward64, (on64, off64)),
+                                   ("1-candidate calls, concurrency 64", forward1, (on1, off1))):
+        for name, r in zip(("on", "off"), runs):
+            add(f"| {label} | {name} | {r['candidates_per_s']:,.0f} | {pct(r['candidates_per_s'], reference)} | "
+                f"{pct(r['candidates_per_s'], fma_limit)} | {ms(r['latency_ms']['p50'])} / {ms(r['latency_ms']['p99'])} | "
+                f"{r['server_cpu_cores']:.2f} | {loadgen_share(r)} |")
+    add(f"\nIn-process: {forward64:,.0f} candidates/s at batch 64, {forward1:,.0f} at batch 1. The 1-candidate "
+        f"row compares with batch 1: merging is what lets many small calls run as large batches.\n")
+    add(f"Cost of a gRPC call: empty `Rank` calls (no candidates), concurrency 64: "
+        f"{empty['calls']['ok_per_s']:,.0f} calls/s, {call_cost_us:.0f} µs of CPU per call "
+        f"({server_call_us:.0f} µs in the server, the rest in the load generator; "
+        f"loadgen CPU {loadgen_share(empty)}).\n")
+    add("### Latency against offered load\n")
+    add(f"Open loop (Poisson arrivals, latency from each call's scheduled send), 64-candidate calls, 500 ms "
+        f"deadline; capacity = {capacity:,.0f} calls/s (the closed-loop figure above).\n")
+    add(f"![latency against offered load]({os.path.basename(plot_path)})\n")
+    add("| offered | completed calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU | loadgen CPU |")
+    add("|---|---|---|---|---|---|---|---|---|")
+    for percent, r in sweep:
+        l = r["latency_ms"]
+        add(f"| {percent}% | {r['calls']['ok_per_s']:,.0f} | {ms(l['p50'])} | {ms(l['p90'])} | {ms(l['p99'])} | "
+            f"{ms(l['p999'])} | {errors_text(r)} | {r['server_cpu_cores']:.2f} | {loadgen_share(r)} |")
+    add("")
+    add("### Overload and timeline feeds\n")
+    add("| traffic | completed | refused (RESOURCE_EXHAUSTED) | expired | ok latency p50 / p99 / max ms | loadgen CPU |")
+    add("|---|---|---|---|---|---|")
+    for label, r in (("64-candidate calls at 1.5 × capacity", overload),
+                     ("500-candidate feeds at 80% of capacity", feeds80),
+                     ("500-candidate feeds at 2 × capacity", feeds200)):
+        re_ = r["errors"].get("RESOURCE_EXHAUSTED", {"count": 0, "latency_ms": {"p50": 0, "p99": 0}})
+        ex = r["errors"].get("DEADLINE_EXCEEDED", {"count": 0})
+        done = f"{r['calls']['ok_per_s']:,.0f} calls/s"
+        if "feeds" in r:
+            done += f"; feeds {r['feeds']['ok']:,} ok, {r['feeds']['failed']:,} failed"
+        add(f"| {label} | {done} | {re_['count']:,} (p50 {ms(re_['latency_ms']['p50'])}, p99 "
+            f"{ms(re_['latency_ms']['p99'])} ms) | {ex['count']:,} | {ms(r['latency_ms']['p50'])} / "
+            f"{ms(r['latency_ms']['p99'])} / {ms(r['latency_ms']['max'])} | {loadgen_share(r)} |")
+    add("")
+    add("### Choosing `--batch_timeout`\n")
+    add("| traffic | " + " | ".join(f"`{t}`" for t in timeouts) + " |")
+    add("|---|" + "---|" * len(timeouts))
+    for label, runs in timeout_runs.items():
+        cells = [f"{r['candidates_per_s']:,.0f} cand/s, p50 {ms(r['latency_ms']['p50'])} ms" for r in runs]
+        add(f"| {label} | " + " | ".join(cells) + " |")
+    add("")
+    add("### Sharing the cores: workers × OpenMP threads\n")
+    add("| traffic | 2 workers × 1 thread | 1 worker × 2 threads |")
+    add("|---|---|---|")
+    for label, runs in shape_runs.items():
+        cells = [f"{r['candidates_per_s']:,.0f} cand/s, p50 {ms(r['latency_ms']['p50'])} ms, server CPU "
+                 f"{r['server_cpu_cores']:.2f}" for r in runs]
+        add(f"| {label} | " + " | ".join(cells) + " |")
+    add("")
+    return "\n".join(lines)
+
+
+def write_plot(path, sweep, capacity):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    percents = [p for p, _ in sweep]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for key, label in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")):
+        ax.plot(percents, [r["latency_ms"][key] for _, r in sweep], marker="o", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"offered load, % of capacity ({capacity:,.0f} calls/s of 64 candidates)")
+    ax.set_ylabel("latency of completed calls, ms")
+    ax.set_title(f"masknet_server, {MODEL}, open loop, 500 ms deadline")
+    ax.grid(True, which="both", alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(percents, [100 * r["calls"]["ok_per_s"] / capacity for _, r in sweep], color="gray",
+             linestyle="--", label="completed, % of capacity")
+    ax2.set_ylabel("completed calls, % of capacity")
+    ax2.set_ylim(0, 130)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs, one repeat (a smoke test)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    args = parser.parse_args()
+    for binary in (SERVER, LOADGEN, FORWARD, LIMITS):
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"{binary} is missing: build first (bash bench/run.sh does)")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    bench = Bench(args.quick)
+    started = time.time()
+    log("machine limits")
+    limits = machine_limits()
+    plot = os.path.join(os.path.dirname(os.path.abspath(args.out)), "benchmarks_latency.png")
+    serving = serving_section(bench, limits, plot)
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    header = [
+        "# Benchmarks\n",
+        f"Written by `bash bench/run.sh` on {datetime.date.today().isoformat()} at commit `{commit}` "
+        f"({time.time() - started:.0f} s{', --quick' if args.quick else ''}). Do not edit by hand: rerun it.\n",
+        "## This machine, measured in the same run\n",
+        f"{limits['cpu']}, {os.cpu_count()} CPUs, {limits['vector_bits']}-bit FMA. fp32 FMA peak: "
+        f"**{limits['fma_gflops_one_core']:.0f} GFLOP/s** on one core, **{limits['fma_gflops_all']:.0f}** on "
+        f"{limits['threads']} threads; memory read bandwidth **{limits['read_gb_per_s']:.1f} GB/s** "
+        f"(`build/bench/machine_limits`). Other tenants share the machine: figures move by ~10% between runs.\n",
+    ]
+    with open(args.out, "w") as f:
+        f.write("\n".join(header) + "\n" + serving + "\n")
+    log(f"wrote {args.out} and {plot}")
+
+
+if __name__ == "__main__":
+    main()
