@@ -10,13 +10,14 @@ RUN scripts/install_deps.sh --build && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DMASKNET_BUILD_TESTS=OFF \
       -DMASKNET_BUILD_BENCHMARKS=OFF \
- && cmake --build /build -j "$(nproc)" --target masknet_server masknet_client
+ && cmake --build /build -j "$(nproc)" --target masknet_server masknet_client masknet_loadgen
 
 FROM debian:bookworm-slim
 COPY scripts/install_deps.sh /tmp/install_deps.sh
 RUN /tmp/install_deps.sh --runtime && rm -rf /var/lib/apt/lists/* /tmp/install_deps.sh \
  && useradd --system --uid 10001 --no-create-home masknet
-COPY --from=build /build/server/masknet_server /build/tools/masknet_client /usr/local/bin/
+COPY --from=build /build/server/masknet_server /build/tools/masknet_client /build/tools/masknet_loadgen \
+     /usr/local/bin/
 COPY models /models
 USER masknet
 EXPOSE 50051

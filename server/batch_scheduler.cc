@@ -10,6 +10,8 @@
 namespace masknet {
 namespace batching_internal {
 
+// One queue's state; every field but `options` and `processor` (immutable)
+// is guarded by the scheduler's mutex.
 struct Queue {
   BatchScheduler::QueueOptions options;
   BatchProcessor processor;
@@ -183,6 +185,7 @@ bool BatchScheduler::Withdraw(BatchTask* task, absl::Status status) {
 }
 
 void BatchScheduler::Cancel(BatchTask* task, absl::Status status) {
+  if (status.ok()) status = absl::CancelledError("the call was cancelled");
   absl::Status final_status;
   {
     absl::MutexLock lock(&mu_);

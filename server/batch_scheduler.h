@@ -224,8 +224,8 @@ class BatchQueue {
   // Withdraws `task`: its candidates not yet in a batch leave the queue at
   // once, and it finishes with `status` (unless it already failed) when no
   // running batch holds it, which may be before Cancel returns. Does nothing
-  // for a task that already finished or was never accepted.
-  // REQUIRES: `task` is alive; status is not OK.
+  // for a task that already finished or was never accepted. An OK status
+  // is taken as CANCELLED. REQUIRES: `task` is alive.
   void Cancel(BatchTask* task, absl::Status status) { scheduler_->Cancel(task, std::move(status)); }
 
   BatchQueueStats stats() const { return scheduler_->QueueStats(queue_); }

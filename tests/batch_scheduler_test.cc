@@ -427,7 +427,7 @@ TEST(BatchSchedulerTest, AdmissionKeepsTheDeadlineHeadroomFree) {
   EXPECT_TRUE(b->Schedule(&lenient_task).ok());
   gate.Open();
   EXPECT_TRUE(backlog.Wait().ok());
-  lenient_task.Wait();
+  EXPECT_TRUE(lenient_task.Wait().ok());
 }
 
 TEST(BatchSchedulerTest, ASliceStatusFailsOnlyItsTask) {
