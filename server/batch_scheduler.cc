@@ -21,6 +21,7 @@ struct Queue {
   int64_t queued_bytes = 0;
   int64_t running_candidates = 0;  // in batches being processed
   int64_t active_tasks = 0;        // accepted and not finished
+  bool closed = false;             // its handle is gone
   int64_t batches = 0;
   int64_t processed_candidates = 0;
   // The cost of recent batches on one worker: sums of seconds and of
@@ -57,7 +58,12 @@ BatchScheduler::BatchScheduler(const Options& options) {
   for (int i = 0; i < n; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
-BatchScheduler::~BatchScheduler() { Shutdown(); }
+BatchScheduler::~BatchScheduler() {
+  Shutdown();
+  std::vector<std::unique_ptr<Queue>> drained;
+  absl::MutexLock lock(&mu_);
+  drained = DetachDrainedQueues();
+}
 
 std::unique_ptr<BatchQueue> BatchScheduler::AddQueue(const QueueOptions& options, BatchProcessor processor) {
   auto* queue = new Queue();
@@ -69,20 +75,30 @@ std::unique_ptr<BatchQueue> BatchScheduler::AddQueue(const QueueOptions& options
   return std::unique_ptr<BatchQueue>(new BatchQueue(this, queue));
 }
 
-void BatchScheduler::RemoveQueue(Queue* queue) {
-  {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](Queue* q) { return q->active_tasks == 0; }, queue));
-    const auto it = std::find(queues_.begin(), queues_.end(), queue);
-    const size_t index = it - queues_.begin();
-    queues_.erase(it);
-    if (cursor_ >= index && cursor_ > 0) --cursor_;
-  }
-  delete queue;
+void BatchScheduler::CloseQueue(Queue* queue) {
+  std::vector<std::unique_ptr<Queue>> drained;
+  absl::MutexLock lock(&mu_);
+  queue->closed = true;
+  drained = DetachDrainedQueues();
 }
 
-BatchQueue::~BatchQueue() { scheduler_->RemoveQueue(queue_); }
+std::vector<std::unique_ptr<Queue>> BatchScheduler::DetachDrainedQueues() {
+  drained_ = false;
+  std::vector<std::unique_ptr<Queue>> out;
+  for (size_t i = 0; i < queues_.size();) {
+    Queue* q = queues_[i];
+    if (!q->closed || q->active_tasks > 0) {
+      ++i;
+      continue;
+    }
+    queues_.erase(queues_.begin() + i);
+    if (cursor_ >= i && cursor_ > 0) --cursor_;
+    out.emplace_back(q);
+  }
+  return out;
+}
+
+BatchQueue::~BatchQueue() { scheduler_->CloseQueue(queue_); }
 
 void BatchScheduler::Shutdown() {
   {
@@ -180,18 +196,20 @@ bool BatchScheduler::Withdraw(BatchTask* task, absl::Status status) {
   }
   if (s.in_flight > 0) return false;
   s.queue = nullptr;
-  --queue->active_tasks;
+  if (--queue->active_tasks == 0 && queue->closed) drained_ = true;
   return true;
 }
 
 void BatchScheduler::Cancel(BatchTask* task, absl::Status status) {
   if (status.ok()) status = absl::CancelledError("the call was cancelled");
   absl::Status final_status;
+  std::vector<std::unique_ptr<Queue>> drained;
   {
     absl::MutexLock lock(&mu_);
     if (task->state_.queue == nullptr) return;
     if (!Withdraw(task, std::move(status))) return;
     final_status = std::move(task->state_.status);
+    if (drained_) drained = DetachDrainedQueues();
   }
   task->Done(std::move(final_status));
 }
@@ -259,9 +277,11 @@ bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
 void BatchScheduler::WorkerLoop(int worker) {
   Batch batch;
   std::vector<std::pair<BatchTask*, absl::Status>> finished;
-  auto finish = [&finished] {
+  std::vector<std::unique_ptr<Queue>> drained;
+  auto finish = [&finished, &drained] {
     for (auto& [task, status] : finished) task->Done(std::move(status));
     finished.clear();
+    drained.clear();
   };
   for (;;) {
     batch.queue = nullptr;
@@ -270,6 +290,10 @@ void BatchScheduler::WorkerLoop(int worker) {
     {
       absl::MutexLock lock(&mu_);
       for (;;) {
+        if (drained_) {
+          drained = DetachDrainedQueues();
+          break;  // delete them unlocked first
+        }
         absl::Time wake = absl::InfiniteFuture();
         if (TakeBatch(absl::Now(), &batch, &finished, &wake)) {
           // Others may find work too (the rest of a split task, or another
@@ -318,6 +342,7 @@ void BatchScheduler::WorkerLoop(int worker) {
           if (Withdraw(task, failure)) finished.emplace_back(task, std::move(s.status));
         }
       }
+      if (drained_) drained = DetachDrainedQueues();
     }
     finish();
   }

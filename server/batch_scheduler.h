@@ -133,7 +133,7 @@ class BatchScheduler {
 
   // Starts the workers.
   explicit BatchScheduler(const Options& options);
-  // Shuts down (see Shutdown). Every queue must be gone first.
+  // Shuts down (see Shutdown). Queue handles must be gone first.
   ~BatchScheduler();
 
   BatchScheduler(const BatchScheduler&) = delete;
@@ -160,7 +160,7 @@ class BatchScheduler {
     double deadline_headroom = defaults::kDeadlineHeadroom;
   };
 
-  // A new queue whose batches `processor` runs. The queue must be destroyed
+  // A new queue whose batches `processor` runs. The handle must be destroyed
   // before the scheduler. Thread-safe.
   std::unique_ptr<BatchQueue> AddQueue(const QueueOptions& options, BatchProcessor processor)
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -179,7 +179,12 @@ class BatchScheduler {
 
   absl::Status Schedule(batching_internal::Queue* queue, BatchTask* task) ABSL_LOCKS_EXCLUDED(mu_);
   void Cancel(BatchTask* task, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
-  void RemoveQueue(batching_internal::Queue* queue) ABSL_LOCKS_EXCLUDED(mu_);
+  void CloseQueue(batching_internal::Queue* queue) ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes closed queues whose tasks have all finished out of the
+  // scheduler; the caller deletes them after releasing mu_ (a processor may
+  // hold a whole model).
+  std::vector<std::unique_ptr<batching_internal::Queue>> DetachDrainedQueues()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   BatchQueueStats QueueStats(const batching_internal::Queue* queue) const ABSL_LOCKS_EXCLUDED(mu_);
 
   void WorkerLoop(int worker) ABSL_LOCKS_EXCLUDED(mu_);
@@ -201,6 +206,7 @@ class BatchScheduler {
   size_t cursor_ ABSL_GUARDED_BY(mu_) = 0;  // the queue that gave the last batch
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // waiting for work
+  bool drained_ ABSL_GUARDED_BY(mu_) = false;  // a closed queue's last task ended
   std::vector<std::thread> workers_;
   std::once_flag joined_;
 };
@@ -208,7 +214,9 @@ class BatchScheduler {
 // One model version's queue. Made by BatchScheduler::AddQueue.
 class BatchQueue {
  public:
-  // Waits until every task accepted has finished, then leaves the scheduler.
+  // Closes the queue and returns at once: the tasks it accepted still run
+  // to their end (and keep whatever the processor holds alive), then it
+  // leaves the scheduler.
   ~BatchQueue();
 
   BatchQueue(const BatchQueue&) = delete;

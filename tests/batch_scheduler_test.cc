@@ -504,18 +504,28 @@ TEST(BatchSchedulerTest, ShutdownFinishesAcceptedTasksThenRefusesNewOnes) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("shutting down"));
 }
 
-TEST(BatchSchedulerTest, DestroyingAQueueWaitsForItsTasks) {
+TEST(BatchSchedulerTest, ClosingAQueueLetsItsTasksFinishAndKeepsItsProcessorAliveUntilThen) {
   BatchScheduler scheduler({1});
+  Gate gate;
   TestTask task(5);
+  auto held = std::make_shared<int>(0);
+  std::weak_ptr<int> watch = held;
   {
-    auto queue = scheduler.AddQueue(QueueOptions(2), [&](int, absl::Span<TaskSlice>) {
-      absl::SleepFor(absl::Milliseconds(5));
+    auto queue = scheduler.AddQueue(QueueOptions(2), [&gate, held](int, absl::Span<TaskSlice>) {
+      gate.Pass();
+      ++*held;
       return absl::OkStatus();
     });
+    held.reset();
     ASSERT_TRUE(queue->Schedule(&task).ok());
-  }
-  EXPECT_TRUE(task.done());
+  }  // closed while its task waits
+  EXPECT_FALSE(watch.expired());
+  gate.Open();
   EXPECT_TRUE(task.Wait().ok());
+  // The drained queue leaves the scheduler, and its processor with it.
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (!watch.expired() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(watch.expired());
 }
 
 TEST(BatchSchedulerTest, AnEmptyTaskIsRefused) {
