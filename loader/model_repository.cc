@@ -1,10 +1,13 @@
 #include "loader/model_repository.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "loader/model_loader.h"
 
 namespace masknet {
@@ -27,7 +30,56 @@ absl::StatusOr<std::vector<fs::path>> ListDirectories(const fs::path& dir) {
   return out;
 }
 
+// What a version directory's files are now (modification times and sizes):
+// a failed version is tried again only when this changes.
+std::string Fingerprint(const fs::path& dir) {
+  std::string out;
+  for (const char* file : {kModelConfigFile, kWeightsFile}) {
+    std::error_code ec;
+    const fs::path path = dir / file;
+    const auto mtime = fs::last_write_time(path, ec).time_since_epoch().count();
+    const auto size = ec ? 0 : fs::file_size(path, ec);
+    absl::StrAppend(&out, file, ":", ec ? -1 : mtime, ":", size, ";");
+  }
+  return out;
+}
+
+// Reads, builds and warms up one version.
+absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& name, int64_t version,
+                                                             const fs::path& dir,
+                                                             const MaskNetModel::Options& options) {
+  auto loaded = LoadModelVersion(dir.string());
+  if (!loaded.ok()) return loaded.status();
+  auto model = MaskNetModel::Create(std::move(loaded->spec), std::move(loaded->weights), options);
+  if (!model.ok()) {
+    return absl::Status(model.status().code(), absl::StrCat(dir.string(), ": ", model.status().message()));
+  }
+  if (absl::Status s = (*model)->WarmUp(); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(dir.string(), ": warm-up failed: ", s.message()));
+  }
+  auto servable = std::make_shared<Servable>();
+  servable->name = name;
+  servable->version = version;
+  servable->config = std::move(loaded->config);
+  servable->model = *std::move(model);
+  return servable;
+}
+
 }  // namespace
+
+absl::string_view EventKindName(RepositoryEvent::Kind kind) {
+  switch (kind) {
+    case RepositoryEvent::Kind::kLoaded:
+      return "loaded";
+    case RepositoryEvent::Kind::kUnloaded:
+      return "unloaded";
+    case RepositoryEvent::Kind::kLoadFailed:
+      return "load_failed";
+    case RepositoryEvent::Kind::kScanFailed:
+      return "scan_failed";
+  }
+  return "unknown";
+}
 
 bool IsValidModelName(absl::string_view name) {
   if (name.empty() || name.size() > 128 || name[0] == '.') return false;
@@ -48,72 +100,127 @@ int64_t ParseVersion(absl::string_view name) {
   return absl::SimpleAtoi(name, &version) ? version : 0;
 }
 
-absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(
-    const Options& options, std::vector<std::string>* warnings) {
+absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const Options& options,
+                                                                       std::vector<std::string>* warnings) {
+  if (options.keep_versions < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("keep_versions must be at least 1, got ", options.keep_versions));
+  }
   std::error_code ec;
   if (!fs::is_directory(options.root, ec)) {
     return absl::NotFoundError(absl::StrCat("model root '", options.root, "' is not a directory"));
   }
-  std::unique_ptr<ModelRepository> repo(new ModelRepository());
-  std::map<std::string, std::map<int64_t, std::shared_ptr<const Servable>>> models;
-  auto model_dirs = ListDirectories(options.root);
-  if (!model_dirs.ok()) return model_dirs.status();
+  std::unique_ptr<ModelRepository> repo(new ModelRepository(options));
+  if (absl::Status s = repo->Refresh(/*strict=*/true, warnings); !s.ok()) return s;
+  absl::MutexLock lock(&repo->mu_);
+  if (repo->models_.empty() && !options.allow_empty) {
+    return absl::NotFoundError(absl::StrCat("no model versions under '", options.root,
+                                            "' (expected <root>/<model_name>/<version>/)"));
+  }
+  if (!options.default_model.empty() && !repo->models_.contains(options.default_model) && !options.allow_empty) {
+    return absl::NotFoundError(absl::StrCat("default model '", options.default_model, "' is not under '",
+                                            options.root, "'"));
+  }
+  return repo;
+}
+
+void ModelRepository::Poll() { Refresh(/*strict=*/false, nullptr).IgnoreError(); }
+
+void ModelRepository::Report(const RepositoryEvent& event) const {
+  if (options_.on_event) options_.on_event(event);
+}
+
+absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* warnings) {
+  auto model_dirs = ListDirectories(options_.root);
+  if (!model_dirs.ok()) {
+    Report({RepositoryEvent::Kind::kScanFailed, options_.root, 0, model_dirs.status(), absl::ZeroDuration()});
+    return model_dirs.status();
+  }
+  std::map<std::string, Versions> current;
+  {
+    absl::MutexLock lock(&mu_);
+    current = models_;
+  }
+  std::map<std::string, Versions> next;
+  std::vector<RepositoryEvent> events;
   for (const fs::path& model_dir : *model_dirs) {
     const std::string name = model_dir.filename().string();
     if (!IsValidModelName(name)) {
-      if (name[0] != '.') {
-        warnings->push_back(absl::StrCat("skipping '", model_dir.string(),
-                                         "': not a valid model name ([A-Za-z0-9_.-])"));
+      if (warnings != nullptr && name[0] != '.') {
+        warnings->push_back(absl::StrCat("skipping '", model_dir.string(), "': not a valid model name ([A-Za-z0-9_.-])"));
       }
       continue;
     }
+    const Versions& served = current[name];
     auto version_dirs = ListDirectories(model_dir);
-    if (!version_dirs.ok()) return version_dirs.status();
+    if (!version_dirs.ok()) {
+      if (strict) return version_dirs.status();
+      Report({RepositoryEvent::Kind::kScanFailed, model_dir.string(), 0, version_dirs.status(), absl::ZeroDuration()});
+      if (!served.empty()) next[name] = served;  // keep what serves
+      continue;
+    }
     std::vector<std::pair<int64_t, fs::path>> versions;
     for (const fs::path& dir : *version_dirs) {
       const int64_t version = ParseVersion(dir.filename().string());
       if (version == 0) {
-        if (dir.filename().string()[0] != '.') {
-          warnings->push_back(absl::StrCat("skipping '", dir.string(),
-                                           "': a version directory is a positive integer"));
+        if (warnings != nullptr && dir.filename().string()[0] != '.') {
+          warnings->push_back(absl::StrCat("skipping '", dir.string(), "': a version directory is a positive integer"));
         }
         continue;
       }
       versions.emplace_back(version, dir);
     }
-    std::sort(versions.begin(), versions.end());
+    std::sort(versions.rbegin(), versions.rend());  // newest first
+    Versions chosen;
+    absl::Status first_error;
     for (const auto& [version, dir] : versions) {
-      auto loaded = LoadModelVersion(dir.string());
-      if (!loaded.ok()) return loaded.status();
-      auto model = MaskNetModel::Create(std::move(loaded->spec), std::move(loaded->weights), options.model);
-      if (!model.ok()) {
-        return absl::Status(model.status().code(),
-                            absl::StrCat(dir.string(), ": ", model.status().message()));
+      if (static_cast<int>(chosen.size()) == options_.keep_versions) break;
+      if (auto it = served.find(version); it != served.end()) {
+        chosen[version] = it->second;
+        continue;
       }
-      auto servable = std::make_shared<Servable>();
-      servable->name = name;
-      servable->version = version;
-      servable->config = std::move(loaded->config);
-      servable->model = *std::move(model);
-      models[name][version] = std::move(servable);
+      const std::string fingerprint = Fingerprint(dir);
+      const auto key = std::make_pair(name, version);
+      if (auto failed = failures_.find(key); failed != failures_.end() && failed->second == fingerprint) continue;
+      const absl::Time start = absl::Now();
+      auto servable = LoadServable(name, version, dir, options_.model);
+      const absl::Duration took = absl::Now() - start;
+      if (!servable.ok()) {
+        failures_[key] = fingerprint;
+        if (first_error.ok()) first_error = servable.status();
+        Report({RepositoryEvent::Kind::kLoadFailed, name, version, servable.status(), took});
+        continue;
+      }
+      failures_.erase(key);
+      chosen[version] = *std::move(servable);
+      events.push_back({RepositoryEvent::Kind::kLoaded, name, version, absl::OkStatus(), took});
+    }
+    if (chosen.empty() && strict && !first_error.ok()) return first_error;
+    if (!chosen.empty()) next[name] = std::move(chosen);
+  }
+  for (const auto& [name, versions] : current) {
+    const auto kept = next.find(name);
+    for (const auto& [version, servable] : versions) {
+      if (kept == next.end() || !kept->second.contains(version)) {
+        events.push_back({RepositoryEvent::Kind::kUnloaded, name, version, absl::OkStatus(), absl::ZeroDuration()});
+      }
     }
   }
-  if (models.empty()) {
-    return absl::NotFoundError(absl::StrCat("no model versions under '", options.root,
-                                            "' (expected <root>/<model_name>/<version>/)"));
-  }
-  if (!options.default_model.empty()) {
-    if (!models.contains(options.default_model)) {
-      return absl::NotFoundError(absl::StrCat("default model '", options.default_model,
-                                              "' is not under '", options.root, "'"));
+  {
+    absl::MutexLock lock(&mu_);
+    if (!events.empty()) ++generation_;
+    models_ = std::move(next);
+    if (default_model_.empty()) {
+      if (!options_.default_model.empty()) {
+        default_model_ = options_.default_model;
+      } else if (models_.size() == 1) {
+        default_model_ = models_.begin()->first;  // the first model served, while it was the only one
+      }
     }
-    repo->default_model_ = options.default_model;
-  } else if (models.size() == 1) {
-    repo->default_model_ = models.begin()->first;
   }
-  absl::MutexLock lock(&repo->mu_);
-  repo->models_ = std::move(models);
-  return repo;
+  // `current` still holds the unloaded versions: they go when it does (or
+  // when the last call or queue holding them lets go).
+  for (const RepositoryEvent& e : events) Report(e);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::string_view name,
@@ -126,7 +233,7 @@ absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::stri
   auto served_names = [&] {
     std::vector<std::string> names;
     for (const auto& [n, v] : models_) names.push_back(absl::StrCat("'", n, "'"));
-    return absl::StrJoin(names, ", ");
+    return names.empty() ? std::string("nothing yet") : absl::StrJoin(names, ", ");
   };
   if (name.empty()) {
     if (default_model_.empty()) {
@@ -141,7 +248,7 @@ absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::stri
     return absl::NotFoundError(absl::StrCat("model '", name, "' is not served (serving ",
                                             served_names(), ")"));
   }
-  const auto& versions = model->second;
+  const Versions& versions = model->second;
   if (version == 0) return versions.rbegin()->second;
   auto it = versions.find(version);
   if (it == versions.end()) {
@@ -160,6 +267,47 @@ std::vector<std::pair<std::string, int64_t>> ModelRepository::List() const {
     for (const auto& [version, servable] : versions) out.emplace_back(name, version);
   }
   return out;
+}
+
+std::string ModelRepository::default_model() const {
+  absl::MutexLock lock(&mu_);
+  return default_model_;
+}
+
+bool ModelRepository::ready() const {
+  absl::MutexLock lock(&mu_);
+  return !models_.empty();
+}
+
+int64_t ModelRepository::generation() const {
+  absl::MutexLock lock(&mu_);
+  return generation_;
+}
+
+bool ModelRepository::Serves(const Servable* servable) const {
+  absl::MutexLock lock(&mu_);
+  auto model = models_.find(servable->name);
+  if (model == models_.end()) return false;
+  auto it = model->second.find(servable->version);
+  return it != model->second.end() && it->second.get() == servable;
+}
+
+RepositoryWatcher::RepositoryWatcher(ModelRepository* repository, absl::Duration interval)
+    : thread_([this, repository, interval] {
+        absl::MutexLock lock(&mu_);
+        while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), interval)) {
+          mu_.Unlock();
+          repository->Poll();
+          mu_.Lock();
+        }
+      }) {}
+
+RepositoryWatcher::~RepositoryWatcher() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  thread_.join();
 }
 
 }  // namespace masknet

@@ -2,9 +2,11 @@
 #define MASKNET_LOADER_MODEL_REPOSITORY_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -12,12 +14,14 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "masknet/config/v1/model_config.pb.h"
 #include "model/masknet_model.h"
 
 namespace masknet {
 
-// One loaded, servable model version.
+// One loaded, servable model version. Immutable. Shared: whoever holds one
+// (a call in flight, a batch queue) keeps it alive after it is unloaded.
 struct Servable {
   std::string name;
   int64_t version = 0;
@@ -25,27 +29,67 @@ struct Servable {
   std::unique_ptr<const MaskNetModel> model;
 };
 
-// The model versions found under a model root:
+// Something that happened to a model version, reported to
+// ModelRepository::Options::on_event.
+struct RepositoryEvent {
+  enum class Kind { kLoaded, kUnloaded, kLoadFailed, kScanFailed };
+  Kind kind;
+  std::string name;          // kScanFailed: the directory that could not be listed
+  int64_t version = 0;
+  absl::Status status;       // kLoadFailed, kScanFailed: why (naming the file and tensor or field)
+  absl::Duration load_time;  // kLoaded and kLoadFailed: reading, building and warming up
+};
+
+// "loaded", "unloaded", "load_failed" or "scan_failed".
+absl::string_view EventKindName(RepositoryEvent::Kind kind);
+
+// The model versions under a model root:
 //   <root>/<model_name>/<version>/{model_config.pbtxt, weights.safetensors}
-// Thread-safe. Servables are shared: a caller holding one keeps it alive.
+// A model serves the newest `keep_versions` of its versions that load. Poll
+// rescans the root: a new version is loaded, validated and warmed up while
+// the others keep serving, then swapped in; versions that leave the newest
+// `keep_versions`, or whose directory is removed, are unloaded. Publish a
+// version by writing it beside its final place (a name that is not a
+// version, e.g. `.tmp-5`) and renaming it to `<version>`: a half-written
+// directory is never read.
+//
+// Thread-safe. Find never waits on a load.
 class ModelRepository {
  public:
   struct Options {
     std::string root;
-    // Model answering requests with an empty model_name. Empty: the only
-    // model when there is exactly one, else none.
+    // Model answering requests with an empty model_name. Empty: the first
+    // model to be served, if it is then the only one.
     std::string default_model;
     MaskNetModel::Options model;
+    // Versions of each model kept loaded: the newest that load. At least 1.
+    int keep_versions = kDefaultKeepVersions;
+    // Whether Load accepts a root with no model version yet (a watched
+    // repository may start empty and be filled later).
+    bool allow_empty = false;
+    // Called for every load, unload and failed load, on the thread that
+    // caused it (Load's or Poll's), never under the repository's lock.
+    std::function<void(const RepositoryEvent&)> on_event;
   };
+  static constexpr int kDefaultKeepVersions = 2;
 
-  // Loads every version of every model under options.root. Directories that
-  // are not valid model names or versions are skipped and reported in
-  // `warnings` (hidden ones, starting with '.', silently). Errors:
-  // UNAVAILABLE when a directory cannot be listed; NOT_FOUND when the root does not exist or holds no
-  // model version; the loader's error for the first version that fails;
-  // NOT_FOUND when options.default_model is set but not among the models.
+  // Loads the newest keep_versions loadable versions of every model under
+  // options.root. Directories that are not valid model names or versions
+  // are skipped and reported in `warnings` (hidden ones, starting with '.',
+  // silently). Errors: UNAVAILABLE when the root cannot be listed; NOT_FOUND
+  // when it does not exist, or holds no model version (unless
+  // options.allow_empty); the loader's error when a model has versions and
+  // none of them loads; NOT_FOUND when options.default_model is set and not
+  // among the models (unless options.allow_empty).
   static absl::StatusOr<std::unique_ptr<ModelRepository>> Load(const Options& options,
                                                                std::vector<std::string>* warnings);
+
+  // Rescans the root and brings the served versions up to date, as the
+  // class comment says. A version that fails to load is reported and not
+  // tried again until its files change; what served before keeps serving. A
+  // root or model directory that cannot be listed changes nothing. Calls must
+  // not overlap (one poller).
+  void Poll() ABSL_LOCKS_EXCLUDED(mu_);
 
   // The servable for `name` (empty: the default model) at `version` (0: the
   // newest). Errors: NOT_FOUND for an unknown model or version,
@@ -57,16 +101,52 @@ class ModelRepository {
   // (name, version) of everything served, sorted.
   std::vector<std::pair<std::string, int64_t>> List() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  const std::string& default_model() const { return default_model_; }
+  std::string default_model() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Whether at least one model version is served.
+  bool ready() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Changes whenever a version is swapped in or unloaded.
+  int64_t generation() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Whether `servable` is still served (not unloaded).
+  bool Serves(const Servable* servable) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  ModelRepository() = default;
+  using Versions = std::map<int64_t, std::shared_ptr<const Servable>>;
 
-  std::string default_model_;
+  explicit ModelRepository(const Options& options) : options_(options) {}
+
+  // One scan and load pass; `strict` (Load) turns a model without a
+  // loadable version into an error.
+  absl::Status Refresh(bool strict, std::vector<std::string>* warnings) ABSL_LOCKS_EXCLUDED(mu_);
+  void Report(const RepositoryEvent& event) const;
+
+  const Options options_;
+  // What failed to load, by model and version, with the files' fingerprint
+  // then. Only Refresh (one poller) touches it.
+  std::map<std::pair<std::string, int64_t>, std::string> failures_;
   mutable absl::Mutex mu_;
-  // name -> version -> servable.
-  std::map<std::string, std::map<int64_t, std::shared_ptr<const Servable>>> models_
-      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Versions> models_ ABSL_GUARDED_BY(mu_);
+  std::string default_model_ ABSL_GUARDED_BY(mu_);
+  int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Calls ModelRepository::Poll every `interval` on its own thread until
+// destroyed.
+class RepositoryWatcher {
+ public:
+  // REQUIRES: interval > 0; `repository` outlives the watcher.
+  RepositoryWatcher(ModelRepository* repository, absl::Duration interval);
+  ~RepositoryWatcher();
+
+  RepositoryWatcher(const RepositoryWatcher&) = delete;
+  RepositoryWatcher& operator=(const RepositoryWatcher&) = delete;
+
+ private:
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
 };
 
 // Whether `name` is a valid model directory name: 1-128 of [A-Za-z0-9_.-],

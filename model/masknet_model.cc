@@ -528,4 +528,25 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   return absl::OkStatus();
 }
 
+absl::Status MaskNetModel::WarmUp() const {
+  auto zeros = [&](Scope scope, std::vector<float>& dense, std::vector<int64_t>& ids) {
+    const ScopeLayout& layout = spec_.schema.scope(scope);
+    dense.assign(layout.dense_width, 0.0f);
+    ids.assign(layout.categorical_fields.size(), 0);  // one id each: valid for every bucket rule
+    return FeatureValues{dense, ids, {}};
+  };
+  std::vector<float> context_dense, candidate_dense;
+  std::vector<int64_t> context_ids, candidate_ids;
+  RequestFeatures request;
+  request.context = zeros(Scope::kContext, context_dense, context_ids);
+  request.candidates.assign(options_.max_batch_size, zeros(Scope::kCandidate, candidate_dense, candidate_ids));
+  Workspace workspace;
+  std::vector<float> scores(options_.max_batch_size * num_tasks());
+  for (const int64_t n : {int64_t{1}, options_.max_batch_size}) {
+    const BatchSlice slice{&request, 0, n};
+    if (auto s = Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores)); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace masknet

@@ -105,6 +105,11 @@ class MaskNetModel {
   absl::Status Run(absl::Span<const BatchSlice> slices, Workspace& workspace,
                    absl::Span<float> scores) const;
 
+  // Runs the network on one candidate and on max_batch_size() candidates of
+  // zero-valued features, so that a model that cannot run fails before it
+  // serves, and its first calls find its memory touched. Errors as Run.
+  absl::Status WarmUp() const;
+
   // How many matmul primitives (layers x row buckets) use each oneDNN
   // implementation, e.g. {"brg:avx512_core": 120}. A "ref" entry means a
   // slow reference kernel.

@@ -30,6 +30,9 @@ inline constexpr double kDeadlineHeadroom = 0.25;
 // OpenMP threads per worker's forward pass.
 inline constexpr int kIntraOpThreads = 1;
 inline constexpr int64_t kShutdownGraceSeconds = 25;
+// A retrained model is picked up within this; scanning a few directories is
+// cheap.
+inline constexpr absl::Duration kModelPollInterval = absl::Seconds(10);
 
 }  // namespace masknet::defaults
 

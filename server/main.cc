@@ -8,6 +8,8 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -26,6 +29,7 @@
 #include "model/limits.h"
 #include "server/cpu_budget.h"
 #include "server/defaults.h"
+#include "server/logging.h"
 #include "server/ranking_server.h"
 
 ABSL_FLAG(std::string, model_root, "",
@@ -75,6 +79,14 @@ ABSL_FLAG(double, deadline_headroom, masknet::defaults::kDeadlineHeadroom,
 ABSL_FLAG(int64_t, max_workspace_bytes, masknet::defaults::kMaxWorkspaceBytes,
           "Most scratch memory one model may need for a batch of --max_batch_size candidates; "
           "a model needing more fails to load.");
+ABSL_FLAG(absl::Duration, model_poll_interval, masknet::defaults::kModelPollInterval,
+          "How often the model root is scanned for new and removed versions; a new version is "
+          "loaded, checked and warmed up beside the others, then swapped in. 0: read once at "
+          "start (the root must then hold a model).");
+ABSL_FLAG(int32_t, keep_versions, masknet::ModelRepository::kDefaultKeepVersions,
+          "Newest loadable versions of each model kept loaded (callers may pin any of them with "
+          "model_version).");
+ABSL_FLAG(std::string, log_format, "text", "Event log on stderr: text or json (one object per line).");
 ABSL_FLAG(absl::Duration, shutdown_grace_period, absl::Seconds(masknet::defaults::kShutdownGraceSeconds),
           "On SIGTERM or SIGINT: how long calls in flight may take to finish before they are "
           "cancelled.");
@@ -82,10 +94,44 @@ ABSL_FLAG(absl::Duration, shutdown_grace_period, absl::Seconds(masknet::defaults
 namespace masknet {
 namespace {
 
-void Log(const std::string& message) {
-  std::fprintf(stderr, "%s masknet_server: %s\n",
-               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
-               message.c_str());
+// Logs what happened to a model version.
+void LogEvent(const RepositoryEvent& e, const ModelRepository* repository) {
+  const std::string version = absl::StrCat(e.version);
+  switch (e.kind) {
+    case RepositoryEvent::Kind::kLoaded: {
+      std::string details;
+      if (repository != nullptr) {
+        if (auto servable = repository->Find(e.name, e.version); servable.ok()) {
+          const MaskNetModel& model = *(*servable)->model;
+          std::vector<std::string> kernels;
+          for (const auto& [impl, count] : model.MatmulImplementations()) kernels.push_back(absl::StrCat(impl, " x", count));
+          details = absl::StrCat(": ", model.spec().ParameterCount(), " parameters, ",
+                                 model.spec().FlopsPerCandidate(), " FLOP per candidate, ",
+                                 model.workspace_bytes() >> 20, " MiB workspace per worker; matmuls: ",
+                                 absl::StrJoin(kernels, ", "));
+        }
+      }
+      Log(Severity::kInfo, absl::StrCat("loaded model '", e.name, "' version ", e.version, details),
+          {{"event", "model_loaded"}, {"model", e.name}, {"version", version},
+           {"load_seconds", absl::StrFormat("%.3f", absl::ToDoubleSeconds(e.load_time))}});
+      break;
+    }
+    case RepositoryEvent::Kind::kUnloaded:
+      Log(Severity::kInfo, absl::StrCat("unloaded model '", e.name, "' version ", e.version),
+          {{"event", "model_unloaded"}, {"model", e.name}, {"version", version}});
+      break;
+    case RepositoryEvent::Kind::kLoadFailed:
+      Log(Severity::kError,
+          absl::StrCat("cannot load model '", e.name, "' version ", e.version, "; what served keeps serving: ",
+                       e.status.message()),
+          {{"event", "model_load_failed"}, {"model", e.name}, {"version", version},
+           {"code", absl::StatusCodeToString(e.status.code())}});
+      break;
+    case RepositoryEvent::Kind::kScanFailed:
+      Log(Severity::kWarning, absl::StrCat("cannot scan the model repository; nothing changes: ", e.status.message()),
+          {{"event", "repository_scan_failed"}, {"path", e.name}});
+      break;
+  }
 }
 
 // Most workers, and most OpenMP threads per worker.
@@ -130,6 +176,14 @@ std::string CheckFlags() {
     return "--max_queued_bytes must be at least --max_request_bytes, or a full-size request "
            "could never be accepted";
   }
+  if (absl::GetFlag(FLAGS_model_poll_interval) < absl::ZeroDuration()) {
+    return "--model_poll_interval must not be negative";
+  }
+  if (absl::GetFlag(FLAGS_keep_versions) < 1) return "--keep_versions must be at least 1";
+  LogFormat format;
+  if (!ParseLogFormat(absl::GetFlag(FLAGS_log_format), &format)) {
+    return absl::StrCat("--log_format must be text or json, got '", absl::GetFlag(FLAGS_log_format), "'");
+  }
   if (absl::GetFlag(FLAGS_shutdown_grace_period) < absl::ZeroDuration()) {
     return "--shutdown_grace_period must not be negative";
   }
@@ -141,9 +195,12 @@ int Main() {
   // not to; the scheduler's lock is taken on every call.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (std::string problem = CheckFlags(); !problem.empty()) {
-    Log(absl::StrCat("invalid flags: ", problem));
+    Log(Severity::kError, absl::StrCat("invalid flags: ", problem));
     return 2;
   }
+  LogFormat format = LogFormat::kText;
+  ParseLogFormat(absl::GetFlag(FLAGS_log_format), &format);
+  SetLogFormat(format);
   // Block the stop signals in every thread (gRPC's and oneDNN's inherit the
   // mask); this thread receives them with sigwait.
   sigset_t stop_signals;
@@ -156,43 +213,56 @@ int Main() {
   const int intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   int num_workers = absl::GetFlag(FLAGS_num_workers);
   if (num_workers == 0) num_workers = std::max(1, usable_cpus / intra_op_threads);
-  Log(absl::StrCat(num_workers, " scoring worker(s) x ", intra_op_threads, " OpenMP thread(s); ",
-                   usable_cpus, " CPU(s) usable by this process"));
+  const absl::Duration poll_interval = absl::GetFlag(FLAGS_model_poll_interval);
+  Log(Severity::kInfo,
+      absl::StrCat(num_workers, " scoring worker(s) x ", intra_op_threads, " OpenMP thread(s); ", usable_cpus,
+                   " CPU(s) usable by this process; model root '", absl::GetFlag(FLAGS_model_root), "' ",
+                   poll_interval > absl::ZeroDuration()
+                       ? absl::StrCat("scanned every ", absl::FormatDuration(poll_interval))
+                       : std::string("read once"),
+                   ", keeping ", absl::GetFlag(FLAGS_keep_versions), " version(s) per model"));
   if (num_workers * intra_op_threads > usable_cpus) {
-    Log(absl::StrCat("warning: ", num_workers * intra_op_threads, " scoring threads on ", usable_cpus,
-                     " usable CPU(s) oversubscribe them"));
+    Log(Severity::kWarning, absl::StrCat(num_workers * intra_op_threads, " scoring threads on ", usable_cpus,
+                                         " usable CPU(s) oversubscribe them"));
   }
 
+  // Events of the repository reach the server (health) once it exists.
+  std::atomic<RankingServer*> running_server{nullptr};
+  std::atomic<ModelRepository*> running_repository{nullptr};
   ModelRepository::Options repo_options;
   repo_options.root = absl::GetFlag(FLAGS_model_root);
   repo_options.default_model = absl::GetFlag(FLAGS_default_model);
   repo_options.model.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   repo_options.model.max_workspace_bytes = absl::GetFlag(FLAGS_max_workspace_bytes);
   repo_options.model.threads = intra_op_threads;
+  repo_options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
+  repo_options.allow_empty = poll_interval > absl::ZeroDuration();
+  std::vector<RepositoryEvent> initial_events;  // logged once Load returns
+  repo_options.on_event = [&](const RepositoryEvent& e) {
+    ModelRepository* repository = running_repository.load();
+    if (repository == nullptr) {  // Load, on this thread
+      initial_events.push_back(e);
+      return;
+    }
+    LogEvent(e, repository);
+    RankingServer* server = running_server.load();
+    if (server != nullptr && repository != nullptr) server->SetServing(repository->ready());
+  };
   std::vector<std::string> warnings;
   const absl::Time load_start = absl::Now();
   auto repository = ModelRepository::Load(repo_options, &warnings);
-  for (const std::string& w : warnings) Log(absl::StrCat("warning: ", w));
+  for (const std::string& w : warnings) Log(Severity::kWarning, w);
   if (!repository.ok()) {
-    Log(absl::StrCat("cannot load models: ", repository.status().ToString()));
+    for (const RepositoryEvent& e : initial_events) LogEvent(e, nullptr);
+    Log(Severity::kError, absl::StrCat("cannot load models: ", repository.status().ToString()));
     return 1;
   }
-  for (const auto& [name, version] : (*repository)->List()) {
-    const auto servable = *(*repository)->Find(name, version);
-    std::vector<std::string> kernels;
-    for (const auto& [impl, count] : servable->model->MatmulImplementations()) {
-      kernels.push_back(absl::StrCat(impl, " x", count));
-    }
-    Log(absl::StrCat("loaded model '", name, "' version ", version, ": ",
-                     servable->model->spec().ParameterCount(), " parameters, ",
-                     servable->model->spec().FlopsPerCandidate(), " FLOP per candidate, ",
-                     servable->model->workspace_bytes() >> 20, " MiB workspace per worker; matmuls: ",
-                     absl::StrJoin(kernels, ", ")));
-  }
-  Log(absl::StrCat("models loaded in ", absl::FormatDuration(absl::Now() - load_start),
-                   (*repository)->default_model().empty()
-                       ? "; no default model"
-                       : absl::StrCat("; default model '", (*repository)->default_model(), "'")));
+  running_repository = repository->get();
+  for (const RepositoryEvent& e : initial_events) LogEvent(e, repository->get());
+  const std::string default_model = (*repository)->default_model();
+  Log(Severity::kInfo, absl::StrCat("models loaded in ", absl::FormatDuration(absl::Now() - load_start),
+                                    default_model.empty() ? "; no default model"
+                                                          : absl::StrCat("; default model '", default_model, "'")));
 
   RankingServer::Options options;
   options.address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
@@ -207,17 +277,26 @@ int Main() {
   options.service.queue.deadline_headroom = absl::GetFlag(FLAGS_deadline_headroom);
   auto server = RankingServer::Start(repository->get(), options);
   if (!server.ok()) {
-    Log(server.status().ToString());
+    Log(Severity::kError, server.status().ToString());
     return 1;
   }
-  Log(absl::StrCat("serving on ", absl::GetFlag(FLAGS_host), ":", (*server)->port()));
+  running_server = server->get();
+  (*server)->SetServing((*repository)->ready());
+  Log(Severity::kInfo, absl::StrCat("serving on ", absl::GetFlag(FLAGS_host), ":", (*server)->port(),
+                                    (*repository)->ready() ? "" : "; not ready until a model version is published"));
+  std::unique_ptr<RepositoryWatcher> watcher;
+  if (poll_interval > absl::ZeroDuration()) {
+    watcher = std::make_unique<RepositoryWatcher>(repository->get(), poll_interval);
+  }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
-  Log(absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
-                   "; finishing calls in flight"));
+  Log(Severity::kInfo, absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+                                    "; finishing calls in flight"));
+  watcher.reset();  // no swaps while draining
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace_period));
-  Log("stopped");
+  running_server = nullptr;
+  Log(Severity::kInfo, "stopped");
   return 0;
 }
 

@@ -194,6 +194,11 @@ void RankerService::Shutdown() { scheduler_.Shutdown(); }
 
 BatchQueue* RankerService::QueueFor(const std::shared_ptr<const Servable>& servable) {
   absl::MutexLock lock(&queues_mu_);
+  if (const int64_t generation = repository_->generation(); generation != checked_generation_) {
+    // Closing a queue returns at once; its calls finish on their version.
+    absl::erase_if(queues_, [&](const auto& entry) { return !repository_->Serves(entry.first); });
+    checked_generation_ = generation;
+  }
   std::unique_ptr<BatchQueue>& queue = queues_[servable.get()];
   if (queue == nullptr) {
     BatchScheduler::QueueOptions options = options_.queue;
@@ -202,6 +207,9 @@ BatchQueue* RankerService::QueueFor(const std::shared_ptr<const Servable>& serva
     queue = scheduler_.AddQueue(options, [this, servable](int worker, absl::Span<TaskSlice> batch) {
       return ScoreBatch(*servable->model, *workers_[worker], batch);
     });
+    // A call that found its version just before it was unloaded: serve it,
+    // and close this queue at the next check.
+    if (!repository_->Serves(servable.get())) checked_generation_ = -1;
   }
   return queue.get();
 }

@@ -62,7 +62,8 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   // Scores a batch of slices of Rank calls with `model`, on `worker`'s
   // scratch state.
   static absl::Status ScoreBatch(const MaskNetModel& model, Worker& worker, absl::Span<TaskSlice> batch);
-  // The queue of a model version, made on first use.
+  // The queue of a model version, made on first use. Closes the queues of
+  // versions the repository no longer serves (their calls still finish).
   BatchQueue* QueueFor(const std::shared_ptr<const Servable>& servable) ABSL_LOCKS_EXCLUDED(queues_mu_);
 
   const ModelRepository* repository_;
@@ -73,6 +74,9 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   BatchScheduler scheduler_;
   absl::Mutex queues_mu_;
   absl::flat_hash_map<const Servable*, std::unique_ptr<BatchQueue>> queues_ ABSL_GUARDED_BY(queues_mu_);
+  // The repository generation the queues were last checked against; -1
+  // when a queue was made for a version already unloaded.
+  int64_t checked_generation_ ABSL_GUARDED_BY(queues_mu_) = 0;
 };
 
 // Describes a servable as GetModelInfo answers.

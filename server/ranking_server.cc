@@ -22,17 +22,32 @@ absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelR
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address));
   }
-  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
-  health->SetServingStatus(true);
-  health->SetServingStatus(serving::v1::Ranker::service_full_name(), true);
+  server->SetServing(repository->ready());
   return server;
 }
 
 RankingServer::~RankingServer() { Shutdown(absl::ZeroDuration()); }
 
+void RankingServer::SetServing(bool serving) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return;
+  serving_ = serving;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(serving);
+  health->SetServingStatus(serving::v1::Ranker::service_full_name(), serving);
+}
+
+bool RankingServer::serving() const {
+  absl::MutexLock lock(&mu_);
+  return serving_ && !shut_down_;
+}
+
 void RankingServer::Shutdown(absl::Duration grace) {
-  if (shut_down_ || server_ == nullptr) return;
-  shut_down_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_ || server_ == nullptr) return;
+    shut_down_ = true;
+  }
   server_->GetHealthCheckService()->Shutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   service_->Shutdown();

@@ -5,7 +5,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
@@ -25,8 +27,9 @@ class RankingServer {
     RankerService::Options service;
   };
 
-  // Starts serving. `repository` must outlive the server. Errors:
-  // UNAVAILABLE when the address cannot be bound.
+  // Starts serving; health answers SERVING if the repository is ready (see
+  // SetServing for later changes). `repository` must outlive the server. Errors: UNAVAILABLE when the address cannot be
+  // bound.
   static absl::StatusOr<std::unique_ptr<RankingServer>> Start(const ModelRepository* repository,
                                                               const Options& options);
   ~RankingServer();
@@ -38,6 +41,12 @@ class RankingServer {
   int port() const { return port_; }
 
   RankerService& service() { return *service_; }
+
+  // Sets what grpc.health.v1.Health answers (SERVING or NOT_SERVING) for the
+  // server and the Ranker service. Ignored once Shutdown began. Thread-safe.
+  void SetServing(bool serving) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether health answers SERVING: set so, and not shutting down.
+  bool serving() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Graceful stop: health turns NOT_SERVING, new calls are refused, calls in
   // flight finish (those still running after `grace` are cancelled), then
@@ -53,7 +62,9 @@ class RankingServer {
   std::unique_ptr<RankerService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
-  bool shut_down_ = false;
+  mutable absl::Mutex mu_;
+  bool serving_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace masknet

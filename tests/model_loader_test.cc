@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loader/model_repository.h"
@@ -14,6 +16,7 @@
 namespace masknet {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 class ModelLoaderTest : public ::testing::Test {
@@ -134,6 +137,14 @@ TEST_F(ModelLoaderTest, WrongDtypeIsRejected) {
   ExpectInvalid(LoadModelVersion(dir_), "weights.safetensors", "dtype I32 is not supported");
 }
 
+ModelRepository::Options RepoOptions(const std::string& root, const std::string& default_model = "") {
+  ModelRepository::Options options;
+  options.root = root;
+  options.default_model = default_model;
+  options.model.max_batch_size = 8;
+  return options;
+}
+
 TEST(ModelRepositoryTest, ServesNewestVersionByDefaultAndNamesWhatIsMissing) {
   const std::string root = testing::MakeTempDir();
   auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
@@ -141,7 +152,7 @@ TEST(ModelRepositoryTest, ServesNewestVersionByDefaultAndNamesWhatIsMissing) {
   testing::WriteModelVersion(root, "tiny", 3, testing::kTinyConfig, testing::RandomWeights(spec, 3));
   std::filesystem::create_directories(root + "/tiny/latest");
   std::vector<std::string> warnings;
-  auto repo = ModelRepository::Load({root, "", {}}, &warnings);
+  auto repo = ModelRepository::Load(RepoOptions(root), &warnings);
   ASSERT_TRUE(repo.ok()) << repo.status();
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_THAT(warnings[0], HasSubstr("tiny/latest': a version directory is a positive integer"));
@@ -169,7 +180,7 @@ TEST(ModelRepositoryTest, FailsOnTheFirstBadVersionWithItsError) {
   weights.erase("mlp.0.bias");
   testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, weights);
   std::vector<std::string> warnings;
-  auto repo = ModelRepository::Load({root, "", {}}, &warnings);
+  auto repo = ModelRepository::Load(RepoOptions(root), &warnings);
   ASSERT_FALSE(repo.ok());
   EXPECT_EQ(repo.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(repo.status().message()), HasSubstr("tiny/1/weights.safetensors: missing tensor 'mlp.0.bias'"));
@@ -177,7 +188,7 @@ TEST(ModelRepositoryTest, FailsOnTheFirstBadVersionWithItsError) {
 
 TEST(ModelRepositoryTest, EmptyRootIsNotFound) {
   std::vector<std::string> warnings;
-  auto repo = ModelRepository::Load({testing::MakeTempDir(), "", {}}, &warnings);
+  auto repo = ModelRepository::Load(RepoOptions(testing::MakeTempDir()), &warnings);
   EXPECT_EQ(repo.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(repo.status().message()), HasSubstr("no model versions under"));
 }
@@ -187,7 +198,7 @@ TEST(ModelRepositoryTest, UnknownDefaultModelIsNotFound) {
   auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
   testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
   std::vector<std::string> warnings;
-  auto repo = ModelRepository::Load({root, "huge", {}}, &warnings);
+  auto repo = ModelRepository::Load(RepoOptions(root, "huge"), &warnings);
   EXPECT_EQ(repo.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(repo.status().message()), HasSubstr("default model 'huge'"));
 }
@@ -198,11 +209,139 @@ TEST(ModelRepositoryTest, WithSeveralModelsAndNoDefaultAnEmptyNameIsInvalid) {
   testing::WriteModelVersion(root, "a", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
   testing::WriteModelVersion(root, "b", 1, testing::kTinyConfig, testing::RandomWeights(spec, 2));
   std::vector<std::string> warnings;
-  auto repo = ModelRepository::Load({root, "", {}}, &warnings);
+  auto repo = ModelRepository::Load(RepoOptions(root), &warnings);
   ASSERT_TRUE(repo.ok());
   auto found = (*repo)->Find("", 0);
   EXPECT_EQ(found.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(found.status().message()), HasSubstr("no default model (serving 'a', 'b')"));
+}
+
+// A repository under a temporary root, recording its events.
+class WatchedRepositoryTest : public ::testing::Test {
+ protected:
+  WatchedRepositoryTest()
+      : root_(testing::MakeTempDir()),
+        spec_(*ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig))) {}
+
+  std::string Write(const std::string& name, int64_t version, uint32_t seed = 1) {
+    return testing::WriteModelVersion(root_, name, version, testing::kTinyConfig, testing::RandomWeights(spec_, seed));
+  }
+  void Corrupt(const std::string& name, int64_t version) {
+    TensorMap weights = testing::RandomWeights(spec_, 9);
+    weights.erase("mlp.0.bias");
+    testing::WriteModelVersion(root_, name, version, testing::kTinyConfig, weights);
+  }
+
+  std::unique_ptr<ModelRepository> Open(int keep_versions = 2, bool allow_empty = false) {
+    ModelRepository::Options options = RepoOptions(root_);
+    options.keep_versions = keep_versions;
+    options.allow_empty = allow_empty;
+    options.on_event = [this](const RepositoryEvent& e) {
+      absl::MutexLock lock(&mu_);
+      events_.push_back(absl::StrCat(EventKindName(e.kind), " ", e.name, "/", e.version));
+    };
+    std::vector<std::string> warnings;
+    auto repo = ModelRepository::Load(options, &warnings);
+    EXPECT_TRUE(repo.ok()) << repo.status();
+    return repo.ok() ? *std::move(repo) : nullptr;
+  }
+  std::vector<std::string> TakeEvents() {
+    absl::MutexLock lock(&mu_);
+    return std::exchange(events_, {});
+  }
+  static std::vector<int64_t> Versions(const ModelRepository& repo) {
+    std::vector<int64_t> out;
+    for (const auto& [name, version] : repo.List()) out.push_back(version);
+    return out;
+  }
+
+  std::string root_;
+  ModelSpec spec_;
+  absl::Mutex mu_;
+  std::vector<std::string> events_;
+};
+
+TEST_F(WatchedRepositoryTest, ANewVersionIsSwappedInAndTheOldestBeyondKeepVersionsUnloaded) {
+  Write("tiny", 1);
+  Write("tiny", 2);
+  auto repo = Open(/*keep_versions=*/2);
+  EXPECT_THAT(TakeEvents(), ElementsAre("loaded tiny/2", "loaded tiny/1"));
+  const auto v1 = *repo->Find("tiny", 1);
+  const int64_t generation = repo->generation();
+  Write("tiny", 3);
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("loaded tiny/3", "unloaded tiny/1"));
+  EXPECT_THAT(Versions(*repo), ElementsAre(2, 3));
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 3);
+  EXPECT_NE(repo->generation(), generation);
+  EXPECT_FALSE(repo->Serves(v1.get()));
+  EXPECT_EQ(v1->version, 1);  // a holder keeps an unloaded version alive
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre());  // nothing changed
+}
+
+TEST_F(WatchedRepositoryTest, ACorruptNewVersionIsReportedOnceAndTheOldOneKeepsServing) {
+  Write("tiny", 1);
+  auto repo = Open(/*keep_versions=*/1);
+  TakeEvents();
+  Corrupt("tiny", 2);
+  repo->Poll();
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("load_failed tiny/2"));  // not retried while unchanged
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 1);
+  // Fixed in place: tried again.
+  absl::SleepFor(absl::Milliseconds(20));  // a new modification time
+  Write("tiny", 2);
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("loaded tiny/2", "unloaded tiny/1"));
+}
+
+TEST_F(WatchedRepositoryTest, ARemovedVersionOrModelIsUnloaded) {
+  Write("tiny", 1);
+  Write("tiny", 2);
+  Write("other", 1);
+  auto repo = Open();
+  TakeEvents();
+  std::filesystem::remove_all(root_ + "/tiny/2");
+  std::filesystem::remove_all(root_ + "/other");
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ::testing::UnorderedElementsAre("unloaded tiny/2", "unloaded other/1"));
+  EXPECT_THAT(repo->List(), ElementsAre(std::make_pair(std::string("tiny"), int64_t{1})));
+  EXPECT_EQ(repo->Find("other", 0).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(WatchedRepositoryTest, AWatchedRepositoryMayStartEmptyAndBecomesReadyWithItsFirstModel) {
+  auto repo = Open(/*keep_versions=*/2, /*allow_empty=*/true);
+  EXPECT_FALSE(repo->ready());
+  EXPECT_THAT(std::string(repo->Find("", 0).status().message()), HasSubstr("serving nothing yet"));
+  std::filesystem::create_directories(root_ + "/tiny/.tmp-1");  // being written: ignored
+  repo->Poll();
+  EXPECT_FALSE(repo->ready());
+  std::filesystem::remove_all(root_ + "/tiny/.tmp-1");
+  Write("tiny", 1);
+  repo->Poll();
+  EXPECT_TRUE(repo->ready());
+  EXPECT_EQ(repo->default_model(), "tiny");
+  EXPECT_EQ((*repo->Find("", 0))->version, 1);
+}
+
+TEST_F(WatchedRepositoryTest, ANewestVersionThatFailsAtStartLeavesTheOlderOneServing) {
+  Write("tiny", 1);
+  Corrupt("tiny", 2);
+  auto repo = Open(/*keep_versions=*/1);
+  EXPECT_THAT(TakeEvents(), ElementsAre("load_failed tiny/2", "loaded tiny/1"));
+  EXPECT_THAT(Versions(*repo), ElementsAre(1));
+}
+
+TEST_F(WatchedRepositoryTest, AWatcherPollsOnItsOwnThread) {
+  Write("tiny", 1);
+  auto repo = Open();
+  TakeEvents();
+  RepositoryWatcher watcher(repo.get(), absl::Milliseconds(10));
+  Write("tiny", 2);
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (Versions(*repo).size() < 2 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_THAT(Versions(*repo), ElementsAre(1, 2));
 }
 
 }  // namespace
