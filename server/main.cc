@@ -87,6 +87,10 @@ ABSL_FLAG(int32_t, keep_versions, masknet::ModelRepository::kDefaultKeepVersions
           "Newest loadable versions of each model kept loaded (callers may pin any of them with "
           "model_version).");
 ABSL_FLAG(std::string, log_format, "text", "Event log on stderr: text or json (one object per line).");
+ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
+          "On SIGTERM or SIGINT: how long to keep serving while health reports NOT_SERVING, so "
+          "that load balancers and health-checking clients stop sending first (Kubernetes: a few "
+          "seconds, within terminationGracePeriodSeconds).");
 ABSL_FLAG(absl::Duration, shutdown_grace_period, absl::Seconds(masknet::defaults::kShutdownGraceSeconds),
           "On SIGTERM or SIGINT: how long calls in flight may take to finish before they are "
           "cancelled.");
@@ -184,6 +188,7 @@ std::string CheckFlags() {
   if (!ParseLogFormat(absl::GetFlag(FLAGS_log_format), &format)) {
     return absl::StrCat("--log_format must be text or json, got '", absl::GetFlag(FLAGS_log_format), "'");
   }
+  if (absl::GetFlag(FLAGS_drain_delay) < absl::ZeroDuration()) return "--drain_delay must not be negative";
   if (absl::GetFlag(FLAGS_shutdown_grace_period) < absl::ZeroDuration()) {
     return "--shutdown_grace_period must not be negative";
   }
@@ -291,11 +296,18 @@ int Main() {
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
+  const absl::Duration drain = absl::GetFlag(FLAGS_drain_delay);
+  running_server = nullptr;  // health stays NOT_SERVING from here
+  (*server)->SetServing(false);
+  if (drain > absl::ZeroDuration()) {
+    Log(Severity::kInfo, absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+                                      "; NOT_SERVING, still answering calls for ", absl::FormatDuration(drain)));
+    absl::SleepFor(drain);
+  }
   Log(Severity::kInfo, absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
                                     "; finishing calls in flight"));
   watcher.reset();  // no swaps while draining
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace_period));
-  running_server = nullptr;
   Log(Severity::kInfo, "stopped");
   return 0;
 }

@@ -25,6 +25,7 @@ class ServerHarness {
                     absl::Duration timeout = absl::InfiniteDuration());
 
   RankingServer& server() { return *server_; }
+  ModelRepository& repository() { return *repository_; }
   serving::v1::Ranker::Stub& stub() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
 

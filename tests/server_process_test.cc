@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
@@ -116,6 +117,7 @@ TEST(ServerProcessTest, HelpListsEveryLimit) {
                            "--max_batch_size", "--batch_timeout", "--batch_merging", "--num_workers",
                            "--intra_op_threads", "--max_queued_candidates", "--max_queued_bytes",
                            "--admit_by_deadline", "--deadline_headroom", "--max_workspace_bytes",
+                           "--model_poll_interval", "--keep_versions", "--log_format", "--drain_delay",
                            "--shutdown_grace_period"}) {
     EXPECT_THAT(log, HasSubstr(flag));
   }
@@ -201,6 +203,63 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
   EXPECT_GE(ok_after_signal.load(), 1) << "no call was in flight at SIGTERM";
   EXPECT_EQ(failed.load(), 0);
   EXPECT_THAT(server.Log(), HasSubstr("received SIGTERM"));
+}
+
+// Clients that follow health, as a load balancer or a health-checking
+// client does: each stops sending once health reports NOT_SERVING.
+TEST(ServerProcessTest, SigtermUnderLoadFailsNoCallOfClientsThatFollowHealth) {
+  const std::string name = "paper-criteo-serial";
+  ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1",
+                        "--drain_delay=1s", "--shutdown_grace_period=2s"});
+  const int port = server.WaitForPort();
+  ASSERT_GT(port, 0) << server.Log();
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+  auto stub = serving::v1::Ranker::NewStub(channel);
+  const std::string config_path = testing::FixtureModelRoot(name) + "/" + name + "/1/model_config.pbtxt";
+  auto spec = *ModelSpec::FromConfig(*ReadModelConfig(config_path));
+  const serving::v1::RankRequest request = testing::RandomRequest(spec.schema, 64, 3).ToProto();
+  std::atomic<bool> signalled{false}, not_serving{false};
+  std::atomic<int> ok{0}, ok_after_signal{0};
+  absl::Mutex mu;
+  std::vector<std::string> failures;
+  std::thread health_watch([&] {
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    while (!not_serving) {
+      grpc::health::v1::HealthCheckRequest check;
+      grpc::health::v1::HealthCheckResponse response;
+      grpc::ClientContext context;
+      const grpc::Status s = health->Check(&context, check, &response);
+      if (!s.ok() || response.status() != grpc::health::v1::HealthCheckResponse::SERVING) not_serving = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 8; ++i) {
+    callers.emplace_back([&] {
+      while (!not_serving) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        serving::v1::RankResponse response;
+        const grpc::Status status = stub->Rank(&context, request, &response);
+        if (status.ok()) {
+          ++ok;
+          if (signalled) ++ok_after_signal;
+        } else {
+          absl::MutexLock lock(&mu);
+          failures.push_back(absl::StrCat(status.error_code(), ": ", status.error_message()));
+        }
+      }
+    });
+  }
+  while (ok < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  signalled = true;
+  server.Signal(SIGTERM);
+  for (auto& t : callers) t.join();
+  health_watch.join();
+  EXPECT_EQ(server.Wait(), 0) << server.Log();
+  EXPECT_THAT(failures, ::testing::IsEmpty());
+  EXPECT_GE(ok_after_signal.load(), 1) << "no call was answered after SIGTERM";
+  EXPECT_THAT(server.Log(), HasSubstr("NOT_SERVING, still answering calls for 1s"));
 }
 
 TEST(ServerProcessTest, ServesHealthAndReflection) {
