@@ -49,7 +49,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
         self.process = subprocess.Popen(
             [SERVER, f"--model_root={MODEL_ROOT}", "--port=0", "--host=127.0.0.1",
-             "--shutdown_grace_period=2s"] + self.flags,
+             "--shutdown_grace_period=2s", "--metrics_port=0"] + self.flags,
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 60
         while time.time() < deadline:

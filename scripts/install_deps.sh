@@ -15,16 +15,16 @@ set -euo pipefail
 BUILD_PACKAGES=(
   build-essential cmake pkg-config ccache ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libdnnl-dev ocl-icd-opencl-dev libabsl-dev
+  libdnnl-dev ocl-icd-opencl-dev libabsl-dev prometheus-cpp-dev libcivetweb-dev
 )
 # Tests and benchmarks, and the Python tooling (reference model, trainer,
 # exporter, fixtures; run it with /usr/bin/python3).
 DEV_PACKAGES=(
-  git libgtest-dev libgmock-dev libbenchmark-dev
+  git libgtest-dev libgmock-dev libbenchmark-dev prometheus
   python3 python3-torch python3-numpy python3-protobuf python3-matplotlib
 )
 RUNTIME_PACKAGES=(
-  libgrpc++1.51 libprotobuf32 libdnnl2 libgomp1 libabsl20220623
+  libgrpc++1.51 libprotobuf32 libdnnl2 libgomp1 libabsl20220623 libprometheus-cpp-core1.0 libcivetweb1
 )
 # Installed with their recommends (netavark and friends).
 CONTAINER_PACKAGES=(

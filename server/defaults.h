@@ -12,6 +12,7 @@
 namespace masknet::defaults {
 
 inline constexpr int32_t kPort = 50051;
+inline constexpr int32_t kMetricsPort = 8080;
 inline constexpr int64_t kMaxCandidates = 8192;
 // gRPC's own 4 MiB is too small: 500 twitter-recap candidates are ~4 MB.
 inline constexpr int64_t kMaxRequestBytes = int64_t{64} << 20;

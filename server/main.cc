@@ -11,6 +11,7 @@
 #include <atomic>
 #include <memory>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,8 @@
 #include "model/limits.h"
 #include "server/cpu_budget.h"
 #include "server/defaults.h"
+#include "server/http_endpoint.h"
+#include "server/metrics.h"
 #include "server/logging.h"
 #include "server/ranking_server.h"
 
@@ -38,7 +41,9 @@ ABSL_FLAG(std::string, model_root, "",
 ABSL_FLAG(std::string, default_model, "",
           "Model answering requests with an empty model_name. Default: the only model, when "
           "there is exactly one.");
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on (gRPC and HTTP).");
+ABSL_FLAG(int32_t, metrics_port, masknet::defaults::kMetricsPort,
+          "HTTP port for /metrics (Prometheus), /healthz and /readyz; 0 turns it off.");
 ABSL_FLAG(int32_t, port, masknet::defaults::kPort,
           "gRPC port (Ranker, grpc.health.v1.Health, reflection); 0 picks a free one.");
 ABSL_FLAG(int64_t, max_candidates, masknet::defaults::kMaxCandidates,
@@ -146,6 +151,10 @@ std::string CheckFlags() {
   if (absl::GetFlag(FLAGS_model_root).empty()) return "--model_root is required";
   const int32_t port = absl::GetFlag(FLAGS_port);
   if (port < 0 || port > 65535) return absl::StrCat("--port must be in [0, 65535], got ", port);
+  const int32_t metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port < 0 || metrics_port > 65535) {
+    return absl::StrCat("--metrics_port must be in [0, 65535], got ", metrics_port);
+  }
   if (absl::GetFlag(FLAGS_max_candidates) < 1) return "--max_candidates must be at least 1";
   const int64_t bytes = absl::GetFlag(FLAGS_max_request_bytes);
   if (bytes < 1024 || bytes > (int64_t{1} << 31) - 1) {
@@ -234,6 +243,48 @@ int Main() {
   // Events of the repository reach the server (health) once it exists.
   std::atomic<RankingServer*> running_server{nullptr};
   std::atomic<ModelRepository*> running_repository{nullptr};
+  std::atomic<bool> draining{false};
+  ServerMetrics metrics;
+  metrics.SetWorkers(num_workers);
+  auto ready = [&](std::string* why) {
+    ModelRepository* repository = running_repository.load();
+    if (draining) {
+      *why = "shutting down";
+    } else if (repository == nullptr || running_server.load() == nullptr) {
+      *why = "loading models";
+    } else if (!repository->ready()) {
+      *why = "no model version loaded yet";
+    } else {
+      return true;
+    }
+    return false;
+  };
+  std::unique_ptr<HttpEndpoint> http;
+  if (absl::GetFlag(FLAGS_metrics_port) != 0) {
+    HttpEndpoint::Options http_options;
+    http_options.host = absl::GetFlag(FLAGS_host);
+    http_options.port = absl::GetFlag(FLAGS_metrics_port);
+    http_options.ready = ready;
+    http_options.metrics = [&] {
+      if (RankingServer* server = running_server.load()) server->service().RefreshGauges();
+      if (ModelRepository* repository = running_repository.load()) {
+        std::map<std::string, int> versions;
+        for (const auto& [name, version] : repository->List()) ++versions[name];
+        metrics.SetVersionsLoaded(versions);
+      }
+      std::string unused;
+      metrics.SetReady(ready(&unused));
+      return metrics.Serialize();
+    };
+    auto started = HttpEndpoint::Start(http_options);
+    if (!started.ok()) {
+      Log(Severity::kError, started.status().ToString());
+      return 1;
+    }
+    http = *std::move(started);
+    Log(Severity::kInfo, absl::StrCat("HTTP /metrics, /healthz, /readyz on ", absl::GetFlag(FLAGS_host), ":",
+                                      http->port()));
+  }
   ModelRepository::Options repo_options;
   repo_options.root = absl::GetFlag(FLAGS_model_root);
   repo_options.default_model = absl::GetFlag(FLAGS_default_model);
@@ -245,13 +296,14 @@ int Main() {
   std::vector<RepositoryEvent> initial_events;  // logged once Load returns
   repo_options.on_event = [&](const RepositoryEvent& e) {
     ModelRepository* repository = running_repository.load();
+    metrics.CountRepositoryEvent(e);
     if (repository == nullptr) {  // Load, on this thread
       initial_events.push_back(e);
       return;
     }
     LogEvent(e, repository);
     RankingServer* server = running_server.load();
-    if (server != nullptr && repository != nullptr) server->SetServing(repository->ready());
+    if (server != nullptr && repository != nullptr && !draining) server->SetServing(repository->ready());
   };
   std::vector<std::string> warnings;
   const absl::Time load_start = absl::Now();
@@ -280,6 +332,7 @@ int Main() {
   options.service.queue.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   options.service.queue.admit_by_deadline = absl::GetFlag(FLAGS_admit_by_deadline);
   options.service.queue.deadline_headroom = absl::GetFlag(FLAGS_deadline_headroom);
+  options.service.metrics = &metrics;
   auto server = RankingServer::Start(repository->get(), options);
   if (!server.ok()) {
     Log(Severity::kError, server.status().ToString());
@@ -297,8 +350,9 @@ int Main() {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   const absl::Duration drain = absl::GetFlag(FLAGS_drain_delay);
-  running_server = nullptr;  // health stays NOT_SERVING from here
-  (*server)->SetServing(false);
+  watcher.reset();  // no swaps, and no health changes, from here
+  draining = true;
+  (*server)->SetServing(false);  // and it stays so: Shutdown comes next
   if (drain > absl::ZeroDuration()) {
     Log(Severity::kInfo, absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
                                       "; NOT_SERVING, still answering calls for ", absl::FormatDuration(drain)));
@@ -306,8 +360,9 @@ int Main() {
   }
   Log(Severity::kInfo, absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
                                     "; finishing calls in flight"));
-  watcher.reset();  // no swaps while draining
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace_period));
+  http.reset();  // before the server and metrics its handlers read
+  running_server = nullptr;
   Log(Severity::kInfo, "stopped");
   return 0;
 }

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/logging.h"
 #include "server/rank_request.h"
 
 namespace masknet {
@@ -31,18 +33,77 @@ int64_t BytesOf(const FeatureValues& v) {
                               v.id_counts.size() * sizeof(uint32_t));
 }
 
+}  // namespace
+
+// What the service records of every answered call: metrics, and log lines
+// for internal errors and (rate-limited) overload. Thread-safe.
+class RankerService::CallRecorder {
+ public:
+  explicit CallRecorder(ServerMetrics* metrics) : metrics_(metrics) {}
+
+  void Record(VersionMetrics* version_metrics, const Servable* servable, const absl::Status& status,
+              int64_t candidates, absl::Duration latency) {
+    if (version_metrics != nullptr) {
+      version_metrics->CountCall(status.code(), candidates, latency);
+    } else if (metrics_ != nullptr) {
+      metrics_->CountUnresolvedCall(status.code(), latency);
+    }
+    if (status.code() == absl::StatusCode::kInternal) {
+      Log(Severity::kError, absl::StrCat("Rank call failed: ", status.message()),
+          {{"event", "internal_error"}, {"model", servable != nullptr ? servable->name : ""},
+           {"version", servable != nullptr ? absl::StrCat(servable->version) : ""}});
+    } else if (status.code() == absl::StatusCode::kResourceExhausted) {
+      RecordOverload(servable, status);
+    }
+  }
+
+ private:
+  // Overload is logged when it starts, then at most every kOverloadLogPeriod
+  // with the number of calls refused since.
+  static constexpr absl::Duration kOverloadLogPeriod = absl::Seconds(10);
+
+  void RecordOverload(const Servable* servable, const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
+    const absl::Time now = absl::Now();
+    int64_t refused;
+    {
+      absl::MutexLock lock(&mu_);
+      ++refused_;
+      if (now - last_log_ < kOverloadLogPeriod) return;
+      last_log_ = now;
+      refused = std::exchange(refused_, 0);
+    }
+    Log(Severity::kWarning,
+        absl::StrCat("overloaded: refused ", refused, " call(s) with RESOURCE_EXHAUSTED since the last report; latest: ",
+                     status.message()),
+        {{"event", "overload"}, {"model", servable != nullptr ? servable->name : ""},
+         {"refused", absl::StrCat(refused)}});
+  }
+
+  ServerMetrics* const metrics_;
+  absl::Mutex mu_;
+  absl::Time last_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+namespace {
+
 // One Rank call from its validation to its answer. gRPC owns it as the
 // call's reactor (it is deleted in OnDone); while queued, it is also the
 // scheduler's task.
 class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
  public:
-  RankCall(grpc::CallbackServerContext* context, const RankRequest* request, RankResponse* response)
-      : request_(request), response_(response), deadline_(DeadlineOf(*context)) {}
+  RankCall(grpc::CallbackServerContext* context, const RankRequest* request, RankResponse* response,
+           RankerService::CallRecorder* recorder)
+      : request_(request), response_(response), recorder_(recorder), deadline_(DeadlineOf(*context)) {}
 
-  // Takes the validated features of the request and the model that scores
-  // them.
-  void Prepare(std::shared_ptr<const Servable> servable, RequestFeatures features) {
+  // The version that answers the call, and its metrics.
+  void Resolve(std::shared_ptr<const Servable> servable, std::shared_ptr<VersionMetrics> metrics) {
     servable_ = std::move(servable);
+    metrics_ = std::move(metrics);
+  }
+
+  // Takes the validated features of the request.
+  void Prepare(RequestFeatures features) {
     features_ = std::move(features);
     bytes_ = BytesOf(features_.context);
     for (const FeatureValues& c : features_.candidates) bytes_ += BytesOf(c) + kBytesPerCandidate;
@@ -50,10 +111,20 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   }
 
   // Queues the call; answers it at once if the queue refuses.
-  void Schedule(BatchQueue* queue) {
-    queue_ = queue;
-    if (absl::Status s = queue->Schedule(this); !s.ok()) Finish(ToGrpcStatus(s));
+  void Schedule(std::shared_ptr<BatchQueue> queue) {
+    queue_ = std::move(queue);
+    accepted_ = absl::Now();
+    if (absl::Status s = queue_->Schedule(this); !s.ok()) Answer(s);
   }
+
+  // Finishes the call with `status` and records it.
+  void Answer(const absl::Status& status) {
+    recorder_->Record(metrics_.get(), servable_.get(), status, request_->candidates_size(), absl::Now() - arrived_);
+    Finish(ToGrpcStatus(status));
+  }
+
+  // When the queue accepted the call.
+  absl::Time accepted() const { return accepted_; }
 
   const RequestFeatures& features() const { return features_; }
   float* scores(int64_t candidate) { return scores_.data() + candidate * servable_->model->num_tasks(); }
@@ -72,7 +143,7 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
         out->mutable_scores()->Add(scores_.begin() + i * num_tasks, scores_.begin() + (i + 1) * num_tasks);
       }
     }
-    Finish(ToGrpcStatus(status));
+    Answer(status);
   }
 
   // ServerUnaryReactor. gRPC calls OnCancel when the client cancels or the
@@ -88,12 +159,16 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
  private:
   const RankRequest* request_;
   RankResponse* response_;
+  RankerService::CallRecorder* const recorder_;
+  const absl::Time arrived_ = absl::Now();
   const absl::Time deadline_;
+  absl::Time accepted_;
   std::shared_ptr<const Servable> servable_;
+  std::shared_ptr<VersionMetrics> metrics_;
   RequestFeatures features_;
   int64_t bytes_ = 0;
   std::vector<float> scores_;
-  BatchQueue* queue_ = nullptr;
+  std::shared_ptr<BatchQueue> queue_;
 };
 
 }  // namespace
@@ -106,16 +181,21 @@ struct RankerService::Worker {
 };
 
 // A value that overflows in one call's features fails that call alone.
-absl::Status RankerService::ScoreBatch(const MaskNetModel& model, Worker& worker, absl::Span<TaskSlice> batch) {
+absl::Status RankerService::ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Worker& worker,
+                                       absl::Span<TaskSlice> batch) {
   const int num_tasks = model.num_tasks();
+  const absl::Time start = absl::Now();
   worker.slices.clear();
   int64_t n = 0;
   for (const TaskSlice& s : batch) {
-    worker.slices.push_back(BatchSlice{&static_cast<RankCall*>(s.task)->features(), s.begin, s.end});
+    const RankCall& call = *static_cast<RankCall*>(s.task);
+    worker.slices.push_back(BatchSlice{&call.features(), s.begin, s.end});
     n += s.size();
+    if (s.begin == 0 && metrics != nullptr) metrics->ObserveQueueWait(start - call.accepted());
   }
   worker.scores.resize(n * num_tasks);
   absl::Status status = model.Run(worker.slices, worker.workspace, absl::MakeSpan(worker.scores));
+  if (metrics != nullptr) metrics->ObserveBatch(n, absl::Now() - start);
   if (status.ok()) {
     const float* from = worker.scores.data();
     for (const TaskSlice& s : batch) {
@@ -184,7 +264,10 @@ serving::v1::ModelInfo DescribeModel(const Servable& servable) {
 }
 
 RankerService::RankerService(const ModelRepository* repository, const Options& options)
-    : repository_(repository), options_(options), scheduler_(options.scheduler) {
+    : repository_(repository),
+      options_(options),
+      recorder_(std::make_unique<CallRecorder>(options.metrics)),
+      scheduler_(options.scheduler) {
   for (int i = 0; i < scheduler_.num_workers(); ++i) workers_.push_back(std::make_unique<Worker>());
 }
 
@@ -192,61 +275,71 @@ RankerService::~RankerService() { Shutdown(); }
 
 void RankerService::Shutdown() { scheduler_.Shutdown(); }
 
-BatchQueue* RankerService::QueueFor(const std::shared_ptr<const Servable>& servable) {
+RankerService::VersionState RankerService::StateFor(const std::shared_ptr<const Servable>& servable) {
   absl::MutexLock lock(&queues_mu_);
   if (const int64_t generation = repository_->generation(); generation != checked_generation_) {
     // Closing a queue returns at once; its calls finish on their version.
-    absl::erase_if(queues_, [&](const auto& entry) { return !repository_->Serves(entry.first); });
+    absl::erase_if(versions_, [&](const auto& entry) { return !repository_->Serves(entry.first); });
     checked_generation_ = generation;
   }
-  std::unique_ptr<BatchQueue>& queue = queues_[servable.get()];
-  if (queue == nullptr) {
+  VersionState& state = versions_[servable.get()];
+  if (state.queue == nullptr) {
+    if (options_.metrics != nullptr) state.metrics = options_.metrics->ForVersion(servable->name, servable->version);
     BatchScheduler::QueueOptions options = options_.queue;
     options.max_batch_size = servable->model->max_batch_size();
-    // The queue keeps its model alive.
-    queue = scheduler_.AddQueue(options, [this, servable](int worker, absl::Span<TaskSlice> batch) {
-      return ScoreBatch(*servable->model, *workers_[worker], batch);
-    });
+    // The queue keeps its model (and its metrics' series) alive.
+    state.queue = scheduler_.AddQueue(
+        options, [this, servable, metrics = state.metrics](int worker, absl::Span<TaskSlice> batch) {
+          return ScoreBatch(*servable->model, metrics.get(), *workers_[worker], batch);
+        });
     // A call that found its version just before it was unloaded: serve it,
     // and close this queue at the next check.
     if (!repository_->Serves(servable.get())) checked_generation_ = -1;
   }
-  return queue.get();
+  return state;
+}
+
+void RankerService::RefreshGauges() {
+  absl::MutexLock lock(&queues_mu_);
+  for (const auto& [servable, state] : versions_) {
+    if (state.metrics != nullptr) state.metrics->SetQueuedCandidates(state.queue->stats().queued_candidates);
+  }
 }
 
 std::optional<BatchQueueStats> RankerService::QueueStats(const std::string& model_name, int64_t version) {
   auto servable = repository_->Find(model_name, version);
   if (!servable.ok()) return std::nullopt;
   absl::MutexLock lock(&queues_mu_);
-  auto it = queues_.find(servable->get());
-  if (it == queues_.end()) return std::nullopt;
-  return it->second->stats();
+  auto it = versions_.find(servable->get());
+  if (it == versions_.end()) return std::nullopt;
+  return it->second.queue->stats();
 }
 
 grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* context,
                                               const RankRequest* request, RankResponse* response) {
-  auto* call = new RankCall(context, request, response);
+  auto* call = new RankCall(context, request, response, recorder_.get());
   auto servable = repository_->Find(request->model_name(), request->model_version());
   if (!servable.ok()) {
-    call->Finish(ToGrpcStatus(servable.status()));
+    call->Answer(servable.status());
     return call;
   }
+  const VersionState state = StateFor(*servable);
+  call->Resolve(*servable, state.metrics);
   const MaskNetModel& model = *(*servable)->model;
   auto features = ParseRankRequest(*request, model.spec().schema, options_.max_candidates);
   if (!features.ok()) {
-    call->Finish(ToGrpcStatus(features.status()));
+    call->Answer(features.status());
     return call;
   }
   response->set_model_name((*servable)->name);
   response->set_model_version((*servable)->version);
   for (const TaskSpec& t : model.spec().tasks) response->add_tasks(t.name);
   if (features->candidates.empty()) {
-    call->Finish(grpc::Status::OK);
+    call->Answer(absl::OkStatus());
     return call;
   }
-  BatchQueue* queue = QueueFor(*servable);
-  call->Prepare(*std::move(servable), *std::move(features));
-  call->Schedule(queue);
+  call->Prepare(*std::move(features));
+  call->Schedule(state.queue);
   return call;
 }
 

@@ -15,6 +15,7 @@
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "server/batch_scheduler.h"
 #include "server/defaults.h"
+#include "server/metrics.h"
 
 namespace masknet {
 
@@ -34,6 +35,9 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // model (MaskNetModel::max_batch_size), which the repository built for
     // the server's --max_batch_size.
     BatchScheduler::QueueOptions queue;
+    // Where calls, batches and queues are counted; null: nowhere. Must
+    // outlive the service.
+    ServerMetrics* metrics = nullptr;
   };
 
   // `repository` must outlive the service.
@@ -48,6 +52,10 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
                                          const serving::v1::GetModelInfoRequest* request,
                                          serving::v1::ModelInfo* response) override;
 
+  // Sets the queued-candidates gauge of every model version's queue (for a
+  // metrics scrape).
+  void RefreshGauges() ABSL_LOCKS_EXCLUDED(queues_mu_);
+
   // The state of a model version's queue; nullopt before its first call.
   std::optional<BatchQueueStats> QueueStats(const std::string& model_name, int64_t version)
       ABSL_LOCKS_EXCLUDED(queues_mu_);
@@ -56,24 +64,37 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   // server stopped accepting calls. Idempotent.
   void Shutdown();
 
+ // Implementation details follow.
+  class CallRecorder;
+
  private:
   struct Worker;
+  // A served model version's queue and metrics.
+  // Shared: a call holds its version's queue (to cancel itself) until it
+  // ends, after the version may have been unloaded.
+  struct VersionState {
+    std::shared_ptr<BatchQueue> queue;
+    std::shared_ptr<VersionMetrics> metrics;  // null without ServerMetrics
+  };
 
   // Scores a batch of slices of Rank calls with `model`, on `worker`'s
-  // scratch state.
-  static absl::Status ScoreBatch(const MaskNetModel& model, Worker& worker, absl::Span<TaskSlice> batch);
-  // The queue of a model version, made on first use. Closes the queues of
-  // versions the repository no longer serves (their calls still finish).
-  BatchQueue* QueueFor(const std::shared_ptr<const Servable>& servable) ABSL_LOCKS_EXCLUDED(queues_mu_);
+  // scratch state, counting into `metrics` (if not null).
+  static absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Worker& worker,
+                                 absl::Span<TaskSlice> batch);
+  // The queue and metrics of a model version, made on first use. Closes the
+  // queues of versions the repository no longer serves (their calls still
+  // finish).
+  VersionState StateFor(const std::shared_ptr<const Servable>& servable) ABSL_LOCKS_EXCLUDED(queues_mu_);
 
   const ModelRepository* repository_;
   const Options options_;
+  std::unique_ptr<CallRecorder> recorder_;
   // Scratch state of each scheduler worker; only that worker touches it.
   // Destroyed last: the workers stop before.
   std::vector<std::unique_ptr<Worker>> workers_;
   BatchScheduler scheduler_;
   absl::Mutex queues_mu_;
-  absl::flat_hash_map<const Servable*, std::unique_ptr<BatchQueue>> queues_ ABSL_GUARDED_BY(queues_mu_);
+  absl::flat_hash_map<const Servable*, VersionState> versions_ ABSL_GUARDED_BY(queues_mu_);
   // The repository generation the queues were last checked against; -1
   // when a queue was made for a version already unloaded.
   int64_t checked_generation_ ABSL_GUARDED_BY(queues_mu_) = 0;

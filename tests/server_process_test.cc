@@ -104,9 +104,21 @@ class ChildProcess {
   int status_ = 0;
 };
 
+// masknet_server with its HTTP port off unless `args` set one (tests run in
+// parallel; the default 8080 would collide).
 class ServerProcess : public ChildProcess {
  public:
-  explicit ServerProcess(const std::vector<std::string>& args) : ChildProcess(MASKNET_SERVER_BINARY, args) {}
+  explicit ServerProcess(const std::vector<std::string>& args)
+      : ChildProcess(MASKNET_SERVER_BINARY, WithMetricsPort(args)) {}
+
+ private:
+  static std::vector<std::string> WithMetricsPort(std::vector<std::string> args) {
+    for (const std::string& a : args) {
+      if (a.rfind("--metrics_port", 0) == 0 || a == "--help") return args;
+    }
+    args.push_back("--metrics_port=0");
+    return args;
+  }
 };
 
 TEST(ServerProcessTest, HelpListsEveryLimit) {

@@ -1,0 +1,252 @@
+#include "server/metrics.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
+
+namespace masknet {
+namespace {
+
+using prometheus::Histogram;
+
+// 0.5 ms to 10 s: a call, its queue wait and its batch's forward pass.
+Histogram::BucketBoundaries SecondsBuckets() {
+  return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10};
+}
+
+// Candidates per batch: powers of two up to the largest batch a model may
+// be built for.
+Histogram::BucketBoundaries BatchSizeBuckets() {
+  Histogram::BucketBoundaries b;
+  for (double x = 1; x <= 16384; x *= 2) b.push_back(x);
+  return b;
+}
+
+// gRPC's name for a code, as clients see it.
+const char* CodeName(absl::StatusCode code) {
+  static const char* const kNames[] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+      "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
+}
+
+int CodeIndex(absl::StatusCode code) {
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < 17 ? i : static_cast<int>(absl::StatusCode::kUnknown);
+}
+
+}  // namespace
+
+VersionMetrics::VersionMetrics(ServerMetrics* owner, const std::string& model, const std::string& version,
+                               bool queued)
+    : owner_(owner), model_(model), version_(version) {
+  const prometheus::Labels labels = {{"model", model}, {"version", version}};
+  latency_ = &owner->latency_.Add(labels, SecondsBuckets());
+  if (!queued) return;
+  queue_wait_ = &owner->queue_wait_.Add(labels, SecondsBuckets());
+  compute_ = &owner->compute_.Add(labels, SecondsBuckets());
+  batch_size_ = &owner->batch_size_.Add(labels, BatchSizeBuckets());
+  queued_ = &owner->queued_.Add(labels);
+}
+
+VersionMetrics::~VersionMetrics() {
+  for (size_t i = 0; i < calls_.size(); ++i) {
+    if (prometheus::Counter* c = calls_[i].load()) owner_->calls_.Remove(c);
+    if (prometheus::Counter* c = candidates_[i].load()) owner_->candidates_.Remove(c);
+  }
+  owner_->latency_.Remove(latency_);
+  if (queued_ == nullptr) return;
+  owner_->queue_wait_.Remove(queue_wait_);
+  owner_->compute_.Remove(compute_);
+  owner_->batch_size_.Remove(batch_size_);
+  owner_->queued_.Remove(queued_);
+}
+
+std::pair<prometheus::Counter*, prometheus::Counter*> VersionMetrics::CountersFor(absl::StatusCode code) {
+  const int i = CodeIndex(code);
+  prometheus::Counter* calls = calls_[i].load(std::memory_order_acquire);
+  if (calls == nullptr) {
+    absl::MutexLock lock(&mu_);
+    calls = calls_[i].load();
+    if (calls == nullptr) {
+      const prometheus::Labels labels = {{"model", model_}, {"version", version_}, {"code", CodeName(code)}};
+      candidates_[i] = &owner_->candidates_.Add(labels);
+      calls = &owner_->calls_.Add(labels);
+      calls_[i].store(calls, std::memory_order_release);
+    }
+  }
+  return {calls, candidates_[i].load()};
+}
+
+void VersionMetrics::CountCall(absl::StatusCode code, int64_t candidates, absl::Duration latency) {
+  const auto [calls, candidate_counter] = CountersFor(code);
+  calls->Increment();
+  candidate_counter->Increment(static_cast<double>(candidates));
+  latency_->Observe(absl::ToDoubleSeconds(latency));
+}
+
+void VersionMetrics::ObserveQueueWait(absl::Duration wait) { queue_wait_->Observe(absl::ToDoubleSeconds(wait)); }
+
+void VersionMetrics::ObserveBatch(int64_t candidates, absl::Duration compute) {
+  batch_size_->Observe(static_cast<double>(candidates));
+  compute_->Observe(absl::ToDoubleSeconds(compute));
+}
+
+void VersionMetrics::SetQueuedCandidates(int64_t candidates) { queued_->Set(static_cast<double>(candidates)); }
+
+ServerMetrics::ServerMetrics()
+    : calls_(prometheus::BuildCounter()
+                 .Name("masknet_rank_calls_total")
+                 .Help("Rank calls answered, by model version and gRPC status code.")
+                 .Register(registry_)),
+      candidates_(prometheus::BuildCounter()
+                      .Name("masknet_rank_candidates_total")
+                      .Help("Candidates in the Rank calls answered, by model version and gRPC status code.")
+                      .Register(registry_)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("masknet_rank_latency_seconds")
+                   .Help("Time from a Rank call's arrival to its answer, in the server.")
+                   .Register(registry_)),
+      queue_wait_(prometheus::BuildHistogram()
+                      .Name("masknet_queue_wait_seconds")
+                      .Help("Time from a call's acceptance into its model version's queue to its first batch.")
+                      .Register(registry_)),
+      compute_(prometheus::BuildHistogram()
+                   .Name("masknet_batch_compute_seconds")
+                   .Help("Time of one batch's forward pass, feature assembly to scores.")
+                   .Register(registry_)),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("masknet_batch_size_candidates")
+                      .Help("Candidates in one batch.")
+                      .Register(registry_)),
+      queued_(prometheus::BuildGauge()
+                  .Name("masknet_queued_candidates")
+                  .Help("Candidates accepted and not yet in a batch, by model version.")
+                  .Register(registry_)),
+      versions_loaded_(prometheus::BuildGauge()
+                           .Name("masknet_model_versions_loaded")
+                           .Help("Versions of a model loaded and serving.")
+                           .Register(registry_)),
+      model_loads_(prometheus::BuildCounter()
+                       .Name("masknet_model_loads_total")
+                       .Help("Attempts to load a model version, by result (ok or failed).")
+                       .Register(registry_)),
+      model_unloads_(prometheus::BuildCounter()
+                         .Name("masknet_model_unloads_total")
+                         .Help("Model versions unloaded.")
+                         .Register(registry_)) {
+  ready_ = &prometheus::BuildGauge()
+                .Name("masknet_ready")
+                .Help("1 when a model is loaded and the server is not draining, else 0.")
+                .Register(registry_)
+                .Add({});
+  workers_ = &prometheus::BuildGauge()
+                  .Name("masknet_scoring_workers")
+                  .Help("Scoring threads shared by every model.")
+                  .Register(registry_)
+                  .Add({});
+  resident_memory_ = &prometheus::BuildGauge()
+                          .Name("process_resident_memory_bytes")
+                          .Help("Resident memory size in bytes.")
+                          .Register(registry_)
+                          .Add({});
+  virtual_memory_ = &prometheus::BuildGauge()
+                         .Name("process_virtual_memory_bytes")
+                         .Help("Virtual memory size in bytes.")
+                         .Register(registry_)
+                         .Add({});
+  start_time_ = &prometheus::BuildGauge()
+                     .Name("process_start_time_seconds")
+                     .Help("Start time of the process since unix epoch in seconds.")
+                     .Register(registry_)
+                     .Add({});
+  cpu_seconds_ = &prometheus::BuildCounter()
+                      .Name("process_cpu_seconds_total")
+                      .Help("Total user and system CPU time spent in seconds.")
+                      .Register(registry_)
+                      .Add({});
+  start_time_->Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+  unresolved_.reset(new VersionMetrics(this, "", "", /*queued=*/false));
+}
+
+std::shared_ptr<VersionMetrics> ServerMetrics::ForVersion(const std::string& model, int64_t version) {
+  absl::MutexLock lock(&mu_);
+  std::weak_ptr<VersionMetrics>& slot = versions_[{model, version}];
+  if (auto existing = slot.lock()) return existing;
+  std::shared_ptr<VersionMetrics> made(new VersionMetrics(this, model, absl::StrCat(version), /*queued=*/true));
+  slot = made;
+  for (auto it = versions_.begin(); it != versions_.end();) {  // forget released ones
+    it = it->second.expired() ? versions_.erase(it) : std::next(it);
+  }
+  return made;
+}
+
+void ServerMetrics::CountUnresolvedCall(absl::StatusCode code, absl::Duration latency) {
+  unresolved_->CountCall(code, 0, latency);
+}
+
+void ServerMetrics::CountRepositoryEvent(const RepositoryEvent& event) {
+  switch (event.kind) {
+    case RepositoryEvent::Kind::kLoaded:
+      model_loads_.Add({{"model", event.name}, {"result", "ok"}}).Increment();
+      break;
+    case RepositoryEvent::Kind::kLoadFailed:
+      model_loads_.Add({{"model", event.name}, {"result", "failed"}}).Increment();
+      break;
+    case RepositoryEvent::Kind::kUnloaded:
+      model_unloads_.Add({{"model", event.name}}).Increment();
+      break;
+    case RepositoryEvent::Kind::kScanFailed:
+      break;
+  }
+}
+
+void ServerMetrics::SetVersionsLoaded(const std::map<std::string, int>& versions) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = versions_loaded_by_model_.begin(); it != versions_loaded_by_model_.end();) {
+    if (versions.contains(it->first)) {
+      ++it;
+    } else {
+      versions_loaded_.Remove(it->second);
+      it = versions_loaded_by_model_.erase(it);
+    }
+  }
+  for (const auto& [model, count] : versions) {
+    prometheus::Gauge*& gauge = versions_loaded_by_model_[model];
+    if (gauge == nullptr) gauge = &versions_loaded_.Add({{"model", model}});
+    gauge->Set(count);
+  }
+}
+
+std::string ServerMetrics::Serialize() {
+  {
+    absl::MutexLock lock(&scrape_mu_);
+    std::ifstream statm("/proc/self/statm");
+    double pages_total = 0, pages_resident = 0;
+    if (statm >> pages_total >> pages_resident) {
+      const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+      virtual_memory_->Set(pages_total * page);
+      resident_memory_->Set(pages_resident * page);
+    }
+    rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) == 0) {
+      const double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec * 1e-6 + usage.ru_stime.tv_sec +
+                         usage.ru_stime.tv_usec * 1e-6;
+      if (cpu > reported_cpu_seconds_) {
+        cpu_seconds_->Increment(cpu - reported_cpu_seconds_);
+        reported_cpu_seconds_ = cpu;
+      }
+    }
+  }
+  return prometheus::TextSerializer().Serialize(registry_.Collect());
+}
+
+}  // namespace masknet

@@ -1,0 +1,131 @@
+#ifndef MASKNET_SERVER_METRICS_H_
+#define MASKNET_SERVER_METRICS_H_
+
+// The server's Prometheus metrics (prometheus-cpp), in one registry.
+//
+// Names follow Prometheus conventions: a `masknet_` prefix, base units
+// (seconds, bytes), `_total` counters; the process_* family is the standard
+// one. Per model version series carry `model` and `version` labels and are
+// removed when the version's last user lets go, so that months of daily
+// versions do not pile up series. Calls that never reached a model version
+// (an unknown model, a bad version number) count with model="" so that a
+// client cannot create series with made-up names.
+//
+// Thread-safe.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "loader/model_repository.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace masknet {
+
+class ServerMetrics;
+
+// The series of one model version. Obtained from ServerMetrics::ForVersion;
+// shared by the version's calls and queue.
+class VersionMetrics {
+ public:
+  ~VersionMetrics();
+  VersionMetrics(const VersionMetrics&) = delete;
+  VersionMetrics& operator=(const VersionMetrics&) = delete;
+
+  // A call answered with `code`, `candidates` candidates in it, `latency`
+  // from its arrival to its answer.
+  void CountCall(absl::StatusCode code, int64_t candidates, absl::Duration latency);
+  // Time from a call's acceptance to its first batch.
+  void ObserveQueueWait(absl::Duration wait);
+  // One batch: its candidates and the forward pass's time.
+  void ObserveBatch(int64_t candidates, absl::Duration compute);
+  void SetQueuedCandidates(int64_t candidates);
+
+ private:
+  friend class ServerMetrics;
+  // `queued`: whether the version has a queue (false for calls that never
+  // reached a version: they get only call counts and latency).
+  VersionMetrics(ServerMetrics* owner, const std::string& model, const std::string& version, bool queued);
+  // The counters of calls and candidates answered with `code`, made on
+  // first use.
+  std::pair<prometheus::Counter*, prometheus::Counter*> CountersFor(absl::StatusCode code) ABSL_LOCKS_EXCLUDED(mu_);
+
+  ServerMetrics* owner_;
+  const std::string model_, version_;
+  absl::Mutex mu_;  // guards creating the per-code counters
+  std::array<std::atomic<prometheus::Counter*>, 17> calls_{};
+  std::array<std::atomic<prometheus::Counter*>, 17> candidates_{};
+  prometheus::Histogram* latency_;
+  prometheus::Histogram* queue_wait_ = nullptr;  // these four: null when not `queued`
+  prometheus::Histogram* compute_ = nullptr;
+  prometheus::Histogram* batch_size_ = nullptr;
+  prometheus::Gauge* queued_ = nullptr;
+};
+
+class ServerMetrics {
+ public:
+  ServerMetrics();
+  ServerMetrics(const ServerMetrics&) = delete;
+  ServerMetrics& operator=(const ServerMetrics&) = delete;
+
+  // The series of one model version; made on first use, removed when the
+  // last holder releases it.
+  std::shared_ptr<VersionMetrics> ForVersion(const std::string& model, int64_t version) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // A call answered before it reached a model version.
+  void CountUnresolvedCall(absl::StatusCode code, absl::Duration latency);
+
+  // A repository event: loads by result, unloads.
+  void CountRepositoryEvent(const RepositoryEvent& event);
+  // Versions loaded now, by model; models missing from `versions` lose
+  // their series.
+  void SetVersionsLoaded(const std::map<std::string, int>& versions) ABSL_LOCKS_EXCLUDED(mu_);
+  void SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
+  void SetWorkers(int workers) { workers_->Set(workers); }
+
+  // The registry in Prometheus text format, after refreshing the process_*
+  // series.
+  std::string Serialize();
+
+ private:
+  friend class VersionMetrics;
+
+  prometheus::Registry registry_;
+  prometheus::Family<prometheus::Counter>& calls_;
+  prometheus::Family<prometheus::Counter>& candidates_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Family<prometheus::Histogram>& queue_wait_;
+  prometheus::Family<prometheus::Histogram>& compute_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Gauge>& queued_;
+  prometheus::Family<prometheus::Gauge>& versions_loaded_;
+  prometheus::Family<prometheus::Counter>& model_loads_;
+  prometheus::Family<prometheus::Counter>& model_unloads_;
+  prometheus::Gauge* ready_;
+  prometheus::Gauge* workers_;
+  prometheus::Gauge* resident_memory_;
+  prometheus::Gauge* virtual_memory_;
+  prometheus::Gauge* start_time_;
+  prometheus::Counter* cpu_seconds_;
+  double reported_cpu_seconds_ = 0;  // what cpu_seconds_ holds (a counter only adds)
+  absl::Mutex scrape_mu_;            // one scrape at a time updates the process series
+
+  absl::Mutex mu_;
+  std::map<std::pair<std::string, int64_t>, std::weak_ptr<VersionMetrics>> versions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, prometheus::Gauge*> versions_loaded_by_model_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<VersionMetrics> unresolved_;  // model="", version=""
+};
+
+}  // namespace masknet
+
+#endif  // MASKNET_SERVER_METRICS_H_
