@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <fstream>
 #include <regex>
@@ -371,6 +372,130 @@ TEST_F(LoadgenProcessTest, AnOpenLoopOfFeedsSendsEachFeedAsSeveralCalls) {
   EXPECT_EQ(JsonNumber(json, "sent"), 4 * feeds);  // 32 + 32 + 32 + 4 candidates
   EXPECT_EQ(JsonNumber(json, "ok"), JsonNumber(json, "sent"));
   EXPECT_THAT(json, HasSubstr("\"errors\": {}"));
+}
+
+// A TCP port that was free a moment ago.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+
+// GET http://127.0.0.1:port/path; status 0 if nothing answers.
+HttpResponse HttpGet(int port, const std::string& path) {
+  HttpResponse out;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return out;
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return out;
+  }
+  std::string raw;
+  char buffer[65536];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) raw.append(buffer, n);
+  close(fd);
+  std::smatch m;
+  if (std::regex_search(raw, m, std::regex("^HTTP/1\\.[01] ([0-9]{3})"))) out.status = std::stoi(m[1]);
+  const size_t body = raw.find("\r\n\r\n");
+  if (body != std::string::npos) out.body = raw.substr(body + 4);
+  return out;
+}
+
+// The value of a sample of the Prometheus text `metrics`, e.g.
+// MetricValue(text, "masknet_ready"); -1 if absent.
+double MetricValue(const std::string& metrics, const std::string& sample) {
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
+  }
+  return -1;
+}
+
+// Runs promtool check metrics on `metrics`; returns its output and sets *ok.
+std::string PromtoolCheck(const std::string& metrics, bool* ok) {
+  const std::string dir = testing::MakeTempDir();
+  testing::WriteFileOrDie(dir + "/metrics.txt", metrics);
+  const std::string command = "promtool check metrics < " + dir + "/metrics.txt > " + dir + "/out.txt 2>&1";
+  *ok = std::system(command.c_str()) == 0;
+  std::ifstream in(dir + "/out.txt");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(ServerProcessTest, ReadyOnlyOnceAModelIsAndMetricsMoveWithTrafficAndPassPromtool) {
+  const std::string root = testing::MakeTempDir();
+  const int http_port = FreePort();
+  ServerProcess server({"--model_root=" + root, "--port=0", "--host=127.0.0.1", "--model_poll_interval=50ms",
+                        absl::StrCat("--metrics_port=", http_port), "--shutdown_grace_period=1s"});
+  const int port = server.WaitForPort();
+  ASSERT_GT(port, 0) << server.Log();
+  EXPECT_EQ(HttpGet(http_port, "/healthz").status, 200);
+  const HttpResponse not_ready = HttpGet(http_port, "/readyz");
+  EXPECT_EQ(not_ready.status, 503);
+  EXPECT_THAT(not_ready.body, HasSubstr("no model version loaded yet"));
+  EXPECT_EQ(HttpGet(http_port, "/nothing").status, 404);
+
+  // Publish a version; the server turns ready.
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
+  for (int i = 0; i < 600 && HttpGet(http_port, "/readyz").status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(HttpGet(http_port, "/readyz").status, 200) << server.Log();
+
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+  auto stub = serving::v1::Ranker::NewStub(channel);
+  serving::v1::RankRequest request = testing::RandomRequest(spec.schema, 7, 5).ToProto();
+  request.set_model_name("tiny");
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext context;
+    serving::v1::RankResponse response;
+    ASSERT_TRUE(stub->Rank(&context, request, &response).ok());
+  }
+  request.mutable_candidates(0)->mutable_features()->add_dense(1.0f);  // one value too many
+  grpc::ClientContext context;
+  serving::v1::RankResponse response;
+  EXPECT_EQ(stub->Rank(&context, request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  const HttpResponse metrics = HttpGet(http_port, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  bool clean = false;
+  const std::string complaints = PromtoolCheck(metrics.body, &clean);
+  EXPECT_TRUE(clean) << complaints;
+  const std::string v = "model=\"tiny\",version=\"1\"";
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_rank_calls_total{code=\"OK\"," + v + "}"), 3);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_rank_candidates_total{code=\"OK\"," + v + "}"), 21);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_rank_calls_total{code=\"INVALID_ARGUMENT\"," + v + "}"), 1);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_rank_latency_seconds_count{" + v + "}"), 4);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_queue_wait_seconds_count{" + v + "}"), 3);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_batch_size_candidates_sum{" + v + "}"), 21);
+  EXPECT_GE(MetricValue(metrics.body, "masknet_batch_compute_seconds_count{" + v + "}"), 3);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_model_versions_loaded{model=\"tiny\"}"), 1);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_model_loads_total{model=\"tiny\",result=\"ok\"}"), 1);
+  EXPECT_EQ(MetricValue(metrics.body, "masknet_ready"), 1);
+  EXPECT_GT(MetricValue(metrics.body, "process_resident_memory_bytes"), 1 << 20);
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0) << server.Log();
 }
 
 }  // namespace
