@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""Checks deploy/ against a real masknet_server (run by ctest as deploy_check).
+
+The Kubernetes manifests, the compose file, the Prometheus configuration and
+the Grafana dashboard cannot run here (no cluster, no registry), so this
+checks what can be checked:
+  - every flag they pass is one masknet_server accepts: a server is started
+    with the Deployment's own arguments;
+  - every port and HTTP path they name is one the server serves, and the gRPC
+    probe names the Ranker service of the API;
+  - Debian's Prometheus, with the scrape job of deploy/prometheus, scrapes the
+    server, and promtool accepts the whole configuration;
+  - every metric the dashboard queries is one the server exports, and every
+    query is valid PromQL (Prometheus evaluates it).
+
+    deploy_check.py --server BIN --client BIN --model_root DIR
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEPLOY = os.path.join(ROOT, "deploy")
+ARGS = None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=5):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_for(predicate, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def load_yaml(*path):
+    with open(os.path.join(DEPLOY, *path)) as f:
+        return list(yaml.safe_load_all(f))
+
+
+def deployment():
+    (doc,) = load_yaml("kubernetes", "deployment.yaml")
+    return doc
+
+
+def container():
+    (c,) = deployment()["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def flag_names(args):
+    return [a.split("=", 1)[0] for a in args if a.startswith("--")]
+
+
+def server_help():
+    out = subprocess.run([ARGS.server, "--help"], capture_output=True, text=True).stdout
+    return out
+
+
+def default_of(help_text, flag):
+    m = re.search(r"--" + flag + r" \(.*?\); default: (\S+);", help_text.replace("\n", " "))
+    return m.group(1) if m else None
+
+
+class Server:
+    """masknet_server with the Deployment's arguments, on free ports."""
+
+    def __init__(self, args):
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.log = tempfile.NamedTemporaryFile("w+")
+        args = [a for a in args if not a.startswith(("--model_root", "--port", "--metrics_port", "--host"))]
+        self.process = subprocess.Popen(
+            [ARGS.server, f"--model_root={ARGS.model_root}", "--host=127.0.0.1", f"--port={self.grpc_port}",
+             f"--metrics_port={self.http_port}"] + args,
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: http_get(self.url("/readyz"))[0] == 200, 60, "the server to be ready")
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.log.seek(0)
+        log = self.log.read()
+        self.log.close()
+        return code, log
+
+
+class DeployTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.help = server_help()
+        cls.server = Server(container()["args"])
+        # One Rank call, so that per-call series exist.
+        subprocess.run([ARGS.client, f"--target=127.0.0.1:{cls.server.grpc_port}", "--candidates=2"],
+                       check=True, capture_output=True)
+        status, cls.metrics = http_get(cls.server.url("/metrics"))
+        assert status == 200
+
+    @classmethod
+    def tearDownClass(cls):
+        code, log = cls.server.stop()
+        assert code == 0, log
+
+    def test_every_flag_of_the_manifests_and_compose_is_accepted(self):
+        # The server started above with the Deployment's arguments.
+        (compose,) = load_yaml("compose.yaml")
+        flags = flag_names(container()["args"]) + flag_names(compose["services"]["masknet"]["command"])
+        self.assertTrue(flags)
+        for flag in flags:
+            self.assertIn(flag + " ", self.help, f"{flag} is not a masknet_server flag")
+
+    def test_ports_and_probes_are_what_the_server_serves(self):
+        c = container()
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        self.assertEqual(str(ports["grpc"]), default_of(self.help, "port"))
+        self.assertEqual(str(ports["http"]), default_of(self.help, "metrics_port"))
+        with open(os.path.join(ROOT, "proto", "masknet", "serving", "v1", "ranker.proto")) as f:
+            proto = f.read()
+        service = re.search(r"^package ([\w.]+);", proto, re.M).group(1) + "." + \
+            re.search(r"^service (\w+)", proto, re.M).group(1)
+        self.assertEqual(c["readinessProbe"]["grpc"]["service"], service)
+        self.assertEqual(c["readinessProbe"]["grpc"]["port"], ports["grpc"])
+        for probe in ("startupProbe", "livenessProbe"):
+            path = c[probe]["httpGet"]["path"]
+            self.assertEqual(http_get(self.server.url(path))[0], 200, f"{probe} {path}")
+        annotations = deployment()["spec"]["template"]["metadata"]["annotations"]
+        self.assertEqual(annotations["prometheus.io/scrape"], "true")
+        self.assertEqual(annotations["prometheus.io/port"], str(ports["http"]))
+        (scrape,) = load_yaml("kubernetes", "prometheus-scrape.yaml")
+        kept = [r for r in scrape["scrape_configs"][0]["relabel_configs"] if r.get("action") == "keep"]
+        self.assertEqual(kept[0]["source_labels"], ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"])
+        self.assertEqual(http_get(self.server.url(annotations["prometheus.io/path"]))[0], 200)
+        (svc,) = load_yaml("kubernetes", "service.yaml")
+        self.assertEqual(svc["spec"].get("clusterIP"), "None")
+        self.assertEqual({p["targetPort"] for p in svc["spec"]["ports"]}, set(ports))
+        (compose,) = load_yaml("compose.yaml")
+        published = {int(p.split(":")[1]) for p in compose["services"]["masknet"]["ports"]}
+        self.assertEqual(published, set(ports.values()))
+        # Requests equal limits, and the workers match the CPUs.
+        res = c["resources"]
+        self.assertEqual(res["requests"], res["limits"])
+        workers = [a for a in c["args"] if a.startswith("--num_workers=")]
+        self.assertEqual(workers, [f"--num_workers={res['limits']['cpu']}"])
+
+    def test_prometheus_scrapes_the_server_with_the_deploy_configuration(self):
+        promtool = subprocess.run(["promtool", "check", "config", os.path.join(DEPLOY, "prometheus", "prometheus.yml")],
+                                  capture_output=True, text=True)
+        self.assertEqual(promtool.returncode, 0, promtool.stdout + promtool.stderr)
+        (config,) = load_yaml("prometheus", "prometheus.yml")
+        (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "masknet"]
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{self.server.http_port}"]}]
+        config["scrape_configs"] = [job]  # the Kubernetes job needs a cluster
+        config["global"]["scrape_interval"] = "1s"
+        work = tempfile.mkdtemp()
+        try:
+            with open(os.path.join(work, "prometheus.yml"), "w") as f:
+                yaml.safe_dump(config, f)
+            port = free_port()
+            prometheus = subprocess.Popen(
+                ["prometheus", f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={work}/data",
+                 f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                def query(expr):
+                    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+                    return json.loads(http_get(url)[1])
+
+                def scraped():
+                    result = query("masknet_ready")["data"]["result"]
+                    return result and result[0]["value"][1] == "1"
+
+                wait_for(scraped, 60, "Prometheus to scrape masknet_ready")
+                # Every dashboard query is valid PromQL against the real series.
+                for expr in dashboard_queries():
+                    answer = query(expr.replace("$model", ".*"))
+                    self.assertEqual(answer["status"], "success", f"{expr}: {answer}")
+            finally:
+                prometheus.terminate()
+                prometheus.wait(timeout=30)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def test_every_metric_the_dashboard_queries_is_exported(self):
+        exported = set()
+        for line in self.metrics.splitlines():
+            m = re.match(r"# TYPE (\S+) (\w+)", line)
+            if m:
+                exported.add(m.group(1))
+                if m.group(2) == "histogram":
+                    exported.update(m.group(1) + s for s in ("_bucket", "_sum", "_count"))
+        queried = set()
+        for expr in dashboard_queries():
+            queried.update(re.findall(r"\b((?:masknet|process)_[a-z_]+)", expr))
+        self.assertTrue(queried)
+        self.assertEqual(queried - exported, set(), "queried but not exported")
+
+
+def dashboard_queries():
+    with open(os.path.join(DEPLOY, "grafana", "dashboards", "masknet.json")) as f:
+        dashboard = json.load(f)
+    return [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--client", required=True)
+    parser.add_argument("--model_root", required=True)
+    ARGS, rest = parser.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest)
