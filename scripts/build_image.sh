@@ -32,5 +32,5 @@ if ! podman image exists "$base"; then
   rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | podman import --change 'CMD ["bash"]' - "$base" >/dev/null
 fi
-podman build -t "$image" .
+podman build --format docker -t "$image" .
 echo "build_image: built $image"

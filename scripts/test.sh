@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything, and runs every test (C++ unit,
-# parity, gRPC integration and process tests, and the Python tooling's tests).
+# parity, gRPC integration and process tests, deploy/ against a real server,
+# the Python tooling's tests), then builds and checks the Docker image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 600
+# The Docker image, built and run with Podman (installs Podman if missing).
+scripts/test_image.sh
