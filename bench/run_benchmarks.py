@@ -82,17 +82,20 @@ class Bench:
         self.repeats = 1 if quick else 2
 
     def loadgen(self, server, *args, warmup=None, duration=None):
-        """One masknet_loadgen run against `server`; its JSON plus the server's CPU."""
+        """One masknet_loadgen run against `server` (or a list of servers, round-robin); its JSON plus
+        the servers' CPU."""
+        servers = server if isinstance(server, list) else [server]
         warmup = self.warmup if warmup is None else warmup
         duration = self.duration if duration is None else duration
+        targets = ",".join(f"127.0.0.1:{s.port}" for s in servers)
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            command = [LOADGEN, f"--target=127.0.0.1:{server.port}", f"--warmup={warmup}s",
+            command = [LOADGEN, f"--target={targets}", f"--warmup={warmup}s",
                        f"--duration={duration}s", f"--json={out.name}"] + list(args)
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             time.sleep(warmup + 0.3)  # GetModelInfo and request building come first
-            cpu_start, wall_start = server.cpu_seconds(), time.time()
+            cpu_start, wall_start = sum(s.cpu_seconds() for s in servers), time.time()
             time.sleep(duration)
-            server_cores = (server.cpu_seconds() - cpu_start) / (time.time() - wall_start)
+            server_cores = (sum(s.cpu_seconds() for s in servers) - cpu_start) / (time.time() - wall_start)
             output, _ = process.communicate(timeout=600)
             if process.returncode != 0:
                 raise RuntimeError(f"{' '.join(command)} failed:\n{output}")
@@ -332,6 +335,53 @@ def serving_section(bench, limits, plot_path):
     return "\n".join(lines)
 
 
+def scale_out_section(bench):
+    """Issue 6: several server processes on one machine, the load generator spreading calls over them."""
+    log("scale-out: one server with 2 workers against two servers with 1 worker each")
+    shapes = {"one server, 2 workers": 1, "two servers, 1 worker each": 2}
+    traffic = {"64-candidate calls, concurrency 16": ("--concurrency=16", "--candidates=64"),
+               "1-candidate calls, concurrency 64": ("--concurrency=64", "--candidates=1")}
+    best = {}
+    for _ in range(bench.repeats):
+        for shape, processes in shapes.items():
+            flags = ("--num_workers=2",) if processes == 1 else ("--num_workers=1",)
+            servers = [Server(*flags) for _ in range(processes)]
+            for s in servers:
+                s.__enter__()
+            try:
+                for label, args in traffic.items():
+                    r = bench.loadgen(servers, *args)
+                    key = (shape, label)
+                    if key not in best or r["candidates_per_s"] > best[key]["candidates_per_s"]:
+                        best[key] = r
+            finally:
+                for s in servers:
+                    s.__exit__(None, None, None)
+    lines = ["## Scale-out, shown on one machine\n",
+             f"`{MODEL}`; `masknet_loadgen --target=A,B` spreads calls over the servers round-robin (each "
+             "target gets its own connections). Server CPU is the sum over the processes.\n",
+             "| traffic | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+    for label in traffic:
+        cells = []
+        for shape in shapes:
+            r = best[(shape, label)]
+            cells.append(f"{r['candidates_per_s']:,.0f} cand/s, p50 {ms(r['latency_ms']['p50'])} ms, p99 "
+                         f"{ms(r['latency_ms']['p99'])} ms; server CPU {r['server_cpu_cores']:.2f}, loadgen "
+                         f"{r['loadgen_cpu_cores']:.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("""
+On one 2-CPU machine the processes share the same two cores, so two servers of one worker
+each deliver what one server of two workers does: the total is bound by the cores, and the
+load generator spreads calls evenly. On a cluster each pod has its own cores (the Deployment in
+`deploy/kubernetes` asks for 2 and runs 2 workers), so the total grows with the number of pods
+until the clients, the network or the load balancing bind. Use a headless Service and gRPC's
+`round_robin` policy (or a proxy such as Envoy) so calls spread over pods: a single long-lived
+HTTP/2 connection through a virtual IP would pin one client to one pod. Per-pod figures are the
+ones above; the cluster adds a network hop to every call.
+""")
+    return "\n".join(lines)
+
+
 def write_plot(path, sweep, capacity):
     import matplotlib
     matplotlib.use("Agg")
@@ -372,6 +422,7 @@ def main():
     limits = machine_limits()
     plot = os.path.join(os.path.dirname(os.path.abspath(args.out)), "benchmarks_latency.png")
     serving = serving_section(bench, limits, plot)
+    scale_out = scale_out_section(bench)
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
     header = [
@@ -385,7 +436,7 @@ def main():
         f"(`build/bench/machine_limits`). Other tenants share the machine: figures move by ~10% between runs.\n",
     ]
     with open(args.out, "w") as f:
-        f.write("\n".join(header) + "\n" + serving + "\n")
+        f.write("\n".join(header) + "\n" + serving + "\n" + scale_out + "\n")
     log(f"wrote {args.out} and {plot}")
 
 
