@@ -1,6 +1,6 @@
 // The in-process forward pass (feature assembly through sigmoid) for each
-// reference configuration of MASKNET.md, at batch 1, 64 and 1024, with random
-// weights and random valid features.
+// reference configuration of MASKNET.md, at batch 1, 64 and 1024, in fp32
+// and bf16, with random weights and random valid features.
 //
 //   build/bench/forward_pass_benchmark [--benchmark_filter=twitter]
 //
@@ -23,22 +23,26 @@ namespace {
 constexpr const char* kConfigs[] = {"paper-criteo-parallel", "paper-criteo-serial", "twitter-recap"};
 constexpr int64_t kBatchSizes[] = {1, 64, 1024};
 
-const MaskNetModel& ModelFor(const std::string& name) {
-  static auto* models = new std::map<std::string, std::unique_ptr<MaskNetModel>>();
-  auto& model = (*models)[name];
+const MaskNetModel& ModelFor(const std::string& name, Precision precision) {
+  static auto* models = new std::map<std::pair<std::string, Precision>, std::unique_ptr<MaskNetModel>>();
+  auto& model = (*models)[{name, precision}];
   if (model == nullptr) {
     auto config = ReadModelConfig(std::string(MASKNET_BENCH_CONFIGS) + "/" + name + ".pbtxt");
     if (!config.ok()) std::abort();
     auto spec = ModelSpec::FromConfig(*config);
     if (!spec.ok()) std::abort();
     TensorMap weights = testing::RandomWeights(*spec, 1);
-    model = *MaskNetModel::Create(*std::move(spec), std::move(weights), {/*max_batch_size=*/1024});
+    MaskNetModel::Options options;
+    options.max_batch_size = 1024;
+    options.precision = precision;
+    model = *MaskNetModel::Create(*std::move(spec), std::move(weights), options);
   }
   return *model;
 }
 
-void BM_ForwardPass(benchmark::State& state, const std::string& name) {
-  const MaskNetModel& model = ModelFor(name);
+void BM_ForwardPass(benchmark::State& state, const std::string& name, Precision precision) {
+  const MaskNetModel& model = ModelFor(name, precision);
+  if (model.precision() != precision) state.SkipWithError(model.precision_note().c_str());
   const int64_t batch = state.range(0);
   const testing::OwnedRequest request = testing::RandomRequest(model.spec().schema, static_cast<int>(batch), 3);
   const RequestFeatures features = request.view();
@@ -59,11 +63,14 @@ void BM_ForwardPass(benchmark::State& state, const std::string& name) {
 }
 
 const bool kRegistered = [] {
-  for (const char* name : kConfigs) {
-    auto* b = benchmark::RegisterBenchmark((std::string("forward/") + name).c_str(), BM_ForwardPass,
-                                           std::string(name));
-    for (int64_t batch : kBatchSizes) b->Arg(batch);
-    b->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(1.0);
+  for (const Precision precision : {Precision::kF32, Precision::kBf16}) {
+    // fp32 runs are "forward/<config>/<batch>", bf16 ones "forward_bf16/...".
+    const std::string family = precision == Precision::kF32 ? "forward/" : "forward_bf16/";
+    for (const char* name : kConfigs) {
+      auto* b = benchmark::RegisterBenchmark((family + name).c_str(), BM_ForwardPass, std::string(name), precision);
+      for (int64_t batch : kBatchSizes) b->Arg(batch);
+      b->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(1.0);
+    }
   }
   return true;
 }();

@@ -12,8 +12,8 @@ namespace {
 using dnnl::memory;
 using dt = memory::data_type;
 
-memory::desc RowMajor(int64_t rows, int64_t cols, int64_t stride) {
-  return memory::desc({rows, cols}, dt::f32, memory::dims{stride, 1});
+memory::desc RowMajor(int64_t rows, int64_t cols, int64_t stride, dt type = dt::f32) {
+  return memory::desc({rows, cols}, type, memory::dims{stride, 1});
 }
 
 }  // namespace
@@ -36,7 +36,9 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
   layer.post_op_ = post_op;
   layer.engine_ = engine;
   try {
-    const memory::desc any_weights({k, n}, dt::f32, memory::format_tag::any);
+    const dt src_type = shape.bf16 ? dt::bf16 : dt::f32;
+    const dt dst_type = shape.bf16 && shape.bf16_dst ? dt::bf16 : dt::f32;
+    const memory::desc any_weights({k, n}, src_type, memory::format_tag::any);
     const memory::desc bias_md = bias.empty() ? memory::desc() : RowMajor(1, n, n);
     memory::desc chosen_weights;
     // The largest bucket, where the layout matters most, picks the weight
@@ -46,8 +48,8 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       const int64_t rows = *it;
       Kernel kernel;
       kernel.rows = rows;
-      kernel.src = RowMajor(rows, k, shape.src_stride);
-      kernel.dst = RowMajor(rows, n, shape.dst_stride);
+      kernel.src = RowMajor(rows, k, shape.src_stride, src_type);
+      kernel.dst = RowMajor(rows, n, shape.dst_stride, dst_type);
       dnnl::post_ops ops;
       if (post_op == PostOp::kRelu) {
         ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
@@ -70,8 +72,8 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       layer.kernels_.push_back(std::move(kernel));
     }
     std::reverse(layer.kernels_.begin(), layer.kernels_.end());  // ascending rows
-    // Weights arrive as [n, k] row-major, which is the matmul's [k, n] with
-    // format "ba"; reorder once into the primitives' layout.
+    // Weights arrive as [n, k] row-major f32, which is the matmul's [k, n]
+    // with format "ba"; reorder once into the primitives' layout and type.
     dnnl::stream stream(engine);
     memory source({{k, n}, dt::f32, memory::format_tag::ba}, engine,
                   const_cast<float*>(weights.data()));
@@ -95,8 +97,8 @@ std::vector<std::string> DenseLayer::implementations() const {
   return out;
 }
 
-absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const float* src,
-                                 float* dst, const float* multiplier, void* scratchpad) const {
+absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const void* src,
+                                 void* dst, const float* multiplier, void* scratchpad) const {
   auto it = std::lower_bound(kernels_.begin(), kernels_.end(), rows,
                              [](const Kernel& k, int64_t r) { return k.rows < r; });
   if (it == kernels_.end() || it->rows != rows) {
@@ -106,7 +108,7 @@ absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const float
   try {
     std::unordered_map<int, memory> args;
     args.reserve(5);
-    args.emplace(DNNL_ARG_SRC, memory(kernel.src, engine_, const_cast<float*>(src)));
+    args.emplace(DNNL_ARG_SRC, memory(kernel.src, engine_, const_cast<void*>(src)));
     args.emplace(DNNL_ARG_WEIGHTS, weights_);
     args.emplace(DNNL_ARG_DST, memory(kernel.dst, engine_, dst));
     if (bias_) args.emplace(DNNL_ARG_BIAS, bias_);

@@ -32,10 +32,15 @@ class DenseLayer {
   struct Shape {
     int64_t input_width = 0;   // K
     int64_t output_width = 0;  // N
-    // Floats between consecutive rows.
+    // Elements (of each buffer's type) between consecutive rows.
     int64_t src_stride = 0;
     int64_t dst_stride = 0;
-    int64_t multiplier_stride = 0;  // kMultiply only
+    int64_t multiplier_stride = 0;  // kMultiply only; the multiplier is f32
+    // bf16: src and weights are bf16 (weights converted once, here), the
+    // products accumulate in f32; dst is bf16 if bf16_dst, else f32. Bias
+    // and multiplier stay f32.
+    bool bf16 = false;
+    bool bf16_dst = false;
   };
 
   // An empty layer, to be assigned from Create.
@@ -53,7 +58,7 @@ class DenseLayer {
   // multiplier is non-null iff the post-op is kMultiply; scratchpad holds
   // scratchpad_bytes(), 64-byte aligned, and no other thread uses it now.
   // Returns INTERNAL if oneDNN fails.
-  absl::Status Execute(dnnl::stream& stream, int64_t rows, const float* src, float* dst,
+  absl::Status Execute(dnnl::stream& stream, int64_t rows, const void* src, void* dst,
                        const float* multiplier, void* scratchpad) const;
 
   const Shape& shape() const { return shape_; }

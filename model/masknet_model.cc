@@ -10,6 +10,7 @@
 #include "dnnl.hpp"
 #include "omp.h"
 #include "model/batch_norm.h"
+#include "model/bf16.h"
 #include "model/dense_layer.h"
 #include "model/feature_assembly.h"
 #include "model/layer_norm.h"
@@ -20,13 +21,15 @@ namespace masknet {
 namespace {
 
 // A place in the workspace arena: a buffer of `capacity` rows, `stride`
-// floats apart, starting `column` floats into each row.
+// elements apart, starting `column` elements into each row; the elements are
+// float32, or bfloat16 if `bf16`.
 struct Ref {
   int64_t offset = 0;  // of the buffer, in floats, from the arena start
   int64_t stride = 0;
   int64_t column = 0;
+  bool bf16 = false;
 
-  Ref At(int64_t col) const { return {offset, stride, column + col}; }
+  Ref At(int64_t col) const { return {offset, stride, column + col, bf16}; }
 };
 
 // Lays buffers out in one arena; each buffer starts 64-byte aligned.
@@ -34,6 +37,13 @@ class ArenaPlan {
  public:
   explicit ArenaPlan(int64_t rows) : rows_(rows) {}
   Ref Add(int64_t stride) { return AddFloats(rows_ * stride, stride); }
+  // A bfloat16 buffer, or a float32 one unless `bf16`.
+  Ref Add(int64_t stride, bool bf16) {
+    if (!bf16) return Add(stride);
+    Ref ref = AddFloats((rows_ * stride + 1) / 2, stride);
+    ref.bf16 = true;
+    return ref;
+  }
   // A buffer of `bytes` that is not made of rows.
   Ref AddBytes(int64_t bytes) { return AddFloats((bytes + 3) / 4, 0); }
   int64_t size() const { return size_; }
@@ -157,11 +167,22 @@ struct MaskNetModel::Network {
   std::vector<std::vector<Step>> heads;
   Ref logits;
   std::vector<float> logit_offsets;  // log(negative_sampling_rate) or 0 per task
+  // bf16: the matmuls' inputs that are not a matmul's output, rounded.
+  bool bf16 = false;
+  Ref aggregation_src;  // mask_input, or its bfloat16 copy
+  Ref top;              // the blocks' output (concat, or the last y)
+  Ref top_src;          // what the first MLP or head layer reads: top or its bfloat16 copy
   Ref scratchpad;  // the matmuls' scratch memory, shared: they run one at a time
 };
 
 struct Workspace::Buffers {
+  // A float32 buffer's place.
   float* At(const Ref& r) { return arena.get() + r.offset + r.column; }
+  // Any buffer's place.
+  void* Ptr(const Ref& r) {
+    return r.bf16 ? static_cast<void*>(reinterpret_cast<uint16_t*>(arena.get() + r.offset) + r.column)
+                  : static_cast<void*>(At(r));
+  }
 
   // Makes the arena hold at least `floats` floats, zeroed when new.
   absl::Status Reserve(int64_t floats) {
@@ -211,11 +232,19 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   }
   Options resolved = options;
   if (resolved.threads == 0) resolved.threads = omp_get_max_threads();
+  std::string precision_note;
+  if (resolved.precision == Precision::kBf16 && !CpuHasBf16()) {
+    resolved.precision = Precision::kF32;
+    precision_note = "bf16 requested, but this CPU has no AVX512_BF16: built fp32";
+  }
   // oneDNN fits each primitive to the thread count in force when it is built.
   const ScopedOmpThreads threads(resolved.threads);
   std::unique_ptr<MaskNetModel> model(new MaskNetModel(std::move(spec), resolved));
+  model->precision_note_ = std::move(precision_note);
   const ModelSpec& s = model->spec_;
   auto net = std::make_unique<Network>(options.max_batch_size);
+  const bool bf16 = resolved.precision == Precision::kBf16;
+  net->bf16 = bf16;
   const RowBuckets& buckets = net->buckets;
   ArenaPlan arena(buckets.capacity());
   const int64_t d = s.schema.instance_width();
@@ -228,6 +257,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   net->shared_norm = TakeNorm(weights, "masknet.input_norm", s.shared_norm, d, s.schema);
   net->instance = net->shared_norm.active() ? arena.Add(d) : net->v;
   net->mask_input = s.mask_reads_normalized ? net->instance : net->v;
+  net->aggregation_src = bf16 ? arena.Add(d, true) : net->mask_input;
 
   int64_t max_aggregation = 0, max_masked = 0, max_output = 0, concat_width = 0;
   for (const MaskBlockSpec& b : s.blocks) {
@@ -240,9 +270,10 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   // width, or a whole row of V): oneDNN's fastest (brgemm) matmul does not
   // take a strided source, so fusing the blocks' aggregation layers into one
   // wide matmul and reading column slices of it would be slower.
-  const Ref aggregation_buffer = arena.Add(max_aggregation);
+  // With bf16, the matmul outputs that only feed matmuls are bfloat16.
+  const Ref aggregation_buffer = arena.Add(max_aggregation, bf16);
   const Ref x_buffer = arena.Add(max_masked);
-  const Ref masked_buffer = arena.Add(max_masked);
+  const Ref masked_buffer = arena.Add(max_masked, bf16);
   const Ref hidden_buffer = arena.Add(max_output);
   Ref concat, ping, pong;
   if (s.parallel) {
@@ -260,8 +291,8 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     block.input_norm = TakeNorm(weights, prefix + ".input_norm", b.input_norm, b.masked_width, s.schema);
     block.net = b.masks_instance ? net->instance : previous;
     block.x = block.input_norm.active() ? Ref{x_buffer.offset, b.masked_width, 0} : block.net;
-    block.aggregation_out = Ref{aggregation_buffer.offset, b.aggregation_size, 0};
-    block.masked = Ref{masked_buffer.offset, b.masked_width, 0};
+    block.aggregation_out = Ref{aggregation_buffer.offset, b.aggregation_size, 0, bf16};
+    block.masked = Ref{masked_buffer.offset, b.masked_width, 0, bf16};
     block.hidden_out = Ref{hidden_buffer.offset, b.output_size, 0};
     if (s.parallel) {
       block.y = concat.At(concat_column);
@@ -270,7 +301,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
       block.y = Ref{(k % 2 == 0) ? ping.offset : pong.offset, b.output_size, 0};
     }
     {
-      DenseLayer::Shape shape{d, b.aggregation_size, net->mask_input.stride, b.aggregation_size, 0};
+      DenseLayer::Shape shape{d, b.aggregation_size, net->aggregation_src.stride, b.aggregation_size, 0, bf16, bf16};
       auto layer = DenseLayer::Create(net->engine, shape, weights.at(prefix + ".mask.aggregation.weight").values,
                                       weights.at(prefix + ".mask.aggregation.bias").values,
                                       DenseLayer::PostOp::kRelu, buckets);
@@ -279,7 +310,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     }
     {
       DenseLayer::Shape shape{b.aggregation_size, b.masked_width, b.aggregation_size,
-                              block.masked.stride, block.x.stride};
+                              block.masked.stride, block.x.stride, bf16, bf16};
       auto layer = DenseLayer::Create(net->engine, shape, weights.at(prefix + ".mask.projection.weight").values,
                                       weights.at(prefix + ".mask.projection.bias").values,
                                       DenseLayer::PostOp::kMultiply, buckets);
@@ -288,7 +319,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     }
     {
       DenseLayer::Shape shape{b.masked_width, b.output_size, block.masked.stride,
-                              block.hidden_out.stride, 0};
+                              block.hidden_out.stride, 0, bf16, /*bf16_dst=*/false};
       std::vector<float> no_bias;
       auto layer = DenseLayer::Create(
           net->engine, shape, weights.at(prefix + ".hidden.weight").values,
@@ -304,7 +335,10 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     previous = block.y;
     net->blocks.push_back(std::move(block));
   }
-  Ref top = s.parallel ? concat : previous;
+  net->top = s.parallel ? concat : previous;
+  const int64_t top_width = s.parallel ? concat_width : s.blocks.back().output_size;
+  net->top_src = bf16 ? arena.Add(top_width, true) : net->top;
+  Ref top = net->top_src;
 
   // Dense stacks (MLP, then each head) ping-pong between two buffers.
   int64_t widest = 1;
@@ -312,7 +346,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   for (const TaskSpec& t : s.tasks) {
     for (const DenseLayerSpec& l : t.layers) widest = std::max(widest, l.output_size);
   }
-  const Ref stack[2] = {arena.Add(widest), arena.Add(widest)};
+  const Ref stack[2] = {arena.Add(widest, bf16), arena.Add(widest, bf16)};
   // Logits task-major: task t's logits are `capacity` consecutive floats, so
   // each head's last matmul writes a dense [rows, 1] column.
   net->logits = arena.Add(static_cast<int64_t>(s.tasks.size()));
@@ -321,7 +355,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     std::vector<float> w = TakeValues(weights, spec.prefix + ".weight");
     std::vector<float> bias = TakeValues(weights, spec.prefix + ".bias");
     if (auto st = FoldDense(spec, weights, w, bias); !st.ok()) return st;
-    DenseLayer::Shape shape{spec.input_width, spec.output_size, src.stride, dst.stride, 0};
+    DenseLayer::Shape shape{spec.input_width, spec.output_size, src.stride, dst.stride, 0, bf16, dst.bf16};
     auto layer = DenseLayer::Create(net->engine, shape, w, bias,
                                     spec.relu ? DenseLayer::PostOp::kRelu : DenseLayer::PostOp::kNone,
                                     buckets);
@@ -329,13 +363,13 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     return Network::Step{*std::move(layer), src, dst};
   };
   for (size_t i = 0; i < s.mlp.size(); ++i) {
-    auto step = build_step(s.mlp[i], top, Ref{stack[i % 2].offset, s.mlp[i].output_size, 0});
+    auto step = build_step(s.mlp[i], top, Ref{stack[i % 2].offset, s.mlp[i].output_size, 0, bf16});
     if (!step.ok()) return step.status();
     top = step->dst;
     net->mlp.push_back(*std::move(step));
   }
   // Heads must not overwrite `top` while later heads still read it.
-  const Ref head_stack[2] = {arena.Add(widest), arena.Add(widest)};
+  const Ref head_stack[2] = {arena.Add(widest, bf16), arena.Add(widest, bf16)};
   for (size_t t = 0; t < s.tasks.size(); ++t) {
     const TaskSpec& task = s.tasks[t];
     std::vector<Network::Step> steps;
@@ -343,7 +377,7 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     for (size_t i = 0; i < task.layers.size(); ++i) {
       const bool last = i + 1 == task.layers.size();
       const Ref dst = last ? Ref{net->logits.offset + static_cast<int64_t>(t) * capacity, 1, 0}
-                           : Ref{head_stack[i % 2].offset, task.layers[i].output_size, 0};
+                           : Ref{head_stack[i % 2].offset, task.layers[i].output_size, 0, bf16};
       auto step = build_step(task.layers[i], src, dst);
       if (!step.ok()) return step.status();
       src = dst;
@@ -475,21 +509,25 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   }
   dnnl::stream& stream = ws.stream;
   void* scratchpad = ws.At(net.scratchpad);
+  if (net.bf16) {
+    ConvertRowsToBf16(ws.At(net.mask_input), net.mask_input.stride,
+                      static_cast<uint16_t*>(ws.Ptr(net.aggregation_src)), net.aggregation_src.stride, rows, d);
+  }
   for (const Network::Block& b : net.blocks) {
     if (b.input_norm.active()) {
       ApplyNorm(b.input_norm, ws.At(b.net), b.net.stride, ws.At(b.x), b.x.stride, rows);
     }
-    if (auto s = b.aggregation.Execute(stream, rows, ws.At(net.mask_input), ws.At(b.aggregation_out), nullptr,
-                                       scratchpad);
+    if (auto s = b.aggregation.Execute(stream, rows, ws.Ptr(net.aggregation_src), ws.Ptr(b.aggregation_out),
+                                       nullptr, scratchpad);
         !s.ok()) {
       return s;
     }
-    if (auto s = b.projection.Execute(stream, rows, ws.At(b.aggregation_out), ws.At(b.masked), ws.At(b.x),
+    if (auto s = b.projection.Execute(stream, rows, ws.Ptr(b.aggregation_out), ws.Ptr(b.masked), ws.At(b.x),
                                       scratchpad);
         !s.ok()) {
       return s;
     }
-    if (auto s = b.hidden.Execute(stream, rows, ws.At(b.masked), ws.At(b.hidden_out), nullptr, scratchpad);
+    if (auto s = b.hidden.Execute(stream, rows, ws.Ptr(b.masked), ws.At(b.hidden_out), nullptr, scratchpad);
         !s.ok()) {
       return s;
     }
@@ -500,15 +538,19 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   }
 
   // 3. MLP and task heads.
+  if (net.bf16) {
+    ConvertRowsToBf16(ws.At(net.top), net.top.stride, static_cast<uint16_t*>(ws.Ptr(net.top_src)),
+                      net.top_src.stride, rows, net.top_src.stride);
+  }
   for (const Network::Step& step : net.mlp) {
-    if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr, scratchpad);
+    if (auto s = step.layer.Execute(stream, rows, ws.Ptr(step.src), ws.Ptr(step.dst), nullptr, scratchpad);
         !s.ok()) {
       return s;
     }
   }
   for (const auto& head : net.heads) {
     for (const Network::Step& step : head) {
-      if (auto s = step.layer.Execute(stream, rows, ws.At(step.src), ws.At(step.dst), nullptr, scratchpad);
+      if (auto s = step.layer.Execute(stream, rows, ws.Ptr(step.src), ws.Ptr(step.dst), nullptr, scratchpad);
         !s.ok()) {
         return s;
       }
@@ -527,6 +569,8 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   }
   return absl::OkStatus();
 }
+
+const char* PrecisionName(Precision precision) { return precision == Precision::kBf16 ? "bf16" : "fp32"; }
 
 absl::Status MaskNetModel::WarmUp() const {
   auto zeros = [&](Scope scope, std::vector<float>& dense, std::vector<int64_t>& ids) {
