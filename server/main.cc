@@ -65,6 +65,10 @@ ABSL_FLAG(bool, batch_merging, true,
 ABSL_FLAG(int32_t, num_workers, 0,
           "Scoring threads, shared by every model. 0: the CPUs this process may use (affinity and "
           "cgroup quota) divided by --intra_op_threads.");
+ABSL_FLAG(std::string, precision, "fp32",
+          "Matmul arithmetic of every model: fp32, or bf16 (weights and matmul inputs rounded to "
+          "bfloat16, float32 accumulation; about twice the speed on CPUs with AVX512_BF16, which "
+          "others fall back from to fp32 with a warning).");
 ABSL_FLAG(int32_t, intra_op_threads, masknet::defaults::kIntraOpThreads,
           "OpenMP threads each worker's forward pass uses. 1 (several single-threaded workers) "
           "gives the most candidates per second; more lowers a lone large batch's latency. Set "
@@ -114,10 +118,18 @@ void LogEvent(const RepositoryEvent& e, const ModelRepository* repository) {
           const MaskNetModel& model = *(*servable)->model;
           std::vector<std::string> kernels;
           for (const auto& [impl, count] : model.MatmulImplementations()) kernels.push_back(absl::StrCat(impl, " x", count));
-          details = absl::StrCat(": ", model.spec().ParameterCount(), " parameters, ",
+          details = absl::StrCat(": ", PrecisionName(model.precision()), ", ", model.spec().ParameterCount(),
+                                 " parameters, ",
                                  model.spec().FlopsPerCandidate(), " FLOP per candidate, ",
                                  model.workspace_bytes() >> 20, " MiB workspace per worker; matmuls: ",
                                  absl::StrJoin(kernels, ", "));
+        }
+      }
+      if (repository != nullptr) {
+        if (auto servable = repository->Find(e.name, e.version);
+            servable.ok() && !(*servable)->model->precision_note().empty()) {
+          Log(Severity::kWarning, absl::StrCat("model '", e.name, "' version ", e.version, ": ",
+                                               (*servable)->model->precision_note()));
         }
       }
       Log(Severity::kInfo, absl::StrCat("loaded model '", e.name, "' version ", e.version, details),
@@ -176,6 +188,9 @@ std::string CheckFlags() {
   const int32_t threads = absl::GetFlag(FLAGS_intra_op_threads);
   if (threads < 1 || threads > kMaxThreads) {
     return absl::StrCat("--intra_op_threads must be in [1, ", kMaxThreads, "], got ", threads);
+  }
+  if (const std::string p = absl::GetFlag(FLAGS_precision); p != "fp32" && p != "bf16") {
+    return absl::StrCat("--precision must be fp32 or bf16, got '", p, "'");
   }
   const double headroom = absl::GetFlag(FLAGS_deadline_headroom);
   if (!(headroom >= 0 && headroom < 1)) {
@@ -291,6 +306,7 @@ int Main() {
   repo_options.model.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   repo_options.model.max_workspace_bytes = absl::GetFlag(FLAGS_max_workspace_bytes);
   repo_options.model.threads = intra_op_threads;
+  repo_options.model.precision = absl::GetFlag(FLAGS_precision) == "bf16" ? Precision::kBf16 : Precision::kF32;
   repo_options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
   repo_options.allow_empty = poll_interval > absl::ZeroDuration();
   std::vector<RepositoryEvent> initial_events;  // logged once Load returns

@@ -259,6 +259,7 @@ serving::v1::ModelInfo DescribeModel(const Servable& servable) {
   info.set_parameter_count(spec.ParameterCount());
   info.set_flops_per_candidate(spec.FlopsPerCandidate());
   info.set_description(servable.config.description());
+  info.set_precision(PrecisionName(servable.model->precision()));
   info.mutable_metadata()->insert(servable.config.metadata().begin(), servable.config.metadata().end());
   return info;
 }

@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+"""bf16 against fp32 where ranking decides: the demo model's held-out AUC.
+
+Run by ctest as bf16_accuracy. Starts masknet_server twice on the bundled
+demo model (models/home_timeline), with --precision=fp32 and =bf16, sends
+both every held-out request of the demo's synthetic data (regenerated from
+its seed), and checks that:
+  - fp32 reproduces the held-out AUCs recorded in the model's metadata;
+  - bf16's AUC is within 0.001 of fp32's for every task.
+Prints both AUCs and the largest score difference.
+
+    bf16_accuracy.py --server BIN
+"""
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import grpc  # noqa: E402
+
+from masknet_tools import metrics  # noqa: E402
+from masknet_tools import synthetic  # noqa: E402
+from masknet_tools import train  # noqa: E402
+from masknet_tools.protos import ranker_pb2  # noqa: E402
+
+ARGS = None
+MODEL_ROOT = os.path.join(ROOT, "models")
+AUC_TOLERANCE = 0.001
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, precision):
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile("w+")
+        self.process = subprocess.Popen(
+            [ARGS.server, f"--model_root={MODEL_ROOT}", "--host=127.0.0.1", f"--port={self.port}",
+             "--metrics_port=0", "--model_poll_interval=0", f"--precision={precision}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        grpc.channel_ready_future(self.channel).result(timeout=60)
+        self.rank = self.channel.unary_unary(
+            "/masknet.serving.v1.Ranker/Rank",
+            request_serializer=ranker_pb2.RankRequest.SerializeToString,
+            response_deserializer=ranker_pb2.RankResponse.FromString)
+        self.info = self.channel.unary_unary(
+            "/masknet.serving.v1.Ranker/GetModelInfo",
+            request_serializer=ranker_pb2.GetModelInfoRequest.SerializeToString,
+            response_deserializer=ranker_pb2.ModelInfo.FromString)
+
+    def stop(self):
+        self.channel.close()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.log.seek(0)
+        log = self.log.read()
+        self.log.close()
+        return code, log
+
+
+class Bf16AccuracyTest(unittest.TestCase):
+    def test_bf16_keeps_the_demo_models_heldout_auc(self):
+        options = train.TrainingOptions()
+        data = synthetic.generate(options.data)
+        _, heldout_rows = train.heldout_split(options, data)
+        requests = sorted(set(data.request_of[heldout_rows].tolist()))
+        servers = {p: Server(p) for p in ("fp32", "bf16")}
+        try:
+            info = {p: s.info(ranker_pb2.GetModelInfoRequest(model_name="home_timeline"), timeout=30)
+                    for p, s in servers.items()}
+            scores = {p: {} for p in servers}
+            for request in requests:
+                message = data.rank_request(request, model_name="home_timeline")
+                for p, s in servers.items():
+                    response = s.rank(message, timeout=30)
+                    for c in response.candidates:
+                        scores[p][c.id] = list(c.scores)
+        finally:
+            for p, s in servers.items():
+                code, log = s.stop()
+                self.assertEqual(code, 0, log)
+        rows = np.array(sorted(scores["fp32"]))
+        np.testing.assert_array_equal(rows, np.sort(heldout_rows))
+        as_array = {p: np.array([scores[p][r] for r in rows]) for p in servers}
+        print(f"\nheld-out: {len(requests)} requests, {len(rows)} candidates; "
+              f"precision served: {info['fp32'].precision} and {info['bf16'].precision}; "
+              f"max |bf16 - fp32| score {np.abs(as_array['bf16'] - as_array['fp32']).max():.2e}")
+        for t, task in enumerate(synthetic.TASKS):
+            labels = data.labels[task][rows]
+            auc = {p: metrics.roc_auc(labels, as_array[p][:, t]) for p in servers}
+            recorded = float(info["fp32"].metadata[f"heldout_auc_{task}"])
+            print(f"  {task}: AUC fp32 {auc['fp32']:.5f} (metadata {recorded:.4f}), bf16 {auc['bf16']:.5f}, "
+                  f"difference {auc['bf16'] - auc['fp32']:+.5f}")
+            self.assertAlmostEqual(auc["fp32"], recorded, delta=0.00051)
+            self.assertLessEqual(abs(auc["bf16"] - auc["fp32"]), AUC_TOLERANCE)
+        if info["bf16"].precision != "bf16":
+            print("  this CPU has no AVX512_BF16: the bf16 server ran fp32")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", required=True)
+    ARGS, rest = parser.parse_known_args()
+    unittest.main(argv=[sys.argv[0]] + rest)
