@@ -14,13 +14,7 @@ Prints both AUCs and the largest score difference.
 
 import argparse
 import os
-import re
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 import unittest
 
 import numpy as np
@@ -34,26 +28,20 @@ from masknet_tools import metrics  # noqa: E402
 from masknet_tools import synthetic  # noqa: E402
 from masknet_tools import train  # noqa: E402
 from masknet_tools.protos import ranker_pb2  # noqa: E402
+from server_process import ServerProcess, free_port  # noqa: E402
 
 ARGS = None
 MODEL_ROOT = os.path.join(ROOT, "models")
 AUC_TOLERANCE = 0.001
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServerProcess):
+    """masknet_server on the demo model at `precision`, with gRPC stubs."""
 
-
-class Server:
     def __init__(self, precision):
         self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile("w+")
-        self.process = subprocess.Popen(
-            [ARGS.server, f"--model_root={MODEL_ROOT}", "--host=127.0.0.1", f"--port={self.port}",
-             "--metrics_port=0", "--model_poll_interval=0", f"--precision={precision}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(ARGS.server, [f"--model_root={MODEL_ROOT}", "--host=127.0.0.1", f"--port={self.port}",
+                                       "--metrics_port=0", "--model_poll_interval=0", f"--precision={precision}"])
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         grpc.channel_ready_future(self.channel).result(timeout=60)
         self.rank = self.channel.unary_unary(
@@ -67,12 +55,7 @@ class Server:
 
     def stop(self):
         self.channel.close()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self.log.seek(0)
-        log = self.log.read()
-        self.log.close()
-        return code, log
+        return super().stop()
 
 
 class Bf16AccuracyTest(unittest.TestCase):

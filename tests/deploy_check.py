@@ -21,8 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,15 +31,11 @@ import urllib.request
 
 import yaml
 
+from server_process import ServerProcess, free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")
 ARGS = None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url, timeout=5):
@@ -93,29 +87,18 @@ def default_of(help_text, flag):
     return m.group(1) if m else None
 
 
-class Server:
+class Server(ServerProcess):
     """masknet_server with the Deployment's arguments, on free ports."""
 
     def __init__(self, args):
         self.grpc_port, self.http_port = free_port(), free_port()
-        self.log = tempfile.NamedTemporaryFile("w+")
         args = [a for a in args if not a.startswith(("--model_root", "--port", "--metrics_port", "--host"))]
-        self.process = subprocess.Popen(
-            [ARGS.server, f"--model_root={ARGS.model_root}", "--host=127.0.0.1", f"--port={self.grpc_port}",
-             f"--metrics_port={self.http_port}"] + args,
-            stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(ARGS.server, [f"--model_root={ARGS.model_root}", "--host=127.0.0.1",
+                                       f"--port={self.grpc_port}", f"--metrics_port={self.http_port}"] + args)
         wait_for(lambda: http_get(self.url("/readyz"))[0] == 200, 60, "the server to be ready")
 
     def url(self, path):
         return f"http://127.0.0.1:{self.http_port}{path}"
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self.log.seek(0)
-        log = self.log.read()
-        self.log.close()
-        return code, log
 
 
 class DeployTest(unittest.TestCase):
