@@ -116,6 +116,10 @@ void LogEvent(const RepositoryEvent& e, const ModelRepository* repository) {
       if (repository != nullptr) {
         if (auto servable = repository->Find(e.name, e.version); servable.ok()) {
           const MaskNetModel& model = *(*servable)->model;
+          if (!model.precision_note().empty()) {
+            Log(Severity::kWarning,
+                absl::StrCat("model '", e.name, "' version ", e.version, ": ", model.precision_note()));
+          }
           std::vector<std::string> kernels;
           for (const auto& [impl, count] : model.MatmulImplementations()) kernels.push_back(absl::StrCat(impl, " x", count));
           details = absl::StrCat(": ", PrecisionName(model.precision()), ", ", model.spec().ParameterCount(),
@@ -123,13 +127,6 @@ void LogEvent(const RepositoryEvent& e, const ModelRepository* repository) {
                                  model.spec().FlopsPerCandidate(), " FLOP per candidate, ",
                                  model.workspace_bytes() >> 20, " MiB workspace per worker; matmuls: ",
                                  absl::StrJoin(kernels, ", "));
-        }
-      }
-      if (repository != nullptr) {
-        if (auto servable = repository->Find(e.name, e.version);
-            servable.ok() && !(*servable)->model->precision_note().empty()) {
-          Log(Severity::kWarning, absl::StrCat("model '", e.name, "' version ", e.version, ": ",
-                                               (*servable)->model->precision_note()));
         }
       }
       Log(Severity::kInfo, absl::StrCat("loaded model '", e.name, "' version ", e.version, details),
@@ -355,7 +352,6 @@ int Main() {
     return 1;
   }
   running_server = server->get();
-  (*server)->SetServing((*repository)->ready());
   Log(Severity::kInfo, absl::StrCat("serving on ", absl::GetFlag(FLAGS_host), ":", (*server)->port(),
                                     (*repository)->ready() ? "" : "; not ready until a model version is published"));
   std::unique_ptr<RepositoryWatcher> watcher;

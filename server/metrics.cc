@@ -28,16 +28,8 @@ Histogram::BucketBoundaries BatchSizeBuckets() {
   return b;
 }
 
-// gRPC's name for a code, as clients see it.
-const char* CodeName(absl::StatusCode code) {
-  static const char* const kNames[] = {
-      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-      "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
-}
-
+// absl's codes share gRPC's numbers and names (ToGrpcStatus relies on it);
+// an unknown number counts as UNKNOWN.
 int CodeIndex(absl::StatusCode code) {
   const int i = static_cast<int>(code);
   return i >= 0 && i < 17 ? i : static_cast<int>(absl::StatusCode::kUnknown);
@@ -77,7 +69,8 @@ std::pair<prometheus::Counter*, prometheus::Counter*> VersionMetrics::CountersFo
     absl::MutexLock lock(&mu_);
     calls = calls_[i].load();
     if (calls == nullptr) {
-      const prometheus::Labels labels = {{"model", model_}, {"version", version_}, {"code", CodeName(code)}};
+      const prometheus::Labels labels = {
+          {"model", model_}, {"version", version_}, {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(i))}};
       candidates_[i] = &owner_->candidates_.Add(labels);
       calls = &owner_->calls_.Add(labels);
       calls_[i].store(calls, std::memory_order_release);

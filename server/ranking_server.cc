@@ -31,15 +31,9 @@ RankingServer::~RankingServer() { Shutdown(absl::ZeroDuration()); }
 void RankingServer::SetServing(bool serving) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
-  serving_ = serving;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(serving);
   health->SetServingStatus(serving::v1::Ranker::service_full_name(), serving);
-}
-
-bool RankingServer::serving() const {
-  absl::MutexLock lock(&mu_);
-  return serving_ && !shut_down_;
 }
 
 void RankingServer::Shutdown(absl::Duration grace) {

@@ -45,8 +45,6 @@ class RankingServer {
   // Sets what grpc.health.v1.Health answers (SERVING or NOT_SERVING) for the
   // server and the Ranker service. Ignored once Shutdown began. Thread-safe.
   void SetServing(bool serving) ABSL_LOCKS_EXCLUDED(mu_);
-  // Whether health answers SERVING: set so, and not shutting down.
-  bool serving() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Graceful stop: health turns NOT_SERVING, new calls are refused, calls in
   // flight finish (those still running after `grace` are cancelled), then
@@ -63,7 +61,6 @@ class RankingServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   mutable absl::Mutex mu_;
-  bool serving_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 

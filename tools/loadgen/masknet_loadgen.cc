@@ -35,6 +35,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -155,23 +156,8 @@ class Results {
   std::atomic<int64_t> dropped_{0};
 };
 
-std::string CodeName(grpc::StatusCode code) {
-  static const std::map<grpc::StatusCode, std::string> names = {
-      {grpc::StatusCode::OK, "OK"},
-      {grpc::StatusCode::CANCELLED, "CANCELLED"},
-      {grpc::StatusCode::UNKNOWN, "UNKNOWN"},
-      {grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT"},
-      {grpc::StatusCode::DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"},
-      {grpc::StatusCode::NOT_FOUND, "NOT_FOUND"},
-      {grpc::StatusCode::RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
-      {grpc::StatusCode::FAILED_PRECONDITION, "FAILED_PRECONDITION"},
-      {grpc::StatusCode::UNIMPLEMENTED, "UNIMPLEMENTED"},
-      {grpc::StatusCode::INTERNAL, "INTERNAL"},
-      {grpc::StatusCode::UNAVAILABLE, "UNAVAILABLE"},
-  };
-  auto it = names.find(code);
-  return it != names.end() ? it->second : absl::StrCat("CODE_", static_cast<int>(code));
-}
+// gRPC's name for a code (absl's codes share its numbers and names).
+std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(static_cast<absl::StatusCode>(code)); }
 
 // The traffic: units of one or more calls, started by a closed or an open
 // loop, their outcomes recorded in Results when they fall in the window.
