@@ -12,8 +12,36 @@ namespace {
 using dnnl::memory;
 using dt = memory::data_type;
 
-memory::desc RowMajor(int64_t rows, int64_t cols, int64_t stride, dt type = dt::f32) {
-  return memory::desc({rows, cols}, type, memory::dims{stride, 1});
+// Whether `md` is oneDNN's BA16a64b (f32) or BA16a64b2a (bf16) layout of a
+// [k, n] weight matrix, or of each of a [batch, k, n] stack (aCB16b64c,
+// aCB16b64c2b) laid back to back, with no offset: the panels small_gemm.h
+// reads.
+bool IsSmallGemmLayout(const memory::desc& md, bool bf16) {
+  const dnnl_memory_desc_t& d = md.data;
+  if (d.format_kind != dnnl_blocked || (d.ndims != 2 && d.ndims != 3) || d.offset0 != 0) return false;
+  const int kdim = d.ndims - 2, ndim = d.ndims - 1;
+  const dnnl_blocking_desc_t& b = d.format_desc.blocking;
+  const int nblks = bf16 ? 3 : 2;
+  if (b.inner_nblks != nblks || b.inner_blks[0] != 16 || b.inner_idxs[0] != kdim || b.inner_blks[1] != 64 ||
+      b.inner_idxs[1] != ndim) {
+    return false;
+  }
+  if (bf16 && (b.inner_blks[2] != 2 || b.inner_idxs[2] != kdim)) return false;
+  // bf16's k is blocked by 16 x 2 = 32: [N/64][Kp/32][16][64][2].
+  const int64_t block_k = bf16 ? 32 : 16;
+  const int64_t padded_k = d.padded_dims[kdim], padded_n = d.padded_dims[ndim];
+  if (padded_k % block_k != 0 || padded_n % 64 != 0 || b.strides[kdim] != block_k * 64 ||
+      b.strides[ndim] != padded_k * 64) {
+    return false;
+  }
+  return d.ndims == 2 || b.strides[0] == padded_k * padded_n;
+}
+
+// [rows, cols] with a row stride, or `batch` dense such matrices back to back
+// (batch 0: one matrix broadcast over the batch, as dims {1, rows, cols}).
+memory::desc Matrix(int64_t batch, int64_t rows, int64_t cols, int64_t stride, dt type) {
+  if (batch == 1) return memory::desc({rows, cols}, type, memory::dims{stride, 1});
+  return memory::desc({std::max<int64_t>(batch, 1), rows, cols}, type, memory::dims{rows * cols, cols, 1});
 }
 
 }  // namespace
@@ -22,14 +50,18 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
                                               absl::Span<const float> weights,
                                               absl::Span<const float> bias, PostOp post_op,
                                               const RowBuckets& buckets) {
-  const int64_t k = shape.input_width, n = shape.output_width;
-  if (static_cast<int64_t>(weights.size()) != k * n) {
-    return absl::InternalError(absl::StrCat("dense layer: ", weights.size(),
-                                            " weights for a ", n, "x", k, " layer"));
+  const int64_t k = shape.input_width, n = shape.output_width, batch = shape.batch;
+  if (batch < 1 || static_cast<int64_t>(weights.size()) != batch * k * n) {
+    return absl::InternalError(absl::StrCat("dense layer: ", weights.size(), " weights for ", batch, " ", n,
+                                            "x", k, " layers"));
   }
-  if (!bias.empty() && static_cast<int64_t>(bias.size()) != n) {
-    return absl::InternalError(absl::StrCat("dense layer: ", bias.size(), " biases for ", n,
+  if (!bias.empty() && static_cast<int64_t>(bias.size()) != batch * n) {
+    return absl::InternalError(absl::StrCat("dense layer: ", bias.size(), " biases for ", batch, " x ", n,
                                             " outputs"));
+  }
+  const bool merged = batch > 1;
+  if (merged && (shape.src_stride != k || shape.dst_stride != n || post_op == PostOp::kMultiply)) {
+    return absl::InternalError("dense layer: a merged layer needs dense rows and no multiply");
   }
   DenseLayer layer;
   layer.shape_ = shape;
@@ -38,8 +70,15 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
   try {
     const dt src_type = shape.bf16 ? dt::bf16 : dt::f32;
     const dt dst_type = shape.bf16 && shape.bf16_dst ? dt::bf16 : dt::f32;
-    const memory::desc any_weights({k, n}, src_type, memory::format_tag::any);
-    const memory::desc bias_md = bias.empty() ? memory::desc() : RowMajor(1, n, n);
+    const memory::desc any_weights = merged ? memory::desc({batch, k, n}, src_type, memory::format_tag::any)
+                                            : memory::desc({k, n}, src_type, memory::format_tag::any);
+    // A merged layer's biases differ per matrix, which oneDNN's brgemm takes
+    // only as a binary-add post-op over {batch, 1, n}; a bias argument of
+    // that shape sends it to its reference kernel.
+    const memory::desc bias_md =
+        bias.empty() ? memory::desc()
+                     : (merged ? memory::desc({batch, 1, n}, dt::f32, memory::format_tag::abc)
+                               : memory::desc({1, n}, dt::f32, memory::format_tag::ab));
     memory::desc chosen_weights;
     // The largest bucket, where the layout matters most, picks the weight
     // layout; the others are built for it so the weights are stored once.
@@ -48,13 +87,17 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       const int64_t rows = *it;
       Kernel kernel;
       kernel.rows = rows;
-      kernel.src = RowMajor(rows, k, shape.src_stride, src_type);
-      kernel.dst = RowMajor(rows, n, shape.dst_stride, dst_type);
+      kernel.src = Matrix(merged && shape.broadcast_src ? 0 : batch, rows, k, shape.src_stride, src_type);
+      kernel.dst = Matrix(batch, rows, n, shape.dst_stride, dst_type);
       dnnl::post_ops ops;
+      if (merged && !bias.empty()) {
+        kernel.multiplier = bias_md;
+        ops.append_binary(dnnl::algorithm::binary_add, bias_md);
+      }
       if (post_op == PostOp::kRelu) {
         ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
       } else if (post_op == PostOp::kMultiply) {
-        kernel.multiplier = RowMajor(rows, n, shape.multiplier_stride);
+        kernel.multiplier = Matrix(1, rows, n, shape.multiplier_stride, dt::f32);
         ops.append_binary(dnnl::algorithm::binary_mul, kernel.multiplier);
       }
       dnnl::primitive_attr attr;
@@ -62,7 +105,7 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       const memory::desc& wanted = chosen_weights.is_zero() ? any_weights : chosen_weights;
       dnnl::matmul::primitive_desc pd(
-          dnnl::matmul::desc(kernel.src, wanted, bias_md, kernel.dst), attr, engine);
+          dnnl::matmul::desc(kernel.src, wanted, merged ? memory::desc() : bias_md, kernel.dst), attr, engine);
       if (chosen_weights.is_zero()) chosen_weights = pd.weights_desc();
       kernel.implementation = pd.impl_info_str();
       kernel.scratchpad = pd.scratchpad_desc();
@@ -72,33 +115,76 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       layer.kernels_.push_back(std::move(kernel));
     }
     std::reverse(layer.kernels_.begin(), layer.kernels_.end());  // ascending rows
-    // Weights arrive as [n, k] row-major f32, which is the matmul's [k, n]
-    // with format "ba"; reorder once into the primitives' layout and type.
+    // Weights arrive as [n, k] row-major f32 (per matrix), which is the
+    // matmul's [k, n] with format "ba" ("acb" for a stack); reorder once into
+    // the primitives' layout and type.
     dnnl::stream stream(engine);
-    memory source({{k, n}, dt::f32, memory::format_tag::ba}, engine,
-                  const_cast<float*>(weights.data()));
+    const memory::desc source_md = merged ? memory::desc({batch, k, n}, dt::f32, memory::format_tag::acb)
+                                          : memory::desc({k, n}, dt::f32, memory::format_tag::ba);
+    memory source(source_md, engine, const_cast<float*>(weights.data()));
     layer.weights_ = memory(chosen_weights, engine);
     dnnl::reorder(source, layer.weights_).execute(stream, source, layer.weights_);
     if (!bias.empty()) {
       layer.bias_ = memory(bias_md, engine);
-      std::memcpy(layer.bias_.get_data_handle(), bias.data(), n * sizeof(float));
+      std::memcpy(layer.bias_.get_data_handle(), bias.data(), bias.size() * sizeof(float));
     }
     stream.wait();
+    // oneDNN keeps a merged layer's weights as plain [batch][k][n].
+    const bool row_major =
+        merged && chosen_weights == memory::desc({batch, k, n}, src_type, memory::format_tag::abc);
+    if (shape.small_gemm && (row_major || IsSmallGemmLayout(chosen_weights, shape.bf16))) {
+      layer.small_gemm_ = FindSmallGemm(shape.bf16);
+      const dnnl_memory_desc_t& d = chosen_weights.data;
+      layer.small_gemm_weights_ = {layer.weights_.get_data_handle(),
+                                   k,
+                                   n,
+                                   d.padded_dims[d.ndims - 2],
+                                   bias.empty() ? nullptr : static_cast<const float*>(layer.bias_.get_data_handle()),
+                                   batch,
+                                   merged ? d.format_desc.blocking.strides[0] : 0,
+                                   row_major};
+    }
   } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat("oneDNN could not build a ", n, "x", k,
-                                            " matmul: ", e.what()));
+    return absl::InternalError(absl::StrCat("oneDNN could not build a ", batch > 1 ? absl::StrCat(batch, " x ") : "",
+                                            n, "x", k, " matmul: ", e.what()));
   }
   return layer;
 }
 
 std::vector<std::string> DenseLayer::implementations() const {
   std::vector<std::string> out;
-  for (const Kernel& k : kernels_) out.push_back(k.implementation);
+  for (const Kernel& k : kernels_) {
+    if (small_gemm_ != nullptr && k.rows <= kSmallGemmMaxRows) {
+      out.push_back(shape_.bf16 ? "small_gemm:avx512_bf16" : "small_gemm:avx512");
+    } else {
+      out.push_back(k.implementation);
+    }
+  }
   return out;
 }
 
 absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const void* src,
                                  void* dst, const float* multiplier, void* scratchpad) const {
+  if (small_gemm_ != nullptr && rows <= kSmallGemmMaxRows && rows >= 1) {
+    SmallGemmCall call;
+    call.rows = rows;
+    call.src = src;
+    call.src_stride = shape_.src_stride;
+    call.dst = dst;
+    call.dst_stride = shape_.dst_stride;
+    call.dst_bf16 = shape_.bf16 && shape_.bf16_dst;
+    call.multiplier = multiplier;
+    call.multiplier_stride = shape_.multiplier_stride;
+    if (shape_.batch > 1) {
+      call.src_batch_stride = shape_.broadcast_src ? 0 : rows * shape_.input_width;
+      call.dst_batch_stride = rows * shape_.output_width;
+    }
+    const SmallGemmPost post = post_op_ == PostOp::kRelu       ? SmallGemmPost::kRelu
+                               : post_op_ == PostOp::kMultiply ? SmallGemmPost::kMultiply
+                                                               : SmallGemmPost::kNone;
+    small_gemm_(small_gemm_weights_, post, call);
+    return absl::OkStatus();
+  }
   auto it = std::lower_bound(kernels_.begin(), kernels_.end(), rows,
                              [](const Kernel& k, int64_t r) { return k.rows < r; });
   if (it == kernels_.end() || it->rows != rows) {
@@ -111,7 +197,11 @@ absl::Status DenseLayer::Execute(dnnl::stream& stream, int64_t rows, const void*
     args.emplace(DNNL_ARG_SRC, memory(kernel.src, engine_, const_cast<void*>(src)));
     args.emplace(DNNL_ARG_WEIGHTS, weights_);
     args.emplace(DNNL_ARG_DST, memory(kernel.dst, engine_, dst));
-    if (bias_) args.emplace(DNNL_ARG_BIAS, bias_);
+    if (bias_ && shape_.batch > 1) {
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, bias_);
+    } else if (bias_) {
+      args.emplace(DNNL_ARG_BIAS, bias_);
+    }
     if (post_op_ == PostOp::kMultiply) {
       args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
                    memory(kernel.multiplier, engine_, const_cast<float*>(multiplier)));

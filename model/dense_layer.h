@@ -9,6 +9,7 @@
 #include "absl/types/span.h"
 #include "dnnl.hpp"
 #include "model/row_buckets.h"
+#include "model/small_gemm.h"
 
 namespace masknet {
 
@@ -41,20 +42,32 @@ class DenseLayer {
     // and multiplier stay f32.
     bool bf16 = false;
     bool bf16_dst = false;
+    // Run 1 to kSmallGemmMaxRows rows with this project's AVX-512 kernels
+    // (small_gemm.h) instead of oneDNN, where the CPU has them.
+    bool small_gemm = true;
+    // A merged layer: `batch` independent layers of the same shape run as
+    // one batched matmul. Their weights are `batch` [N, K] matrices back to
+    // back, their biases `batch` x N. src is one [rows, K] matrix that every
+    // layer reads (broadcast_src) or `batch` of them back to back; dst is
+    // `batch` [rows, N] matrices back to back. Rows are dense (strides K and
+    // N), and the post-op is not kMultiply.
+    int64_t batch = 1;
+    bool broadcast_src = false;
   };
 
   // An empty layer, to be assigned from Create.
   DenseLayer() = default;
 
   // `weights` is [output_width, input_width] row-major (PyTorch nn.Linear);
-  // `bias` is empty or holds output_width values. Errors: INTERNAL when the
-  // sizes disagree or oneDNN fails.
+  // `bias` is empty or holds output_width values (times shape.batch for a
+  // merged layer). Errors: INTERNAL when the sizes or the shape disagree or
+  // oneDNN fails.
   static absl::StatusOr<DenseLayer> Create(const dnnl::engine& engine, const Shape& shape,
                                            absl::Span<const float> weights,
                                            absl::Span<const float> bias, PostOp post_op,
                                            const RowBuckets& buckets);
 
-  // Computes `rows` rows. REQUIRES: rows is one of the buckets' sizes();
+  // Computes `rows` rows (of each of a merged layer's matrices). REQUIRES: rows is one of the buckets' sizes();
   // multiplier is non-null iff the post-op is kMultiply; scratchpad holds
   // scratchpad_bytes(), 64-byte aligned, and no other thread uses it now.
   // Returns INTERNAL if oneDNN fails.
@@ -67,7 +80,8 @@ class DenseLayer {
   int64_t scratchpad_bytes() const { return scratchpad_bytes_; }
 
   // oneDNN's implementation name for each bucket's primitive (e.g.
-  // "brg:avx512_core"), ascending rows.
+  // "brg:avx512_core"), ascending rows; "small_gemm:avx512" (or
+  // "small_gemm:avx512_bf16") for the buckets the small-batch kernels run.
   std::vector<std::string> implementations() const;
 
  private:
@@ -75,7 +89,7 @@ class DenseLayer {
     int64_t rows;
     std::string implementation;
     dnnl::matmul primitive;
-    dnnl::memory::desc src, dst, multiplier, scratchpad;
+    dnnl::memory::desc src, dst, multiplier, scratchpad;  // multiplier: or a merged layer's bias
   };
 
   Shape shape_;
@@ -85,6 +99,9 @@ class DenseLayer {
   dnnl::memory bias_;     // empty when the layer has none
   std::vector<Kernel> kernels_;  // one per bucket, ascending rows
   int64_t scratchpad_bytes_ = 0;
+  // The small-batch kernel and its view of weights_, or null.
+  SmallGemmFn small_gemm_ = nullptr;
+  SmallGemmWeights small_gemm_weights_;
 };
 
 }  // namespace masknet

@@ -87,6 +87,16 @@ class MaskNetModel {
     // half the weight bytes of kF32 on CPUs with AVX512_BF16; where a CPU
     // lacks it the model is built kF32 (see precision_note()).
     Precision precision = Precision::kF32;
+    // Batches of 1 to kSmallGemmMaxRows candidates run their matmuls on this
+    // project's AVX-512 kernels (model/small_gemm.h), which read the weights
+    // faster than oneDNN does at so few rows; false keeps every matmul on
+    // oneDNN (for comparison). Ignored on CPUs without AVX-512.
+    bool small_gemm = true;
+    // Layers that read the same input run as one batched matmul: a parallel
+    // MaskNet's aggregation layers (all read V), and task heads of the same
+    // shape (layer by layer). Same scores either way, to float32 rounding;
+    // false runs every layer on its own (for comparison).
+    bool merge_layers = true;
   };
 
   // Builds the network. `weights` must hold exactly spec.ExpectedTensors()
