@@ -37,8 +37,17 @@ void LayerNormRow(const float* in, float* out, int64_t width, const float* gamma
 void LayerNormRows(const float* in, int64_t in_stride, float* out, int64_t out_stride,
                    int64_t rows, int64_t width, const float* gamma, const float* beta,
                    float eps, bool relu) {
-  // Below ~16K values the fork/join costs more than it saves.
-#pragma omp parallel for schedule(static) if (rows * width >= (1 << 14))
+  // Below ~16K values the fork/join costs more than it saves. Small work
+  // stays out of OpenMP altogether: even a one-thread parallel region (an
+  // `if` clause that is false) parks the pool's other threads, and waking
+  // them again for the next matmul costs a futex call and, on a VM, an IPI.
+  if (rows * width < (1 << 14)) {
+    for (int64_t r = 0; r < rows; ++r) {
+      LayerNormRow(in + r * in_stride, out + r * out_stride, width, gamma, beta, eps, relu);
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     LayerNormRow(in + r * in_stride, out + r * out_stride, width, gamma, beta, eps, relu);
   }

@@ -587,17 +587,25 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   // overflow in its field's transform (x * scale); such a row would turn into
   // NaN, or worse into finite garbage once a ReLU swallows the NaN.
   int64_t first_bad = n;
-#pragma omp parallel for schedule(static) reduction(min : first_bad) if (n * d >= (1 << 14))
-  for (int64_t r = 0; r < n; ++r) {
+  auto assemble = [&](int64_t r) {
     const auto [slice, candidate] = ws.rows[r];
     float* row = v + r * d;
     net.assembler.AssembleCandidate(ws.context_rows.data() + slice * d,
                                     slices[slice].request->candidates[candidate], row);
     for (int64_t i = 0; i < d; ++i) {
-      if (!std::isfinite(row[i])) {
-        first_bad = std::min(first_bad, r);
-        break;
-      }
+      if (!std::isfinite(row[i])) return false;
+    }
+    return true;
+  };
+  // Small batches stay out of OpenMP altogether (see LayerNormRows).
+  if (n * d < (1 << 14)) {
+    for (int64_t r = 0; r < n && first_bad == n; ++r) {
+      if (!assemble(r)) first_bad = r;
+    }
+  } else {
+#pragma omp parallel for schedule(static) reduction(min : first_bad)
+    for (int64_t r = 0; r < n; ++r) {
+      if (!assemble(r)) first_bad = std::min(first_bad, r);
     }
   }
   if (first_bad < n) {

@@ -196,7 +196,12 @@ void RunPanels(PanelFn panel_fn, int64_t element_bytes, const SmallGemmWeights& 
   const int64_t panels = (w.n + kPanel - 1) / kPanel;
   const int64_t tasks = w.batch * panels;
   const int64_t bytes = w.batch * w.k * w.n * element_bytes;
-#pragma omp parallel for schedule(static) if (tasks > 1 && bytes >= kParallelBytes)
+  // Small layers stay out of OpenMP altogether (see LayerNormRows).
+  if (tasks == 1 || bytes < kParallelBytes) {
+    for (int64_t t = 0; t < tasks; ++t) panel_fn(w, post, call, t / panels, t % panels);
+    return;
+  }
+#pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tasks; ++t) panel_fn(w, post, call, t / panels, t % panels);
 }
 
