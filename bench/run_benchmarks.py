@@ -166,12 +166,12 @@ def run_json(command, env=None):
     return json.loads(out)
 
 
-def ours(config, min_time):
+def ours(config, min_time, threads=THREADS, families="forward(_bf16)?", batches=BATCHES):
     """forward_pass_benchmark on the peers' weights: {(precision, batch): (candidates/s, latency us)}."""
-    batches = "|".join(str(b) for b in BATCHES)
-    data = run_json([FORWARD, f"--models={PEER_MODELS}", f"--benchmark_filter=^forward(_bf16)?/{config}/({batches})/",
+    batches = "|".join(str(b) for b in batches)
+    data = run_json([FORWARD, f"--models={PEER_MODELS}", f"--benchmark_filter=^{families}/{config}/({batches})/",
                      "--benchmark_format=json", f"--benchmark_min_time={min_time}"],
-                    env={"OMP_NUM_THREADS": str(THREADS)})
+                    env={"OMP_NUM_THREADS": str(threads)})
     results = {}
     for b in data["benchmarks"]:
         family, _, batch = b["name"].split("/")[:3]
@@ -211,6 +211,9 @@ def kernels_section(bench, limits, plot_path):
             runs = {}
             for (precision, batch), (cps, lat) in ours(config, min_time).items():
                 runs[(f"ours-{precision}", batch)] = (cps, lat, "")
+            # One thread: how much of the loss at large batches is threading.
+            for (_, batch), (cps, lat) in ours(config, min_time, 1, "forward", (64, 1024)).items():
+                runs[("ours-fp32-1thread", batch)] = (cps, lat, "")
             for system in ("onnxruntime", "pytorch"):
                 results, data = peer(system, config, min_time)
                 details[(system, config)] = data
@@ -296,6 +299,20 @@ def kernels_section(bench, limits, plot_path):
             f"{verdict(ratio >= 1.7)} |")
     ratio = get("ours-bf16", "twitter-recap", 1)[0] / get("ours-fp32", "twitter-recap", 1)[0]
     add(f"| bf16, batch 1, twitter-recap: ≥ 1.7 × fp32 | {ratio:.2f}× | {verdict(ratio >= 1.7)} |")
+    add("")
+    add("Where large batches lose: the same forward pass on **one** thread, as a share of one core's FMA peak "
+        f"({limits['fma_gflops_one_core']:.0f} GFLOP/s), against {THREADS} threads as a share of the {THREADS}-thread "
+        "peak. The gap between the two is what the threads cost (fork/join per layer, the serial LayerNorms and "
+        "feature assembly between matmuls, and uneven splits); the gap between one thread and 100% is the "
+        "matmuls' own efficiency plus that serial work.\n")
+    add("| config | batch | 1 thread, % of one core | 2 threads, % of the limit |")
+    add("|---|---|---|---|")
+    one_core = limits["fma_gflops_one_core"] * 1e9
+    for config in CONFIGS:
+        for batch in (64, 1024):
+            single = get("ours-fp32-1thread", config, batch)[0] * meta[config]["flops_per_candidate"] / one_core
+            both = get("ours-fp32", config, batch)[0] / compute_limit(config)
+            add(f"| {config} | {batch} | {100 * single:.0f}% | {100 * both:.0f}% |")
     add("")
     add("Checks of the exported peers (max |score − float64 reference| on 64 random rows): " + "; ".join(
         f"{c}: ONNX Runtime {meta[c]['verify']['max_abs_diff'].get('onnxruntime', float('nan')):.1g}, PyTorch "
