@@ -126,9 +126,15 @@ class Bench:
         return best
 
 
-def machine_limits():
-    out = subprocess.run([LIMITS], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+def machine_limits(previous=None):
+    """The machine's FMA peak and read bandwidth. They are constants that a busy neighbour can only lower,
+    so with `previous` (an earlier measurement, updated in place) each figure is the best of both."""
+    measured = json.loads(subprocess.run([LIMITS], check=True, capture_output=True, text=True).stdout)
+    if previous is None:
+        return measured
+    for key in ("fma_gflops_one_core", "fma_gflops_all", "read_gb_per_s"):
+        previous[key] = max(previous[key], measured[key])
+    return previous
 
 
 def forward_pass(batch):
@@ -223,6 +229,8 @@ def kernels_section(bench, limits, plot_path):
                 key = (system, config, batch)
                 if key not in best or value[0] > best[key][0]:
                     best[key] = value
+    log("machine limits again (each figure: the best of the two measurements)")
+    machine_limits(limits)
     fma = limits["fma_gflops_all"] * 1e9
     bandwidth = limits["read_gb_per_s"] * 1e9
     ort_version = details[("onnxruntime", CONFIGS[0])].get("version", "1.30.0")
@@ -638,7 +646,9 @@ def main():
         f"{limits['cpu']}, {os.cpu_count()} CPUs, {limits['vector_bits']}-bit FMA. fp32 FMA peak: "
         f"**{limits['fma_gflops_one_core']:.0f} GFLOP/s** on one core, **{limits['fma_gflops_all']:.0f}** on "
         f"{limits['threads']} threads; memory read bandwidth **{limits['read_gb_per_s']:.1f} GB/s** "
-        f"(`build/bench/machine_limits`). Other tenants share the machine: figures move by ~10% between runs.\n",
+        f"(`build/bench/machine_limits`, run before and after the forward-pass runs; each figure is the best of the "
+        f"two, since a busy neighbour can only lower them). Other tenants share the machine: figures move by ~10% "
+        f"between runs.\n",
     ]
     with open(args.out, "w") as f:
         f.write("\n".join(header) + "\n" + "\n".join(body) + "\n")
