@@ -13,10 +13,10 @@ namespace {
 
 constexpr int64_t kPanel = 64;             // output columns per panel
 constexpr int kVectors = kPanel / 16;      // zmm registers per panel row
+constexpr int64_t kParallelBytes = 128 << 10;  // below this, one thread
 // A kernel call computes V <= kVectors vectors (16 columns each) of one
 // panel, starting at column col0 (a multiple of 16): the threads split a
 // layer's columns 16 at a time, so that they share the work evenly.
-constexpr int64_t kParallelBytes = 128 << 10;  // below this, one thread
 
 #define MASKNET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define MASKNET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
@@ -73,44 +73,13 @@ MASKNET_AVX512 void PanelF32(const SmallGemmWeights& w, SmallGemmPost post, cons
   for (int m = 0; m < M; ++m) {
     for (int j = 0; j < V; ++j) acc[m][j] = _mm512_setzero_ps();
   }
-  // With few rows, one set of accumulators would make the FMAs' latency,
-  // not the memory, the limit: odd k go to a second set.
-  constexpr int kSets = M <= 2 ? 2 : 1;
-  __m512 odd[kSets == 2 ? M : 1][V];
-  for (int m = 0; m < (kSets == 2 ? M : 1); ++m) {
-    for (int j = 0; j < V; ++j) odd[m][j] = _mm512_setzero_ps();
-  }
-  int64_t k = 0;
-  if constexpr (kSets == 2) {
-    for (; k + 1 < w.k; k += 2) {
-      const float* row = weights + k * kPanel;
-      __m512 w0[V], w1[V];
-      for (int j = 0; j < V; ++j) {
-        w0[j] = _mm512_loadu_ps(row + 16 * j);
-        w1[j] = _mm512_loadu_ps(row + kPanel + 16 * j);
-      }
-      for (int m = 0; m < M; ++m) {
-        const __m512 x0 = _mm512_set1_ps(src[m * call.src_stride + k]);
-        const __m512 x1 = _mm512_set1_ps(src[m * call.src_stride + k + 1]);
-        for (int j = 0; j < V; ++j) {
-          acc[m][j] = _mm512_fmadd_ps(x0, w0[j], acc[m][j]);
-          odd[m][j] = _mm512_fmadd_ps(x1, w1[j], odd[m][j]);
-        }
-      }
-    }
-  }
-  for (; k < w.k; ++k) {
+  for (int64_t k = 0; k < w.k; ++k) {
     const float* row = weights + k * kPanel;
     __m512 wv[V];
     for (int j = 0; j < V; ++j) wv[j] = _mm512_loadu_ps(row + 16 * j);
     for (int m = 0; m < M; ++m) {
       const __m512 x = _mm512_set1_ps(src[m * call.src_stride + k]);
       for (int j = 0; j < V; ++j) acc[m][j] = _mm512_fmadd_ps(x, wv[j], acc[m][j]);
-    }
-  }
-  if constexpr (kSets == 2) {
-    for (int m = 0; m < M; ++m) {
-      for (int j = 0; j < V; ++j) acc[m][j] = _mm512_add_ps(acc[m][j], odd[m][j]);
     }
   }
   StorePanel<M, V>(w, post, call, b, col0, acc);
