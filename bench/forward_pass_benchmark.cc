@@ -2,17 +2,20 @@
 // reference configuration of MASKNET.md, at batch 1, 8, 64, 256 and 1024, in
 // fp32 and bf16, on random valid features.
 //
-//   build/bench/forward_pass_benchmark [--models=DIR] [--benchmark_filter=twitter]
+//   build/bench/forward_pass_benchmark [--models=DIR] [--batches=16,32,64]
+//                                      [--benchmark_filter=twitter]
 //
 // Families: forward/<config>/<batch> (fp32), forward_bf16/... (bf16), and for
 // comparison forward_onednn/<config>/<batch> (fp32 with every matmul on
 // oneDNN, i.e. without the small-batch kernels, at batch 1 and 4) and
-// forward_unmerged/... (fp32 with merge_layers off).
+// forward_unmerged/... (fp32 with merge_layers off); matmuls/<config>/<batch>
+// times oneDNN's matmuls alone (see MatmulChain), the ceiling the forward
+// pass's large batches are compared with.
 //
 // Weights are random unless --models=DIR names exported models: then config
 // <name> is loaded from DIR/<name>/models/<name>/1 (the layout
 // bench/peers/peers.py writes, so ONNX Runtime and PyTorch run the same
-// weights). The OpenMP thread count is OpenMP's (OMP_NUM_THREADS).
+// weights). --batches replaces every family's batch sizes. The OpenMP thread count is OpenMP's (OMP_NUM_THREADS).
 //
 // Counters: candidates/s, and GFLOP/s = FLOPs per candidate (2 x the
 // multiply-adds of every dense layer) x candidates/s.
@@ -24,9 +27,14 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "benchmark/benchmark.h"
+#include "dnnl.hpp"
 #include "loader/model_loader.h"
 #include "model/masknet_model.h"
 #include "tests/test_util.h"
@@ -36,6 +44,11 @@ namespace {
 
 constexpr const char* kConfigs[] = {"paper-criteo-parallel", "paper-criteo-serial", "twitter-recap"};
 constexpr int64_t kBatchSizes[] = {1, 8, 64, 256, 1024};
+
+std::vector<int64_t>& BatchesFlag() {
+  static auto* batches = new std::vector<int64_t>();
+  return *batches;
+}
 
 std::string& ModelsDir() {
   static auto* dir = new std::string();
@@ -111,6 +124,93 @@ void BM_ForwardPass(benchmark::State& state, const std::string& name, Variant va
   state.counters["MFLOP/cand"] = flops / 1e6;
 }
 
+// oneDNN's matmuls alone: every dense layer of the model, in order (the
+// blocks' aggregation, projection and hidden layers, the MLP, each task
+// head), as a plain oneDNN matmul with its bias, its fused post-op (ReLU, or
+// the mask-multiply's binary multiply) and the weight layout oneDNN prefers,
+// each reading the previous layer's output where the widths agree; nothing
+// else: no feature assembly, LayerNorms or sigmoid, no merged layers or own
+// kernels. fp32, built for OpenMP's thread count.
+class MatmulChain {
+ public:
+  MatmulChain(const ModelSpec& spec, int64_t rows) : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+    const int64_t d = spec.schema.instance_width();
+    const dnnl::memory instance = Buffer({rows, d});
+    for (const MaskBlockSpec& b : spec.blocks) {
+      Add(rows, d, b.aggregation_size, Post::kRelu, true, instance);
+      Add(rows, b.aggregation_size, b.masked_width, Post::kMultiply, true);
+      Add(rows, b.masked_width, b.output_size, Post::kNone, b.hidden_bias);
+    }
+    for (const DenseLayerSpec& l : spec.mlp) Add(rows, l.input_width, l.output_size, l.relu ? Post::kRelu : Post::kNone, true);
+    for (const TaskSpec& t : spec.tasks) {
+      for (const DenseLayerSpec& l : t.layers) Add(rows, l.input_width, l.output_size, l.relu ? Post::kRelu : Post::kNone, true);
+    }
+  }
+
+  void Run() {
+    for (Layer& l : layers_) l.primitive.execute(stream_, l.args);
+    stream_.wait();
+  }
+
+ private:
+  enum class Post { kNone, kRelu, kMultiply };
+  struct Layer {
+    dnnl::matmul primitive;
+    std::unordered_map<int, dnnl::memory> args;
+  };
+
+  dnnl::memory Buffer(const dnnl::memory::desc& md) {
+    dnnl::memory m(md, engine_);
+    float* p = static_cast<float*>(m.get_data_handle());
+    for (size_t i = 0; i < md.get_size() / sizeof(float); ++i) p[i] = 0.01f * static_cast<float>(i % 13) - 0.06f;
+    return m;
+  }
+  dnnl::memory Buffer(const dnnl::memory::dims& dims) {
+    return Buffer(dnnl::memory::desc(dims, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab));
+  }
+
+  void Add(int64_t rows, int64_t k, int64_t n, Post post, bool bias, dnnl::memory src = {}) {
+    using dnnl::memory;
+    if (!src && !layers_.empty() && layers_.back().args.at(DNNL_ARG_DST).get_desc().dims()[1] == k) {
+      src = layers_.back().args.at(DNNL_ARG_DST);
+    }
+    if (!src) src = Buffer({rows, k});
+    const memory::desc weights_any({k, n}, memory::data_type::f32, memory::format_tag::any);
+    const memory::desc bias_md = bias ? memory::desc({1, n}, memory::data_type::f32, memory::format_tag::ab)
+                                      : memory::desc();
+    const memory::desc dst_md({rows, n}, memory::data_type::f32, memory::format_tag::ab);
+    dnnl::post_ops ops;
+    if (post == Post::kRelu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    if (post == Post::kMultiply) ops.append_binary(dnnl::algorithm::binary_mul, dst_md);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src.get_desc(), weights_any, bias_md, dst_md), attr,
+                                    engine_);
+    Layer layer{dnnl::matmul(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, Buffer(pd.weights_desc())},
+                                   {DNNL_ARG_DST, Buffer(dst_md)}}};
+    if (bias) layer.args.emplace(DNNL_ARG_BIAS, Buffer(bias_md));
+    if (post == Post::kMultiply) layer.args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, Buffer(dst_md));
+    layers_.push_back(std::move(layer));
+  }
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::vector<Layer> layers_;
+};
+
+void BM_Matmuls(benchmark::State& state, const std::string& name) {
+  const ModelSpec& spec = ModelFor(name, Variant{}).spec();
+  const int64_t batch = state.range(0);
+  MatmulChain chain(spec, batch);
+  chain.Run();
+  for (auto _ : state) chain.Run();
+  const double flops = static_cast<double>(spec.FlopsPerCandidate());
+  state.counters["candidates/s"] =
+      benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * batch / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void Register() {
   struct Family {
     const char* prefix;
@@ -128,9 +228,14 @@ void Register() {
     for (const char* name : kConfigs) {
       auto* b = benchmark::RegisterBenchmark((std::string(family.prefix) + name).c_str(), BM_ForwardPass,
                                              std::string(name), family.variant);
-      for (int64_t batch : family.batches) b->Arg(batch);
+      for (int64_t batch : BatchesFlag().empty() ? family.batches : BatchesFlag()) b->Arg(batch);
       b->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(1.0);
     }
+  }
+  for (const char* name : kConfigs) {
+    auto* b = benchmark::RegisterBenchmark((std::string("matmuls/") + name).c_str(), BM_Matmuls, std::string(name));
+    for (int64_t batch : BatchesFlag().empty() ? std::vector<int64_t>{64, 256, 1024} : BatchesFlag()) b->Arg(batch);
+    b->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(1.0);
   }
 }
 
@@ -143,6 +248,14 @@ int main(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     if (std::strncmp(argv[i], "--models=", 9) == 0) {
       masknet::ModelsDir() = argv[i] + 9;
+    } else if (std::strncmp(argv[i], "--batches=", 10) == 0) {
+      for (const absl::string_view item : absl::StrSplit(argv[i] + 10, ',')) {
+        int64_t batch = 0;
+        if (!absl::SimpleAtoi(item, &batch) || batch < 1 || batch > 1024) {
+          masknet::Die(absl::StrCat("--batches: '", item, "' is not a batch size in [1, 1024]"));
+        }
+        masknet::BatchesFlag().push_back(batch);
+      }
     } else {
       rest.push_back(argv[i]);
     }

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "omp.h"
+
 namespace masknet {
 namespace {
 
@@ -32,16 +34,19 @@ void LayerNormRow(const float* in, float* out, int64_t width, const float* gamma
   }
 }
 
+// Below this many values in all, a parallel region costs more than it
+// saves. Small work stays out of OpenMP altogether: even a one-thread
+// parallel region (an `if` clause that is false) parks the pool's other
+// threads, and waking them again for the next matmul costs a futex call and,
+// on a VM, an IPI. Inside a parallel region (a caller's) it stays serial.
+bool Serial(int64_t values) { return values < (1 << 14) || omp_in_parallel(); }
+
 }  // namespace
 
 void LayerNormRows(const float* in, int64_t in_stride, float* out, int64_t out_stride,
                    int64_t rows, int64_t width, const float* gamma, const float* beta,
                    float eps, bool relu) {
-  // Below ~16K values the fork/join costs more than it saves. Small work
-  // stays out of OpenMP altogether: even a one-thread parallel region (an
-  // `if` clause that is false) parks the pool's other threads, and waking
-  // them again for the next matmul costs a futex call and, on a VM, an IPI.
-  if (rows * width < (1 << 14)) {
+  if (Serial(rows * width)) {
     for (int64_t r = 0; r < rows; ++r) {
       LayerNormRow(in + r * in_stride, out + r * out_stride, width, gamma, beta, eps, relu);
     }
@@ -51,6 +56,29 @@ void LayerNormRows(const float* in, int64_t in_stride, float* out, int64_t out_s
   for (int64_t r = 0; r < rows; ++r) {
     LayerNormRow(in + r * in_stride, out + r * out_stride, width, gamma, beta, eps, relu);
   }
+}
+
+void LayerNormSegmentRows(const float* in, int64_t in_stride, float* out, int64_t out_stride, int64_t rows,
+                          absl::Span<const NormSegment> segments, const float* gamma, const float* beta,
+                          float eps) {
+  int64_t width = 0;
+  for (const NormSegment& s : segments) width += s.width;
+  // Row by row, every segment of a row in turn: the row stays in L1, and
+  // the work splits over rows however narrow the segments are.
+  auto row = [&](int64_t r) {
+    int64_t param = 0;
+    for (const NormSegment& s : segments) {
+      LayerNormRow(in + r * in_stride + s.offset, out + r * out_stride + s.offset, s.width, gamma + param,
+                   beta + param, eps, /*relu=*/false);
+      param += s.width;
+    }
+  };
+  if (Serial(rows * width)) {
+    for (int64_t r = 0; r < rows; ++r) row(r);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) row(r);
 }
 
 }  // namespace masknet

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "absl/types/span.h"
+
 namespace masknet {
 
 // The one LayerNorm kernel of the forward pass, with the activation fused:
@@ -17,6 +19,21 @@ namespace masknet {
 void LayerNormRows(const float* in, int64_t in_stride, float* out, int64_t out_stride,
                    int64_t rows, int64_t width, const float* gamma, const float* beta,
                    float eps, bool relu);
+
+// A slice [offset, offset + width) of a row that is normalized on its own.
+struct NormSegment {
+  int64_t offset = 0;
+  int64_t width = 0;
+};
+
+// LayerNorm of each segment of each row on its own (no activation), e.g. one
+// per feature field. Segment i's gamma and beta are `width` values starting
+// at the sum of the earlier segments' widths. Parallel over rows (OpenMP)
+// when the rows hold enough values in all; `in` and `out` may be the same
+// buffer with the same stride. REQUIRES: segments' widths >= 1, eps > 0.
+void LayerNormSegmentRows(const float* in, int64_t in_stride, float* out, int64_t out_stride, int64_t rows,
+                          absl::Span<const NormSegment> segments, const float* gamma, const float* beta,
+                          float eps);
 
 }  // namespace masknet
 

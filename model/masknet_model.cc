@@ -67,27 +67,30 @@ class ArenaPlan {
 // LAYER_NORM or FIELD_LAYER_NORM parameters; kind NORM_NONE does nothing.
 struct NormParams {
   NormSpec spec;
-  // One segment (LAYER_NORM) or one per field (FIELD_LAYER_NORM).
-  struct Segment {
-    int64_t offset, width;
-    std::vector<float> gamma, beta;
-  };
-  std::vector<Segment> segments;
+  // One segment (LAYER_NORM) or one per field (FIELD_LAYER_NORM), and their
+  // gammas and betas back to back.
+  std::vector<NormSegment> segments;
+  std::vector<float> gamma, beta;
+
+  void Add(int64_t offset, int64_t width, const std::vector<float>& g, const std::vector<float>& b) {
+    segments.push_back({offset, width});
+    gamma.insert(gamma.end(), g.begin(), g.end());
+    beta.insert(beta.end(), b.begin(), b.end());
+  }
 
   bool active() const { return spec.kind != config::v1::NORM_NONE; }
 };
 
 NormParams TakeNorm(TensorMap& weights, const std::string& prefix, const NormSpec& spec,
                     int64_t width, const FeatureSchema& schema) {
-  NormParams params{spec, {}};
+  NormParams params{spec, {}, {}, {}};
   if (spec.kind == config::v1::LAYER_NORM) {
-    params.segments.push_back({0, width, TakeValues(weights, prefix + ".weight"),
-                               TakeValues(weights, prefix + ".bias")});
+    params.Add(0, width, TakeValues(weights, prefix + ".weight"), TakeValues(weights, prefix + ".bias"));
   } else if (spec.kind == config::v1::FIELD_LAYER_NORM) {
     for (const FieldSpec& f : schema.fields()) {
       const std::string field_prefix = absl::StrCat(prefix, ".", f.config.name());
-      params.segments.push_back({f.offset, f.width, TakeValues(weights, field_prefix + ".weight"),
-                                 TakeValues(weights, field_prefix + ".bias")});
+      params.Add(f.offset, f.width, TakeValues(weights, field_prefix + ".weight"),
+                 TakeValues(weights, field_prefix + ".bias"));
     }
   }
   return params;
@@ -539,10 +542,8 @@ namespace {
 
 void ApplyNorm(const NormParams& norm, const float* in, int64_t in_stride, float* out,
                int64_t out_stride, int64_t rows) {
-  for (const NormParams::Segment& s : norm.segments) {
-    LayerNormRows(in + s.offset, in_stride, out + s.offset, out_stride, rows, s.width,
-                  s.gamma.data(), s.beta.data(), norm.spec.eps, /*relu=*/false);
-  }
+  LayerNormSegmentRows(in, in_stride, out, out_stride, rows, norm.segments, norm.gamma.data(), norm.beta.data(),
+                       norm.spec.eps);
 }
 
 }  // namespace

@@ -51,6 +51,32 @@ TEST(LayerNormRowsTest, MatchesADoublePrecisionLayerNormWithRelu) {
   }
 }
 
+TEST(LayerNormSegmentRowsTest, NormalizesEachSegmentOnItsOwnSerialOrParallel) {
+  // Segments of widths 3, 10 and 17 with gaps between them; 40 rows stay
+  // serial, 700 rows (700 x 30 values) split over threads.
+  const std::vector<NormSegment> segments = {{1, 3}, {5, 10}, {20, 17}};
+  const int stride = 40, width = 30;
+  std::vector<float> gamma(width), beta(width);
+  for (int i = 0; i < width; ++i) {
+    gamma[i] = 0.7f + 0.02f * i;
+    beta[i] = 0.05f * (i % 7) - 0.1f;
+  }
+  std::mt19937 rng(4);
+  std::normal_distribution<float> dist(-1.0f, 4.0f);
+  for (const int rows : {40, 700}) {
+    std::vector<float> in(rows * stride), out(rows * stride, -7.0f), expected(rows * stride, -7.0f);
+    for (float& x : in) x = dist(rng);
+    LayerNormSegmentRows(in.data(), stride, out.data(), stride, rows, segments, gamma.data(), beta.data(), 1e-5f);
+    int param = 0;
+    for (const NormSegment& s : segments) {
+      LayerNormRows(in.data() + s.offset, stride, expected.data() + s.offset, stride, rows, s.width,
+                    gamma.data() + param, beta.data() + param, 1e-5f, /*relu=*/false);
+      param += s.width;
+    }
+    EXPECT_EQ(out, expected) << rows << " rows";  // including the untouched gaps
+  }
+}
+
 TEST(RowBucketsTest, PadsByLessThanAFifth) {
   RowBuckets buckets(1000);
   EXPECT_EQ(buckets.BucketFor(1), 1);
