@@ -4,11 +4,47 @@
 #include <cmath>
 #include <cstring>
 
+#include <immintrin.h>
+
 #include "absl/strings/str_cat.h"
 #include "model/batch_norm.h"
 #include "model/layer_norm.h"
 
+// glibc's vector log1pf for AVX-512 (libmvec, glibc >= 2.35; at most 4 ulp
+// from the exact result, as the scalar log1pf is at most 1).
+extern "C" __m512 _ZGVeN16v_log1pf(__m512);
+
 namespace masknet {
+namespace {
+
+// x = sign(x) * log1p(|x|) for n finite values, in place.
+void SignedLog1pScalar(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::copysign(std::log1p(std::fabs(x[i])), x[i]);
+}
+
+__attribute__((target("avx512f"))) void SignedLog1pAvx512(float* x, int64_t n) {
+  const __m512i sign_bit = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = n - i >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512i v = _mm512_castps_si512(_mm512_maskz_loadu_ps(mask, x + i));
+    const __m512 magnitude = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(0x7fffffff)));
+    // log1p(|x|) >= 0: its sign bit is clear; give it x's.
+    const __m512i log = _mm512_castps_si512(_ZGVeN16v_log1pf(magnitude));
+    _mm512_mask_storeu_ps(x + i, mask, _mm512_castsi512_ps(_mm512_or_si512(log, _mm512_and_si512(sign_bit, v))));
+  }
+}
+
+using SignedLog1pFn = void (*)(float*, int64_t);
+
+// Wide fields (twitter-recap's 2117 continuous features) spend most of
+// their assembly here; 16 lanes at a time where the CPU has AVX-512.
+SignedLog1pFn FindSignedLog1p() {
+  return __builtin_cpu_supports("avx512f") ? SignedLog1pAvx512 : SignedLog1pScalar;
+}
+
+const SignedLog1pFn kSignedLog1p = FindSignedLog1p();
+
+}  // namespace
 absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
                                                           TensorMap& weights) {
   FeatureAssembler assembler;
@@ -61,10 +97,10 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
       const bool affine = !field.affine.scale.empty();
       const float lo = d.has_clamp_min() ? d.clamp_min() : -INFINITY;
       const float hi = d.has_clamp_max() ? d.clamp_max() : INFINITY;
+      for (int64_t j = 0; j < f.width; ++j) out[j] = replace && !std::isfinite(in[j]) ? 0.0f : in[j];
+      if (log) kSignedLog1p(out, f.width);
       for (int64_t j = 0; j < f.width; ++j) {
-        float x = in[j];
-        if (replace && !std::isfinite(x)) x = 0;
-        if (log) x = std::copysign(std::log1p(std::fabs(x)), x);
+        float x = out[j];
         if (affine) x = (x - field.affine.center[j]) * field.affine.scale[j] + field.affine.shift[j];
         out[j] = std::clamp(x, lo, hi);
       }

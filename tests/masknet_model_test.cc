@@ -1,6 +1,8 @@
 #include "model/masknet_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <atomic>
 #include <random>
 #include <thread>
@@ -8,6 +10,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/feature_assembly.h"
 #include "model/layer_norm.h"
 #include "model/row_buckets.h"
 #include "tests/test_util.h"
@@ -74,6 +77,35 @@ TEST(LayerNormSegmentRowsTest, NormalizesEachSegmentOnItsOwnSerialOrParallel) {
       param += s.width;
     }
     EXPECT_EQ(out, expected) << rows << " rows";  // including the untouched gaps
+  }
+}
+
+TEST(FeatureAssemblerTest, SignedLog1pOfAWideFieldMatchesTheScalarFormula) {
+  // 37 values: two full vectors of 16 and a tail of 5 on AVX-512 CPUs.
+  const auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(R"pb(
+    fields {
+      name: "wide" scope: CANDIDATE
+      dense { width: 37 non_finite: REPLACE_WITH_ZERO transform: SIGNED_LOG1P clamp_min: -5 clamp_max: 5 }
+    }
+    masknet { mode: SERIAL blocks { aggregation_size: 4 output_size: 4 activation: RELU layer_norm_eps: 1e-5 } }
+    tasks { name: "click" layers { output_size: 1 activation: ACTIVATION_NONE } }
+  )pb"));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  auto assembler = FeatureAssembler::Create(spec, weights);
+  ASSERT_TRUE(assembler.ok()) << assembler.status();
+  std::vector<float> dense = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-7f, -3e-4f, 0.5f, -0.5f, 1.0f, -1.0f,
+                              2.5f, -7.0f, 100.0f, -1e4f, 1e30f, -1e30f, 3e38f, -3e38f, NAN, INFINITY,
+                              -INFINITY, 0.1f, 0.2f, 0.3f, 12.0f, -12.0f, 147.0f, 148.5f, -148.5f, 0.75f,
+                              -0.99f, 0.999f, 1.5f, 2.0f, 3.0f, -4.0f, 6e-8f};
+  ASSERT_EQ(dense.size(), 37u);
+  std::vector<float> context_row(37), row(37, -9.0f);
+  assembler->AssembleCandidate(context_row.data(), FeatureValues{dense, {}, {}}, row.data());
+  for (size_t j = 0; j < dense.size(); ++j) {
+    const float x = std::isfinite(dense[j]) ? dense[j] : 0.0f;
+    const float expected = std::clamp(std::copysign(std::log1p(std::fabs(x)), x), -5.0f, 5.0f);
+    // libmvec's vector log1pf is within 4 ulp, the scalar one within 1.
+    EXPECT_NEAR(row[j], expected, 8 * std::numeric_limits<float>::epsilon() * std::fabs(expected)) << j;
+    EXPECT_EQ(std::signbit(row[j]), std::signbit(expected)) << j;
   }
 }
 
