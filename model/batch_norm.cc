@@ -23,6 +23,12 @@ absl::StatusOr<AffineMap> FoldBatchNorm(const TensorMap& weights, const std::str
     }
     const double scale = (gamma ? (*gamma)[i] : 1.0) / std::sqrt(static_cast<double>(var[i]) + eps);
     map.scale[i] = static_cast<float>(scale);
+    // A tiny eps over a zero variance (or a huge weight) can leave float32.
+    if (!std::isfinite(map.scale[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch norm '", prefix, "' value ", i, ": weight / sqrt(running_var + eps) = ", scale,
+          " overflows float32 (running_var ", var[i], ", eps ", eps, ")"));
+    }
     map.shift[i] = beta ? (*beta)[i] : 0.0f;
   }
   return map;

@@ -21,7 +21,8 @@ struct AffineMap {
 // <prefix>.running_mean / .running_var (and .weight / .bias when `affine`)
 // from `weights` and returns center = mean, scale = weight / sqrt(var + eps)
 // (computed in double), shift = bias.
-// Errors: INVALID_ARGUMENT when a running variance is negative.
+// Errors: INVALID_ARGUMENT when a running variance is negative or a scale
+// overflows float32.
 absl::StatusOr<AffineMap> FoldBatchNorm(const TensorMap& weights, const std::string& prefix,
                                         bool affine, float eps);
 

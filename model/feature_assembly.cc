@@ -151,4 +151,25 @@ void FeatureAssembler::AssembleCandidate(const float* context_row, const Feature
   ApplyNorms(/*context_only=*/false, row);
 }
 
+absl::Status FeatureAssembler::FindOverflow(const FeatureValues& context, const FeatureValues& candidate,
+                                            const std::string& candidate_where) const {
+  std::vector<float> row(schema_->instance_width());
+  for (const Scope scope : {Scope::kContext, Scope::kCandidate}) {
+    const FeatureValues& values = scope == Scope::kContext ? context : candidate;
+    AssembleScope(scope, values, row.data());
+    for (int index : schema_->scope(scope).fields) {
+      const FieldSpec& f = schema_->fields()[index];
+      for (int64_t j = 0; j < f.width; ++j) {
+        if (std::isfinite(row[f.offset + j])) continue;
+        const std::string where = scope == Scope::kContext ? "context" : candidate_where;
+        const std::string input =
+            f.dense ? absl::StrCat("(", values.dense[f.scope_index + j], ")") : "(a sum of embeddings)";
+        return absl::InvalidArgumentError(absl::StrCat(where, ": field '", f.config.name(), "' value ", j, " ", input,
+                                                       " overflows float32 in the field's transform"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace masknet

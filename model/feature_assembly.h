@@ -2,6 +2,7 @@
 #define MASKNET_MODEL_FEATURE_ASSEMBLY_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,6 +34,14 @@ class FeatureAssembler {
   // REQUIRES: schema.Validate(kCandidate, candidate) is OK.
   void AssembleCandidate(const float* context_row, const FeatureValues& candidate,
                          float* row) const;
+
+  // For a candidate whose row came out non-finite: an INVALID_ARGUMENT
+  // naming the first value whose field transform overflowed float32, as
+  // "<where>: field 'f' value j (<input>) overflows float32 in the field's
+  // transform", where <where> is "context" or `candidate_where`; OK if none
+  // did. Assembles the values again, without the input norms.
+  absl::Status FindOverflow(const FeatureValues& context, const FeatureValues& candidate,
+                            const std::string& candidate_where) const;
 
  private:
   struct Field {

@@ -7,31 +7,59 @@
 namespace masknet {
 namespace {
 
-void LayerNormRow(const float* in, float* out, int64_t width, const float* gamma,
-                  const float* beta, float eps, bool relu) {
-  // Two-pass statistics: the row is in L1/L2, and this avoids the
-  // cancellation of the one-pass E[x^2] - E[x]^2.
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < width; ++i) sum += in[i];
-  const float mean = sum / static_cast<float>(width);
-  float sq = 0;
-#pragma omp simd reduction(+ : sq)
-  for (int64_t i = 0; i < width; ++i) {
-    const float c = in[i] - mean;
-    sq += c * c;
-  }
-  const float inv_std = 1.0f / std::sqrt(sq / static_cast<float>(width) + eps);
+// Normalizes with the statistics in T: float, or double for rows whose
+// squares overflow float32.
+template <typename T>
+void NormalizeRow(const float* in, float* out, int64_t width, const float* gamma, const float* beta, float eps,
+                  bool relu, T mean, T sq) {
+  const T inv_std = T{1} / std::sqrt(sq / static_cast<T>(width) + static_cast<T>(eps));
+  // The normalized value is at most sqrt(width) in magnitude: float again.
   if (relu) {
 #pragma omp simd
     for (int64_t i = 0; i < width; ++i) {
-      const float y = (in[i] - mean) * inv_std * gamma[i] + beta[i];
+      const float y = static_cast<float>((in[i] - mean) * inv_std) * gamma[i] + beta[i];
       out[i] = y > 0 ? y : 0;
     }
   } else {
 #pragma omp simd
-    for (int64_t i = 0; i < width; ++i) out[i] = (in[i] - mean) * inv_std * gamma[i] + beta[i];
+    for (int64_t i = 0; i < width; ++i) out[i] = static_cast<float>((in[i] - mean) * inv_std) * gamma[i] + beta[i];
   }
+}
+
+template <typename T>
+T Mean(const float* in, int64_t width) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < width; ++i) sum += in[i];
+  return sum / static_cast<T>(width);
+}
+
+template <typename T>
+T SumOfSquares(const float* in, int64_t width, T mean) {
+  T sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < width; ++i) {
+    const T c = in[i] - mean;
+    sq += c * c;
+  }
+  return sq;
+}
+
+void LayerNormRow(const float* in, float* out, int64_t width, const float* gamma,
+                  const float* beta, float eps, bool relu) {
+  // Two-pass statistics: the row is in L1/L2, and this avoids the
+  // cancellation of the one-pass E[x^2] - E[x]^2. In float, unless a square
+  // (or the sum) overflows float32, which would turn every output into beta:
+  // then again in double, where no float32 input can overflow.
+  const float mean = Mean<float>(in, width);
+  const float sq = SumOfSquares<float>(in, width, mean);
+  if (std::isfinite(sq)) {
+    NormalizeRow<float>(in, out, width, gamma, beta, eps, relu, mean, sq);
+    return;
+  }
+  const double exact_mean = Mean<double>(in, width);
+  NormalizeRow<double>(in, out, width, gamma, beta, eps, relu, exact_mean,
+                       SumOfSquares<double>(in, width, exact_mean));
 }
 
 // Below this many values in all, a parallel region costs more than it

@@ -12,7 +12,9 @@ namespace masknet {
 //   out = LN(in) = (in - mean) / sqrt(var + eps) * gamma + beta   (biased var)
 // followed by max(0, .) when `relu`. Two read passes over the row (cache
 // resident) for the mean and the centred variance, then one fused
-// normalize-scale-shift-activate pass that writes the output.
+// normalize-scale-shift-activate pass that writes the output. A row whose
+// squares overflow float32 is normalized again in double, so any finite
+// float32 input is normalized correctly (to float rounding).
 // Rows start `in_stride` / `out_stride` floats apart; `in` and `out` may be
 // the same buffer with the same stride. Parallel over rows (OpenMP).
 // REQUIRES: width >= 1, eps > 0, gamma and beta hold `width` values.

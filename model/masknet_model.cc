@@ -107,6 +107,12 @@ absl::Status FoldDense(const DenseLayerSpec& spec, const TensorMap& weights,
     const float s = bn->scale[o];
     for (int64_t i = 0; i < spec.input_width; ++i) w[o * spec.input_width + i] *= s;
     b[o] = (b[o] - bn->center[o]) * s + bn->shift[o];
+    const auto row = absl::MakeConstSpan(w).subspan(o * spec.input_width, spec.input_width);
+    if (!std::isfinite(b[o]) || !std::all_of(row.begin(), row.end(), [](float x) { return std::isfinite(x); })) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", spec.prefix, "' output ", o, ": folding its batch norm (scale ", s,
+          ") into the weights and bias overflows float32"));
+    }
   }
   return absl::OkStatus();
 }
@@ -610,13 +616,18 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
     }
   }
   if (first_bad < n) {
+    const auto [slice, candidate] = ws.rows[first_bad];
+    const RequestFeatures& request = *slices[slice].request;
+    const std::string where = absl::StrCat("candidates[", candidate, "].features");
+    if (auto s = net.assembler.FindOverflow(request.context, request.candidates[candidate], where); !s.ok()) {
+      return s;
+    }
+    // Not a transform: an input norm (of values that are all finite).
     const float* row = v + first_bad * d;
     const int64_t i = std::find_if(row, row + d, [](float x) { return !std::isfinite(x); }) - row;
     const FieldSpec& field = spec_.schema.fields()[spec_.schema.FieldAt(i)];
-    return absl::InvalidArgumentError(absl::StrCat(
-        field.scope == Scope::kContext ? "context" : absl::StrCat("candidates[", ws.rows[first_bad].second, "]"),
-        ": field '", field.config.name(), "' value ", i - field.offset, " overflows float32 (", row[i],
-        ") after the field's transform and normalization"));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": field '", field.config.name(), "' value ",
+                                                   i - field.offset, " overflows float32 in its input norm"));
   }
   // Padding rows run through the network too; keep them finite.
   std::memset(v + n * d, 0, (rows - n) * d * sizeof(float));

@@ -109,6 +109,56 @@ TEST(FeatureAssemblerTest, SignedLog1pOfAWideFieldMatchesTheScalarFormula) {
   }
 }
 
+TEST(LayerNormRowsTest, IsExactForValuesWhoseSquaresOverflowFloat) {
+  // Squares of 1e19 and 3e38 overflow float32; the statistics must not.
+  const std::vector<float> in = {1e19f, -1e19f, 0.0f, 3e38f, -3e38f, 3e38f, -3e38f};
+  const std::vector<float> gamma = {2.0f, 2.0f, 2.0f, 1.0f};
+  const std::vector<float> beta = {0.5f, 0.5f, 0.5f, 0.0f};
+  std::vector<float> out(in.size());
+  LayerNormRows(in.data(), 3, out.data(), 3, 1, 3, gamma.data(), beta.data(), 1e-5f, /*relu=*/false);
+  LayerNormRows(in.data() + 3, 4, out.data() + 3, 4, 1, 4, gamma.data(), beta.data(), 1e-5f, /*relu=*/false);
+  const float a = static_cast<float>(std::sqrt(1.5));  // x / std for {x, -x, 0}
+  EXPECT_NEAR(out[0], 2 * a + 0.5f, 1e-5);
+  EXPECT_NEAR(out[1], -2 * a + 0.5f, 1e-5);
+  EXPECT_NEAR(out[2], 0.5f, 1e-5);
+  // {x, -x, x, -x}: mean 0, std x, so +-1 times gamma.
+  EXPECT_NEAR(out[3], 2.0f + 0.5f, 1e-5);
+  EXPECT_NEAR(out[4], -2.0f + 0.5f, 1e-5);
+  EXPECT_NEAR(out[5], 2.0f + 0.5f, 1e-5);
+  EXPECT_NEAR(out[6], -1.0f, 1e-5);
+}
+
+TEST(MaskNetModelTest, ABatchNormThatFoldsOutOfFloatRangeIsRefused) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  {  // a dense field's batch norm: scale = weight / sqrt(var + eps)
+    TensorMap weights = testing::RandomWeights(spec, 2);
+    weights.at("fields.counts.batch_norm.running_var").values[1] = 0.0f;
+    weights.at("fields.counts.batch_norm.weight").values[1] = 3e38f;
+    auto model = MaskNetModel::Create(spec, std::move(weights), {8});
+    ASSERT_FALSE(model.ok());
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(model.status().message()),
+                ::testing::HasSubstr("batch norm 'fields.counts.batch_norm' value 1"));
+  }
+  {  // a layer's batch norm, folded into its weights
+    auto config = testing::ParseConfigOrDie(testing::kTinyConfig);
+    auto* bn = config.mutable_mlp(0)->mutable_batch_norm();
+    bn->set_eps(1e-5f);
+    bn->set_affine(true);
+    auto with_bn = *ModelSpec::FromConfig(config);
+    TensorMap weights = testing::RandomWeights(with_bn, 2);
+    weights.at("mlp.0.batch_norm.running_var").values[2] = 0.0f;
+    weights.at("mlp.0.batch_norm.weight").values[2] = 1e36f;  // scale 3.2e38: finite
+    const int64_t inputs = weights.at("mlp.0.weight").shape[1];
+    weights.at("mlp.0.weight").values[2 * inputs] = 4.0f;  // times the scale: not
+    auto model = MaskNetModel::Create(with_bn, std::move(weights), {8});
+    ASSERT_FALSE(model.ok());
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(model.status().message()),
+                ::testing::HasSubstr("layer 'mlp.0' output 2: folding its batch norm"));
+  }
+}
+
 TEST(RowBucketsTest, PadsByLessThanAFifth) {
   RowBuckets buckets(1000);
   EXPECT_EQ(buckets.BucketFor(1), 1);
@@ -259,7 +309,30 @@ TEST(MaskNetModelTest, ReportsTheCandidateWhoseValueOverflowsInItsTransform) {
   const absl::Status s = model->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()),
-              HasSubstr("candidates[2]: field 'counts' value 0 overflows float32 (inf) after the field's transform"));
+              HasSubstr("candidates[2].features: field 'counts' value 0 (3e+38) overflows float32 in the field's "
+                        "transform"));
+}
+
+TEST(MaskNetModelTest, AnOverflowInAClampedFieldSaturatesAtTheClamp) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  // age: signed log1p, affine, clamp [-3, 3] (candidate dense value 0).
+  weights["fields.age.scale"].values = {1e38f};
+  weights["fields.age.shift"].values = {0.0f};
+  auto model = *MaskNetModel::Create(std::move(spec), std::move(weights), {16});
+  testing::OwnedRequest request = testing::RandomRequest(model->spec().schema, 2, 3);
+  request.candidates[1] = request.candidates[0];
+  request.candidates[0].dense[0] = 1e10f;  // log1p: 23.0, times 1e38: inf, clamped: 3
+  request.candidates[1].dense[0] = 1.0f;   // log1p: 0.69, times 1e38: 6.9e37, clamped: 3
+  const RequestFeatures view = request.view();
+  const BatchSlice slice{&view, 0, 2};
+  std::vector<float> scores(4);
+  Workspace workspace;
+  ASSERT_TRUE(model->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores)).ok());
+  for (int t = 0; t < 2; ++t) {
+    EXPECT_TRUE(std::isfinite(scores[t])) << t;
+    EXPECT_FLOAT_EQ(scores[t], scores[2 + t]) << t;  // the same clamped features
+  }
 }
 
 TEST(MaskNetModelTest, RefusesAWorkspaceAboveItsLimit) {
