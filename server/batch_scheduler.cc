@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/logging.h"
 
 namespace masknet {
 namespace batching_internal {
@@ -168,11 +169,14 @@ absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
           "; retry later"));
     }
   }
+  // Insert first: should it throw, the task was not accepted and its state
+  // is untouched.
+  const auto place = queue->tasks.insert(queue->tasks.end(), task);
   TaskState& s = task->state_;
   s = TaskState();
   s.queue = queue;
   s.queued = true;
-  s.place = queue->tasks.insert(queue->tasks.end(), task);
+  s.place = place;
   s.size = size;
   s.bytes = bytes;
   s.deadline = deadline;
@@ -200,6 +204,16 @@ bool BatchScheduler::Withdraw(BatchTask* task, absl::Status status) {
   return true;
 }
 
+void BatchScheduler::Finish(BatchTask* task, absl::Status status) {
+  try {
+    task->Done(std::move(status));
+  } catch (const std::exception& e) {
+    Log(Severity::kError, absl::StrCat("a finished task's Done threw: ", e.what()), {{"event", "internal_error"}});
+  } catch (...) {
+    Log(Severity::kError, "a finished task's Done threw an unknown exception", {{"event", "internal_error"}});
+  }
+}
+
 void BatchScheduler::Cancel(BatchTask* task, absl::Status status) {
   if (status.ok()) status = absl::CancelledError("the call was cancelled");
   absl::Status final_status;
@@ -211,7 +225,7 @@ void BatchScheduler::Cancel(BatchTask* task, absl::Status status) {
     final_status = std::move(task->state_.status);
     if (drained_) drained = DetachDrainedQueues();
   }
-  task->Done(std::move(final_status));
+  Finish(task, std::move(final_status));
 }
 
 bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
@@ -279,7 +293,7 @@ void BatchScheduler::WorkerLoop(int worker) {
   std::vector<std::pair<BatchTask*, absl::Status>> finished;
   std::vector<std::unique_ptr<Queue>> drained;
   auto finish = [&finished, &drained] {
-    for (auto& [task, status] : finished) task->Done(std::move(status));
+    for (auto& [task, status] : finished) Finish(task, std::move(status));
     finished.clear();
     drained.clear();
   };

@@ -90,7 +90,8 @@ class BatchTask {
   // before every candidate was in a batch, or the status passed to Cancel.
   // Runs on a worker thread or on the thread calling Cancel, never under the
   // scheduler's lock. The scheduler does not touch the task once Done
-  // begins, so Done may delete it.
+  // begins, so Done may delete it. Done should not throw; if it does, the
+  // scheduler logs the exception and goes on (the task is not called again).
   virtual void Done(absl::Status status) = 0;
 
  private:
@@ -179,6 +180,8 @@ class BatchScheduler {
 
   absl::Status Schedule(batching_internal::Queue* queue, BatchTask* task) ABSL_LOCKS_EXCLUDED(mu_);
   void Cancel(BatchTask* task, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
+  // Calls task->Done(status), logging an exception it throws.
+  static void Finish(BatchTask* task, absl::Status status);
   void CloseQueue(batching_internal::Queue* queue) ABSL_LOCKS_EXCLUDED(mu_);
   // Takes closed queues whose tasks have all finished out of the
   // scheduler; the caller deletes them after releasing mu_ (a processor may

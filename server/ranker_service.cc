@@ -35,6 +35,18 @@ int64_t BytesOf(const FeatureValues& v) {
 
 }  // namespace
 
+absl::Status StatusFromExceptions(absl::string_view what, absl::FunctionRef<absl::Status()> fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat(what, ": an unknown exception"));
+  }
+}
+
 // What the service records of every answered call: metrics, and log lines
 // for internal errors and (rate-limited) overload. Thread-safe.
 class RankerService::CallRecorder {
@@ -114,14 +126,33 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   void Schedule(std::shared_ptr<BatchQueue> queue) {
     queue_ = std::move(queue);
     accepted_ = absl::Now();
-    if (absl::Status s = queue_->Schedule(this); !s.ok()) Answer(s);
+    const absl::Status s = StatusFromExceptions("queueing the call", [&] { return queue_->Schedule(this); });
+    if (s.ok()) {
+      handed_off_ = true;
+    } else {
+      Answer(s);
+    }
   }
 
-  // Finishes the call with `status` and records it.
+  // Finishes the call with `status` and records it. Never throws: without
+  // Finish the call would hang.
   void Answer(const absl::Status& status) {
-    recorder_->Record(metrics_.get(), servable_.get(), status, request_->candidates_size(), absl::Now() - arrived_);
-    Finish(ToGrpcStatus(status));
+    handed_off_ = true;
+    (void)StatusFromExceptions("recording the call", [&] {
+      recorder_->Record(metrics_.get(), servable_.get(), status, request_->candidates_size(),
+                        absl::Now() - arrived_);
+      return absl::OkStatus();
+    });
+    grpc::Status answer(grpc::StatusCode::RESOURCE_EXHAUSTED, "");  // if even the message cannot be copied
+    (void)StatusFromExceptions("answering the call", [&] {
+      answer = ToGrpcStatus(status);
+      return absl::OkStatus();
+    });
+    Finish(answer);
   }
+
+  // Whether the call was answered or queued (then the queue answers it).
+  bool handed_off() const { return handed_off_; }
 
   // When the queue accepted the call.
   absl::Time accepted() const { return accepted_; }
@@ -135,13 +166,17 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   absl::Time deadline() const override { return deadline_; }
   void Done(absl::Status status) override {
     if (status.ok()) {
-      const int num_tasks = servable_->model->num_tasks();
-      response_->mutable_candidates()->Reserve(request_->candidates_size());
-      for (int i = 0; i < request_->candidates_size(); ++i) {
-        auto* out = response_->add_candidates();
-        out->set_id(request_->candidates(i).id());
-        out->mutable_scores()->Add(scores_.begin() + i * num_tasks, scores_.begin() + (i + 1) * num_tasks);
-      }
+      status = StatusFromExceptions("building the response", [&] {
+        const int num_tasks = servable_->model->num_tasks();
+        response_->mutable_candidates()->Reserve(request_->candidates_size());
+        for (int i = 0; i < request_->candidates_size(); ++i) {
+          auto* out = response_->add_candidates();
+          out->set_id(request_->candidates(i).id());
+          out->mutable_scores()->Add(scores_.begin() + i * num_tasks, scores_.begin() + (i + 1) * num_tasks);
+        }
+        return absl::OkStatus();
+      });
+      if (!status.ok()) response_->Clear();
     }
     Answer(status);
   }
@@ -169,6 +204,7 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   int64_t bytes_ = 0;
   std::vector<float> scores_;
   std::shared_ptr<BatchQueue> queue_;
+  bool handed_off_ = false;
 };
 
 }  // namespace
@@ -318,29 +354,45 @@ std::optional<BatchQueueStats> RankerService::QueueStats(const std::string& mode
 
 grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* context,
                                               const RankRequest* request, RankResponse* response) {
-  auto* call = new RankCall(context, request, response, recorder_.get());
-  auto servable = repository_->Find(request->model_name(), request->model_version());
-  if (!servable.ok()) {
-    call->Answer(servable.status());
-    return call;
+  RankCall* call = nullptr;
+  try {
+    call = new RankCall(context, request, response, recorder_.get());
+  } catch (const std::bad_alloc&) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, ""));
+    return reactor;
   }
-  const VersionState state = StateFor(*servable);
-  call->Resolve(*servable, state.metrics);
-  const MaskNetModel& model = *(*servable)->model;
-  auto features = ParseRankRequest(*request, model.spec().schema, options_.max_candidates);
-  if (!features.ok()) {
-    call->Answer(features.status());
-    return call;
+  // An exception (an allocation that fails) before the call was answered
+  // or queued answers it; after, the queue owns it.
+  const absl::Status accepted = StatusFromExceptions("accepting the call", [&] {
+    auto servable = repository_->Find(request->model_name(), request->model_version());
+    if (!servable.ok()) {
+      call->Answer(servable.status());
+      return absl::OkStatus();
+    }
+    const VersionState state = StateFor(*servable);
+    call->Resolve(*servable, state.metrics);
+    const MaskNetModel& model = *(*servable)->model;
+    auto features = ParseRankRequest(*request, model.spec().schema, options_.max_candidates);
+    if (!features.ok()) {
+      call->Answer(features.status());
+      return absl::OkStatus();
+    }
+    response->set_model_name((*servable)->name);
+    response->set_model_version((*servable)->version);
+    for (const TaskSpec& t : model.spec().tasks) response->add_tasks(t.name);
+    if (features->candidates.empty()) {
+      call->Answer(absl::OkStatus());
+      return absl::OkStatus();
+    }
+    call->Prepare(*std::move(features));
+    call->Schedule(state.queue);
+    return absl::OkStatus();
+  });
+  if (!accepted.ok() && !call->handed_off()) {
+    response->Clear();
+    call->Answer(accepted);
   }
-  response->set_model_name((*servable)->name);
-  response->set_model_version((*servable)->version);
-  for (const TaskSpec& t : model.spec().tasks) response->add_tasks(t.name);
-  if (features->candidates.empty()) {
-    call->Answer(absl::OkStatus());
-    return call;
-  }
-  call->Prepare(*std::move(features));
-  call->Schedule(state.queue);
   return call;
 }
 

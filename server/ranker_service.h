@@ -9,6 +9,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
@@ -18,6 +21,12 @@
 #include "server/metrics.h"
 
 namespace masknet {
+
+// Runs `fn` and returns its status; an exception escaping it becomes one
+// instead: RESOURCE_EXHAUSTED "<what>: out of memory" for std::bad_alloc,
+// INTERNAL "<what>: <message>" for any other. For code on gRPC's and the
+// workers' threads, where an exception would end the process.
+absl::Status StatusFromExceptions(absl::string_view what, absl::FunctionRef<absl::Status()> fn);
 
 // The masknet.serving.v1.Ranker service: resolves the model, validates the
 // request against its schema on the gRPC thread that received it, and

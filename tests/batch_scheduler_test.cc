@@ -1,6 +1,7 @@
 #include "server/batch_scheduler.h"
 
 #include <atomic>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -479,6 +480,44 @@ TEST(BatchSchedulerTest, AnExceptionInTheProcessorFailsItsBatchAndTheWorkersGoOn
   TestTask second(3);
   ASSERT_TRUE(queue->Schedule(&second).ok());
   EXPECT_TRUE(second.Wait().ok());
+}
+
+TEST(BatchSchedulerTest, ATaskWhoseDoneThrowsDoesNotStopTheWorkers) {
+  // Done builds a response; an allocation failing there must not end the
+  // process or the worker.
+  class ThrowingTask : public TestTask {
+   public:
+    using TestTask::TestTask;
+    void Done(absl::Status status) override {
+      TestTask::Done(std::move(status));
+      throw std::bad_alloc();
+    }
+  };
+  BatchScheduler scheduler({1});
+  auto queue = scheduler.AddQueue(QueueOptions(4), [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); });
+  ThrowingTask first(3);
+  ASSERT_TRUE(queue->Schedule(&first).ok());
+  EXPECT_TRUE(first.Wait().ok());
+  ThrowingTask cancelled(2);  // Done from Cancel, on the cancelling thread
+  Gate gate;
+  absl::Notification entered;
+  auto blocked = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice>) {
+    if (!entered.HasBeenNotified()) entered.Notify();
+    gate.Pass();
+    return absl::OkStatus();
+  });
+  TestTask holder(1);
+  ASSERT_TRUE(blocked->Schedule(&holder).ok());
+  entered.WaitForNotification();  // the one worker is busy: `cancelled` stays queued
+  ASSERT_TRUE(blocked->Schedule(&cancelled).ok());
+  blocked->Cancel(&cancelled, absl::CancelledError("gone"));
+  EXPECT_EQ(cancelled.Wait().code(), absl::StatusCode::kCancelled);
+  gate.Open();
+  EXPECT_TRUE(holder.Wait().ok());
+  TestTask second(3);
+  ASSERT_TRUE(queue->Schedule(&second).ok());
+  EXPECT_TRUE(second.Wait().ok());
+  EXPECT_EQ(first.done_calls(), 1);
 }
 
 TEST(BatchSchedulerTest, ShutdownFinishesAcceptedTasksThenRefusesNewOnes) {

@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <limits>
+#include <new>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
+#include "server/ranker_service.h"
 #include "server/ranking_server.h"
 #include "tests/fixtures.h"
 #include "tests/server_harness.h"
@@ -29,6 +32,24 @@ using ::testing::HasSubstr;
 using testing::ServerHarness;
 
 // Every fixture model under one root (symlinks), served by one server.
+TEST(StatusFromExceptionsTest, TurnsWhatWouldEndTheProcessIntoAnError) {
+  // What Rank (parsing, queueing) and a finished call (building the
+  // response) run under: an exception there would escape into gRPC.
+  const absl::Status oom = StatusFromExceptions("building the response", []() -> absl::Status {
+    throw std::bad_alloc();
+  });
+  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(oom.message(), "building the response: out of memory");
+  const absl::Status other = StatusFromExceptions("accepting the call", []() -> absl::Status {
+    throw std::length_error("vector::reserve");
+  });
+  EXPECT_EQ(other.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(other.message(), "accepting the call: vector::reserve");
+  const absl::Status unknown = StatusFromExceptions("x", []() -> absl::Status { throw 7; });
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(StatusFromExceptions("x", [] { return absl::NotFoundError("kept"); }), absl::NotFoundError("kept"));
+}
+
 TEST(ServerParityTest, ScoresOverGrpcEqualTheReference) {
   const std::string root = testing::MakeTempDir();
   const std::vector<std::string> names = testing::FixtureNames();
