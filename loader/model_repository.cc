@@ -44,18 +44,19 @@ std::string Fingerprint(const fs::path& dir) {
   return out;
 }
 
-// Reads, builds and warms up one version.
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& name, int64_t version,
-                                                             const fs::path& dir,
+                                                             const std::string& dir,
                                                              const MaskNetModel::Options& options) {
-  auto loaded = LoadModelVersion(dir.string());
+  auto loaded = LoadModelVersion(dir);
   if (!loaded.ok()) return loaded.status();
   auto model = MaskNetModel::Create(std::move(loaded->spec), std::move(loaded->weights), options);
   if (!model.ok()) {
-    return absl::Status(model.status().code(), absl::StrCat(dir.string(), ": ", model.status().message()));
+    return absl::Status(model.status().code(), absl::StrCat(dir, ": ", model.status().message()));
   }
   if (absl::Status s = (*model)->WarmUp(); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(dir.string(), ": warm-up failed: ", s.message()));
+    return absl::Status(s.code(), absl::StrCat(dir, ": warm-up failed: ", s.message()));
   }
   auto servable = std::make_shared<Servable>();
   servable->name = name;
@@ -64,8 +65,6 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& 
   servable->model = *std::move(model);
   return servable;
 }
-
-}  // namespace
 
 absl::string_view EventKindName(RepositoryEvent::Kind kind) {
   switch (kind) {
@@ -110,8 +109,12 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const Opt
     return absl::NotFoundError(absl::StrCat("model root '", options.root, "' is not a directory"));
   }
   std::unique_ptr<ModelRepository> repo(new ModelRepository(options));
-  if (absl::Status s = repo->Refresh(/*strict=*/true, warnings); !s.ok()) return s;
+  absl::Status first_failure;
+  if (absl::Status s = repo->Refresh(options.fail_on_model_error, warnings, &first_failure); !s.ok()) return s;
   absl::MutexLock lock(&repo->mu_);
+  // Nothing to serve because versions failed: say why, even where an empty
+  // root is allowed (that is for a root that waits for its first model).
+  if (repo->models_.empty() && !first_failure.ok()) return first_failure;
   if (repo->models_.empty() && !options.allow_empty) {
     return absl::NotFoundError(absl::StrCat("no model versions under '", options.root,
                                             "' (expected <root>/<model_name>/<version>/)"));
@@ -129,7 +132,8 @@ void ModelRepository::Report(const RepositoryEvent& event) const {
   if (options_.on_event) options_.on_event(event);
 }
 
-absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* warnings) {
+absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* warnings,
+                                      absl::Status* first_failure) {
   auto model_dirs = ListDirectories(options_.root);
   if (!model_dirs.ok()) {
     Report({RepositoryEvent::Kind::kScanFailed, options_.root, 0, model_dirs.status(), absl::ZeroDuration()});
@@ -182,7 +186,7 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
       const auto key = std::make_pair(name, version);
       if (auto failed = failures_.find(key); failed != failures_.end() && failed->second == fingerprint) continue;
       const absl::Time start = absl::Now();
-      auto servable = LoadServable(name, version, dir, options_.model);
+      auto servable = LoadServable(name, version, dir.string(), options_.model);
       const absl::Duration took = absl::Now() - start;
       if (!servable.ok()) {
         failures_[key] = fingerprint;
@@ -194,6 +198,7 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
       chosen[version] = *std::move(servable);
       events.push_back({RepositoryEvent::Kind::kLoaded, name, version, absl::OkStatus(), took});
     }
+    if (first_failure != nullptr && first_failure->ok()) *first_failure = first_error;
     if (chosen.empty() && strict && !first_error.ok()) return first_error;
     if (!chosen.empty()) next[name] = std::move(chosen);
   }

@@ -29,6 +29,15 @@ struct Servable {
   std::unique_ptr<const MaskNetModel> model;
 };
 
+// Loads the model version in `dir` as the repository does: config and
+// weights (LoadModelVersion), the model built with `options`, and a warm-up
+// run. Errors name `dir` and what is wrong; a version that loads here loads
+// in a repository with the same options. masknet_check_model and the Python
+// exporter use it to decide what a valid model is.
+absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& name, int64_t version,
+                                                             const std::string& dir,
+                                                             const MaskNetModel::Options& options);
+
 // Something that happened to a model version, reported to
 // ModelRepository::Options::on_event.
 struct RepositoryEvent {
@@ -64,6 +73,12 @@ class ModelRepository {
     MaskNetModel::Options model;
     // Versions of each model kept loaded: the newest that load. At least 1.
     int keep_versions = kDefaultKeepVersions;
+    // At Load, a model that has versions none of which loads (or whose
+    // directory cannot be listed): true fails Load with its error; false
+    // reports it (on_event) and serves the other models, retrying it at
+    // every Poll once its files change. When no model loads at all, Load
+    // fails with the first error either way.
+    bool fail_on_model_error = false;
     // Whether Load accepts a root with no model version yet (a watched
     // repository may start empty and be filled later).
     bool allow_empty = false;
@@ -117,9 +132,11 @@ class ModelRepository {
 
   explicit ModelRepository(const Options& options) : options_(options) {}
 
-  // One scan and load pass; `strict` (Load) turns a model without a
-  // loadable version into an error.
-  absl::Status Refresh(bool strict, std::vector<std::string>* warnings) ABSL_LOCKS_EXCLUDED(mu_);
+  // One scan and load pass; `strict` turns a model without a loadable
+  // version into an error. The first load error is kept in *first_failure
+  // (if not null) either way.
+  absl::Status Refresh(bool strict, std::vector<std::string>* warnings, absl::Status* first_failure = nullptr)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void Report(const RepositoryEvent& event) const;
 
   const Options options_;

@@ -34,6 +34,7 @@
 #include "server/metrics.h"
 #include "server/logging.h"
 #include "server/ranking_server.h"
+#include "server/tls.h"
 
 ABSL_FLAG(std::string, model_root, "",
           "Directory holding <model_name>/<version>/{model_config.pbtxt,weights.safetensors}. "
@@ -46,6 +47,16 @@ ABSL_FLAG(int32_t, metrics_port, masknet::defaults::kMetricsPort,
           "HTTP port for /metrics (Prometheus), /healthz and /readyz; 0 turns it off.");
 ABSL_FLAG(int32_t, port, masknet::defaults::kPort,
           "gRPC port (Ranker, grpc.health.v1.Health, reflection); 0 picks a free one.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls_key). Empty: plaintext. Read again "
+          "every --tls_reload_interval, so rotated certificates need no restart. The HTTP port stays "
+          "plaintext, for the cluster's scraper and probes.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates: require mTLS, refusing clients without a certificate signed by one "
+          "of them. Needs --tls_cert and --tls_key.");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Minutes(1),
+          "How often the TLS files are read again (at least 1s).");
 ABSL_FLAG(int64_t, max_candidates, masknet::defaults::kMaxCandidates,
           "Most candidates in one Rank request; more is INVALID_ARGUMENT.");
 ABSL_FLAG(int64_t, max_request_bytes, masknet::defaults::kMaxRequestBytes,
@@ -95,6 +106,10 @@ ABSL_FLAG(absl::Duration, model_poll_interval, masknet::defaults::kModelPollInte
 ABSL_FLAG(int32_t, keep_versions, masknet::ModelRepository::kDefaultKeepVersions,
           "Newest loadable versions of each model kept loaded (callers may pin any of them with "
           "model_version).");
+ABSL_FLAG(bool, fail_on_model_error, false,
+          "At start-up, a model whose versions all fail to load stops the server (exit 1). "
+          "Default: it is logged (load_failed) and the other models serve; it is retried when its "
+          "files change.");
 ABSL_FLAG(std::string, log_format, "text", "Event log on stderr: text or json (one object per line).");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "On SIGTERM or SIGINT: how long to keep serving while health reports NOT_SERVING, so "
@@ -235,6 +250,17 @@ int Main() {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  ServerTlsOptions tls;
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  tls.reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  auto credentials = MakeServerCredentials(tls);
+  if (!credentials.ok()) {
+    Log(Severity::kError, std::string(credentials.status().message()));
+    return 2;
+  }
+
   const int usable_cpus = UsableCpus();
   const int intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   int num_workers = absl::GetFlag(FLAGS_num_workers);
@@ -305,6 +331,7 @@ int Main() {
   repo_options.model.threads = intra_op_threads;
   repo_options.model.precision = absl::GetFlag(FLAGS_precision) == "bf16" ? Precision::kBf16 : Precision::kF32;
   repo_options.keep_versions = absl::GetFlag(FLAGS_keep_versions);
+  repo_options.fail_on_model_error = absl::GetFlag(FLAGS_fail_on_model_error);
   repo_options.allow_empty = poll_interval > absl::ZeroDuration();
   std::vector<RepositoryEvent> initial_events;  // logged once Load returns
   repo_options.on_event = [&](const RepositoryEvent& e) {
@@ -337,6 +364,7 @@ int Main() {
   RankingServer::Options options;
   options.address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.credentials = *credentials;
   options.service.max_candidates = absl::GetFlag(FLAGS_max_candidates);
   options.service.scheduler.num_workers = num_workers;
   options.service.queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
@@ -353,6 +381,9 @@ int Main() {
   }
   running_server = server->get();
   Log(Severity::kInfo, absl::StrCat("serving on ", absl::GetFlag(FLAGS_host), ":", (*server)->port(),
+                                    tls.cert.empty()             ? " (plaintext)"
+                                    : tls.client_ca.empty()      ? " (TLS)"
+                                                                 : " (mTLS: client certificates required)",
                                     (*repository)->ready() ? "" : "; not ready until a model version is published"));
   std::unique_ptr<RepositoryWatcher> watcher;
   if (poll_interval > absl::ZeroDuration()) {

@@ -13,7 +13,9 @@ absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelR
   std::unique_ptr<RankingServer> server(new RankingServer());
   server->service_ = std::make_unique<RankerService>(repository, options.service);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(options.address,
+                           options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
+                           &server->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_request_bytes));
   // Responses are far smaller than requests (a few floats per candidate).
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_request_bytes));

@@ -24,6 +24,8 @@ class RankingServer {
     // host:port; port 0 picks a free port (see port()).
     std::string address = "0.0.0.0:50051";
     int64_t max_request_bytes = defaults::kMaxRequestBytes;
+    // TLS or mTLS (see MakeServerCredentials); null: plaintext.
+    std::shared_ptr<grpc::ServerCredentials> credentials;
     RankerService::Options service;
   };
 

@@ -173,7 +173,7 @@ TEST(ModelRepositoryTest, ServesNewestVersionByDefaultAndNamesWhatIsMissing) {
   EXPECT_EQ((*repo)->Find("tiny", -1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(ModelRepositoryTest, FailsOnTheFirstBadVersionWithItsError) {
+TEST(ModelRepositoryTest, WithNothingToServeFailsWithTheFirstBadVersionsError) {
   const std::string root = testing::MakeTempDir();
   auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
   TensorMap weights = testing::RandomWeights(spec, 1);
@@ -184,6 +184,31 @@ TEST(ModelRepositoryTest, FailsOnTheFirstBadVersionWithItsError) {
   ASSERT_FALSE(repo.ok());
   EXPECT_EQ(repo.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(repo.status().message()), HasSubstr("tiny/1/weights.safetensors: missing tensor 'mlp.0.bias'"));
+}
+
+TEST(ModelRepositoryTest, AModelThatDoesNotLoadLeavesTheOthersServingUnlessStrict) {
+  const std::string root = testing::MakeTempDir();
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap bad = testing::RandomWeights(spec, 1);
+  bad.erase("mlp.0.bias");
+  testing::WriteModelVersion(root, "broken", 1, testing::kTinyConfig, bad);
+  testing::WriteModelVersion(root, "good", 1, testing::kTinyConfig, testing::RandomWeights(spec, 2));
+  std::vector<std::string> warnings;
+  std::vector<std::string> failed;
+  ModelRepository::Options options = RepoOptions(root);
+  options.on_event = [&](const RepositoryEvent& e) {
+    if (e.kind == RepositoryEvent::Kind::kLoadFailed) failed.push_back(absl::StrCat(e.name, "/", e.version));
+  };
+  auto repo = ModelRepository::Load(options, &warnings);
+  ASSERT_TRUE(repo.ok()) << repo.status();
+  EXPECT_TRUE((*repo)->Find("good", 0).ok());
+  EXPECT_EQ((*repo)->Find("broken", 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(failed, ::testing::ElementsAre("broken/1"));
+
+  options.fail_on_model_error = true;
+  auto strict = ModelRepository::Load(options, &warnings);
+  ASSERT_FALSE(strict.ok());
+  EXPECT_THAT(std::string(strict.status().message()), HasSubstr("broken/1/weights.safetensors: missing tensor"));
 }
 
 TEST(ModelRepositoryTest, EmptyRootIsNotFound) {

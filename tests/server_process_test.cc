@@ -131,7 +131,8 @@ TEST(ServerProcessTest, HelpListsEveryLimit) {
                            "--intra_op_threads", "--max_queued_candidates", "--max_queued_bytes",
                            "--admit_by_deadline", "--deadline_headroom", "--max_workspace_bytes",
                            "--model_poll_interval", "--keep_versions", "--log_format", "--drain_delay",
-                           "--shutdown_grace_period"}) {
+                           "--shutdown_grace_period", "--fail_on_model_error", "--tls_cert", "--tls_key",
+                           "--tls_client_ca", "--tls_reload_interval"}) {
     EXPECT_THAT(log, HasSubstr(flag));
   }
 }
@@ -146,6 +147,12 @@ TEST(ServerProcessTest, InvalidLimitExitsWithAMessage) {
   ServerProcess server({"--model_root=/nonexistent", "--max_batch_size=0"});
   EXPECT_EQ(server.Wait(), 2);
   EXPECT_THAT(server.Log(), HasSubstr("--max_batch_size must be in [1, 16384], got 0"));
+}
+
+TEST(ServerProcessTest, ATlsKeyWithoutACertificateExitsWithAMessage) {
+  ServerProcess server({"--model_root=/nonexistent", "--tls_key=/nonexistent.key"});
+  EXPECT_EQ(server.Wait(), 2);
+  EXPECT_THAT(server.Log(), HasSubstr("--tls_cert and --tls_key go together"));
 }
 
 TEST(ServerProcessTest, PortInUseExitsWithAMessage) {

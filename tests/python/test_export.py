@@ -94,6 +94,37 @@ class ExportTest(unittest.TestCase):
         with self.assertRaises(config.ConfigError):
             export.export_model(model_config, {}, self.root, "m")
 
+    def test_a_model_the_server_refuses_is_not_exported(self):
+        # Finite weights with a non-negative variance pass the exporter's
+        # own checks; folded (weight / sqrt(var + eps)) into float32 they
+        # overflow, and the server's loader says so.
+        model = _model("variant-serial-block-ln")
+        state = model.state_dict()
+        state["mlp.0.batch_norm.running_var"][2] = 0.0
+        state["mlp.0.batch_norm.weight"][2] = 1e36  # scale 3.2e38: finite
+        state["mlp.0.weight"][2, 0] = 4.0  # times the scale: not
+        with self.assertRaisesRegex(
+                export.ExportError,
+                "the server would not load this model: .*/m/1: layer "
+                "'mlp.0' output 2: folding its batch norm"):
+            export.export_model(model.model_config, state, self.root, "m")
+        self.assertEqual(os.listdir(os.path.join(self.root, "m")), [],
+                         "nothing may be left behind")
+
+    def test_without_the_server_checker_nothing_is_exported(self):
+        previous = os.environ.get(export.CHECKER_ENV)
+        os.environ[export.CHECKER_ENV] = os.path.join(self.root, "missing")
+        try:
+            with self.assertRaisesRegex(export.ExportError,
+                                        "masknet_check_model"):
+                self._export(_model().state_dict())
+        finally:
+            if previous is None:
+                del os.environ[export.CHECKER_ENV]
+            else:
+                os.environ[export.CHECKER_ENV] = previous
+        self.assertEqual(os.listdir(os.path.join(self.root, "m")), [])
+
     def test_an_existing_version_is_kept_unless_overwritten(self):
         state = _model().state_dict()
         self._export(state)

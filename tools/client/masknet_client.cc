@@ -2,6 +2,7 @@
 // Rank call with random (valid) features.
 //
 //   masknet_client --target=localhost:50051 [--model=NAME] [--candidates=5]
+//                  [--tls_ca=ca.pem [--tls_cert=client.pem --tls_key=client.key]]
 
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "grpcpp/grpcpp.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "tools/client/random_request.h"
+#include "tools/client/tls_flags.h"
 
 ABSL_FLAG(std::string, target, "localhost:50051", "Server address.");
 ABSL_FLAG(std::string, model, "", "Model name; empty: the server's default model.");
@@ -47,7 +49,14 @@ void PrintFields(const char* scope, const google::protobuf::RepeatedPtrField<Fea
 }
 
 int Main() {
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials());
+  auto credentials = ChannelCredentialsFromFlags();
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "masknet_client: %s\n", std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  grpc::ChannelArguments args;
+  AddTlsChannelArguments(args);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), *credentials, args);
   auto stub = serving::v1::Ranker::NewStub(channel);
   const auto deadline = [] {
     return std::chrono::system_clock::now() + std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms));
@@ -112,7 +121,9 @@ int main(int argc, char** argv) {
       "Prints a served model's fields and sends it a sample Rank call.\n\n"
       "  masknet_client --target=HOST:PORT [--model=NAME] [--candidates=N]");
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) { return absl::EndsWith(file, "masknet_client.cc"); };
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "masknet_client.cc") || absl::EndsWith(file, "tls_flags.cc");
+  };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);

@@ -47,6 +47,7 @@
 #include "grpcpp/grpcpp.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "tools/client/random_request.h"
+#include "tools/client/tls_flags.h"
 
 ABSL_FLAG(std::vector<std::string>, target, {"localhost:50051"},
           "Server addresses, comma-separated; calls are spread over them round-robin.");
@@ -365,6 +366,11 @@ int Main() {
     std::fprintf(stderr, "masknet_loadgen: invalid flags: %s\n", problem.c_str());
     return 2;
   }
+  auto credentials = ChannelCredentialsFromFlags();
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "masknet_loadgen: %s\n", std::string(credentials.status().message()).c_str());
+    return 2;
+  }
   std::vector<std::unique_ptr<Ranker::Stub>> stubs;
   const std::vector<std::string> targets = absl::GetFlag(FLAGS_target);
   // Round-robin over targets first, then over each target's channels.
@@ -374,7 +380,8 @@ int Main() {
       args.SetMaxSendMessageSize(-1);
       args.SetMaxReceiveMessageSize(-1);
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-      stubs.push_back(Ranker::NewStub(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args)));
+      AddTlsChannelArguments(args);
+      stubs.push_back(Ranker::NewStub(grpc::CreateCustomChannel(target, *credentials, args)));
     }
   }
   serving::v1::GetModelInfoRequest info_request;
@@ -472,7 +479,9 @@ int main(int argc, char** argv) {
       "Drives Rank traffic at masknet_servers and reports throughput, latency and errors.\n\n"
       "  masknet_loadgen --target=HOST:PORT[,HOST:PORT...] [--concurrency=N | --rate=R] [flags]");
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) { return absl::EndsWith(file, "masknet_loadgen.cc"); };
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "masknet_loadgen.cc") || absl::EndsWith(file, "tls_flags.cc");
+  };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);

@@ -5,18 +5,22 @@
 
 A version is written into a hidden sibling directory and renamed into place,
 so a server watching the repository never sees half a version (names that are
-not positive integers are ignored by it).
+not positive integers are ignored by it). Before the rename, the server's own
+loader (masknet_check_model) must accept it: export succeeds exactly when the
+server would load the model.
 """
 
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 
 import numpy as np
 import torch
 
 from masknet_tools import config
+from masknet_tools import protos
 from masknet_tools import reference
 from masknet_tools import safetensors_io
 
@@ -24,6 +28,9 @@ CONFIG_FILE = "model_config.pbtxt"
 WEIGHTS_FILE = "weights.safetensors"
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+# The server's model checker: this variable, else the build tree's.
+CHECKER_ENV = "MASKNET_CHECK_MODEL"
 
 
 class ExportError(ValueError):
@@ -74,6 +81,37 @@ def check_weights(model_config, weights):
                           "\n  ".join(problems))
 
 
+def checker_path():
+    """The masknet_check_model binary the exporter asks."""
+    return os.environ.get(CHECKER_ENV) or os.path.join(
+        protos.REPO_ROOT, "build", "tools", "masknet_check_model")
+
+
+def check_with_server(version_dir, shown_as=None):
+    """Raises ExportError unless masknet_server would load `version_dir`.
+
+    Runs masknet_check_model (the server's loader, with the server's default
+    limits). Errors name `shown_as` (default: `version_dir`).
+    """
+    checker = checker_path()
+    if not os.access(checker, os.X_OK):
+        raise ExportError(
+            f"cannot ask the server's loader whether it loads the model: "
+            f"{checker} is missing (build it with scripts/build.sh, or set "
+            f"{CHECKER_ENV} to masknet_check_model's path)")
+    result = subprocess.run([checker, version_dir],
+                            capture_output=True,
+                            text=True,
+                            check=False,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if result.returncode == 0:
+        return
+    message = (result.stdout.strip() or result.stderr.strip() or
+               f"masknet_check_model exited {result.returncode}")
+    raise ExportError("the server would not load this model: " +
+                      message.replace(version_dir, shown_as or version_dir))
+
+
 def export_model(model_config,
                  weights,
                  model_root,
@@ -98,7 +136,8 @@ def export_model(model_config,
 
     Raises:
       config.ConfigError: the config is invalid.
-      ExportError: the weights do not match the config.
+      ExportError: the weights do not match the config, or the server's
+        loader refuses the model (the message is the server's).
       FileExistsError: the version exists and not `overwrite`.
       ValueError: bad model name or version.
     """
@@ -124,6 +163,7 @@ def export_model(model_config,
                              arrays,
                              dtype="BF16" if bf16 else "F32")
         os.chmod(staging, 0o755)
+        check_with_server(staging, shown_as=version_dir)
         if os.path.exists(version_dir):
             shutil.rmtree(version_dir)
         os.rename(staging, version_dir)
