@@ -47,17 +47,21 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return contents;
 }
 
-absl::StatusOr<config::v1::ModelConfig> ReadModelConfig(const std::string& path) {
-  auto text = ReadFile(path);
-  if (!text.ok()) return text.status();
+absl::StatusOr<config::v1::ModelConfig> ParseModelConfig(absl::string_view file_name, absl::string_view text) {
   config::v1::ModelConfig config;
   google::protobuf::TextFormat::Parser parser;
   FirstError errors;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(*text, &config)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", errors.message()));
+  if (!parser.ParseFromString(std::string(text), &config)) {
+    return absl::InvalidArgumentError(absl::StrCat(file_name, ": ", errors.message()));
   }
   return config;
+}
+
+absl::StatusOr<config::v1::ModelConfig> ReadModelConfig(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  return ParseModelConfig(path, *text);
 }
 
 absl::Status CheckWeights(const ModelSpec& spec, const TensorMap& weights,

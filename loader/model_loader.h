@@ -23,6 +23,10 @@ struct LoadedModel {
   TensorMap weights;
 };
 
+// Parses a text-format config; `file_name` only labels errors, which name
+// the line and column of a syntax error or unknown field.
+absl::StatusOr<config::v1::ModelConfig> ParseModelConfig(absl::string_view file_name, absl::string_view text);
+
 // Reads the text-format config of `path`. Errors name the file and, for
 // syntax errors and unknown fields, the line and column.
 absl::StatusOr<config::v1::ModelConfig> ReadModelConfig(const std::string& path);

@@ -12,7 +12,7 @@
 
 // glibc's vector log1pf for AVX-512 (libmvec, glibc >= 2.35; at most 4 ulp
 // from the exact result, as the scalar log1pf is at most 1).
-extern "C" __m512 _ZGVeN16v_log1pf(__m512);
+extern "C" __attribute__((target("avx512f"))) __m512 _ZGVeN16v_log1pf(__m512);
 
 namespace masknet {
 namespace {

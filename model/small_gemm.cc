@@ -1,5 +1,11 @@
 #include "model/small_gemm.h"
 
+// GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*(),
+// which -Wmaybe-uninitialized then reports in every caller (GCC bug 105593,
+// fixed in GCC 13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

@@ -20,7 +20,7 @@ BUILD_PACKAGES=(
 # Tests and benchmarks, and the Python tooling (reference model, trainer,
 # exporter, fixtures; run it with /usr/bin/python3).
 DEV_PACKAGES=(
-  git libgtest-dev libgmock-dev libbenchmark-dev prometheus openssl
+  git libgtest-dev libgmock-dev libbenchmark-dev prometheus openssl clang-14 libomp-14-dev
   python3 python3-torch python3-numpy python3-protobuf python3-matplotlib python3-yaml python3-grpcio
 )
 RUNTIME_PACKAGES=(
