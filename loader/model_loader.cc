@@ -129,9 +129,7 @@ absl::StatusOr<LoadedModel> LoadModelVersion(const std::string& version_dir) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", spec.status().message()));
   }
   model.spec = *std::move(spec);
-  auto bytes = ReadFile(weights_path);
-  if (!bytes.ok()) return bytes.status();
-  auto weights = ParseSafetensors(weights_path, *bytes);
+  auto weights = ReadSafetensors(weights_path);
   if (!weights.ok()) return weights.status();
   model.weights = *std::move(weights);
   if (auto s = CheckWeights(model.spec, model.weights, weights_path); !s.ok()) return s;

@@ -1,11 +1,17 @@
 #include "loader/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -86,28 +92,34 @@ absl::StatusOr<Entry> ParseEntry(const std::string& name, const Value& value) {
   return e;
 }
 
-}  // namespace
+// Reads `length` bytes at `offset` of the file into dst.
+using ReadAt = absl::FunctionRef<absl::Status(uint64_t offset, size_t length, char* dst)>;
 
-absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view file_name, absl::string_view bytes) {
+// The parser, on a file of `file_size` bytes that `read` reads: the header
+// first, then each tensor straight into its values (F32) or through a small
+// buffer (BF16, widened), so no copy of the whole file is ever held.
+absl::StatusOr<TensorMap> Parse(absl::string_view file_name, uint64_t file_size, ReadAt read) {
   auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(file_name, ": ", what));
   };
-  if (bytes.size() < 8) {
-    return bad(absl::StrCat("file is ", bytes.size(),
-                            " bytes; a safetensors file starts with an 8-byte header length"));
+  if (file_size < 8) {
+    return bad(absl::StrCat("file is ", file_size, " bytes; a safetensors file starts with an 8-byte header length"));
   }
+  char length_bytes[8];
+  if (auto s = read(0, 8, length_bytes); !s.ok()) return s;
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(bytes[i]);
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(length_bytes[i]);
   if (header_len > kMaxSafetensorsHeaderBytes) {
     return bad(absl::StrCat("header length ", header_len, " exceeds the limit of ",
                             kMaxSafetensorsHeaderBytes, " bytes"));
   }
-  if (header_len > bytes.size() - 8) {
+  if (header_len > file_size - 8) {
     return bad(absl::StrCat("header length ", header_len, " runs past the end of the ",
-                            bytes.size(), "-byte file (truncated?)"));
+                            file_size, "-byte file (truncated?)"));
   }
-  const absl::string_view header = bytes.substr(8, header_len);
-  const absl::string_view data = bytes.substr(8 + header_len);
+  std::string header(header_len, '\0');
+  if (auto s = read(8, header_len, header.data()); !s.ok()) return s;
+  const uint64_t data_begin = 8 + header_len, data_size = file_size - data_begin;
 
   Struct root;
   google::protobuf::util::JsonParseOptions options;
@@ -121,9 +133,9 @@ absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view file_name, absl::st
     if (name == "__metadata__") continue;
     auto entry = ParseEntry(name, value);
     if (!entry.ok()) return bad(entry.status().message());
-    if (entry->end > data.size()) {
+    if (entry->end > data_size) {
       return bad(absl::StrCat("tensor '", name, "': data_offsets [", entry->begin, ", ", entry->end,
-                              "] lie outside the ", data.size(), " data bytes (truncated?)"));
+                              "] lie outside the ", data_size, " data bytes (truncated?)"));
     }
     entries.push_back(*std::move(entry));
   }
@@ -140,25 +152,80 @@ absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view file_name, absl::st
   }
 
   TensorMap tensors;
+  std::vector<uint16_t> halves;  // a BF16 tensor's bytes, a chunk at a time
+  constexpr size_t kChunk = size_t{1} << 18;
   for (const Entry& e : entries) {
     Tensor t;
     t.shape = e.shape;
     const size_t n = (e.end - e.begin) / e.itemsize;
     t.values.resize(n);
-    const char* src = data.data() + e.begin;
     if (e.itemsize == 4) {
-      std::memcpy(t.values.data(), src, n * 4);
+      if (auto s = read(data_begin + e.begin, n * 4, reinterpret_cast<char*>(t.values.data())); !s.ok()) return s;
     } else {
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t half;
-        std::memcpy(&half, src + 2 * i, 2);
-        const uint32_t bits = static_cast<uint32_t>(half) << 16;
-        std::memcpy(&t.values[i], &bits, 4);
+      for (size_t done = 0; done < n; done += kChunk) {
+        const size_t count = std::min(kChunk, n - done);
+        halves.resize(count);
+        if (auto s = read(data_begin + e.begin + 2 * done, 2 * count, reinterpret_cast<char*>(halves.data()));
+            !s.ok()) {
+          return s;
+        }
+        for (size_t i = 0; i < count; ++i) {
+          const uint32_t bits = static_cast<uint32_t>(halves[i]) << 16;
+          std::memcpy(&t.values[done + i], &bits, 4);
+        }
       }
     }
     tensors.emplace(e.name, std::move(t));
   }
   return tensors;
+}
+
+// Closes a file descriptor.
+class FileCloser {
+ public:
+  explicit FileCloser(int fd) : fd_(fd) {}
+  ~FileCloser() { close(fd_); }
+  FileCloser(const FileCloser&) = delete;
+  FileCloser& operator=(const FileCloser&) = delete;
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view file_name, absl::string_view bytes) {
+  return Parse(file_name, bytes.size(), [&](uint64_t offset, size_t length, char* dst) {
+    std::memcpy(dst, bytes.data() + offset, length);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+    return absl::UnavailableError(absl::StrCat(path, ": cannot open: ", std::strerror(err)));
+  }
+  const FileCloser closer(fd);
+  struct stat st;
+  if (fstat(fd, &st) != 0) return absl::UnavailableError(absl::StrCat(path, ": cannot stat: ", std::strerror(errno)));
+  return Parse(path, static_cast<uint64_t>(st.st_size), [&](uint64_t offset, size_t length, char* dst) {
+    while (length > 0) {
+      const ssize_t got = pread(fd, dst, length, static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) return absl::UnavailableError(absl::StrCat(path, ": read failed: ", std::strerror(errno)));
+      if (got == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": the file ended at byte ", offset,
+                                                       " while it was read (truncated while loading?)"));
+      }
+      dst += got;
+      offset += static_cast<uint64_t>(got);
+      length -= static_cast<size_t>(got);
+    }
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace masknet

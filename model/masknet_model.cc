@@ -344,15 +344,17 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
       block.y = Ref{(k % 2 == 0) ? ping.offset : pong.offset, b.output_size, 0};
     }
     if (merge_aggregation) {
-      const std::vector<float>& w = weights.at(prefix + ".mask.aggregation.weight").values;
-      const std::vector<float>& bias = weights.at(prefix + ".mask.aggregation.bias").values;
+      const std::vector<float> w = TakeValues(weights, prefix + ".mask.aggregation.weight");
+      const std::vector<float> bias = TakeValues(weights, prefix + ".mask.aggregation.bias");
       merged_weights.insert(merged_weights.end(), w.begin(), w.end());
       merged_biases.insert(merged_biases.end(), bias.begin(), bias.end());
     } else {
       DenseLayer::Shape shape{d, b.aggregation_size, net->aggregation_src.stride, b.aggregation_size, 0, bf16, bf16,
                               small_gemm};
-      auto layer = DenseLayer::Create(net->engine, shape, weights.at(prefix + ".mask.aggregation.weight").values,
-                                      weights.at(prefix + ".mask.aggregation.bias").values,
+      // Taken: each layer's source weights are freed once reordered, so
+      // that loading holds about one copy of the weights beyond the served.
+      auto layer = DenseLayer::Create(net->engine, shape, TakeValues(weights, prefix + ".mask.aggregation.weight"),
+                                      TakeValues(weights, prefix + ".mask.aggregation.bias"),
                                       DenseLayer::PostOp::kRelu, buckets);
       if (!layer.ok()) return layer.status();
       block.aggregation = *std::move(layer);
@@ -360,8 +362,8 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
     {
       DenseLayer::Shape shape{b.aggregation_size, b.masked_width, b.aggregation_size,
                               block.masked.stride, block.x.stride, bf16, bf16, small_gemm};
-      auto layer = DenseLayer::Create(net->engine, shape, weights.at(prefix + ".mask.projection.weight").values,
-                                      weights.at(prefix + ".mask.projection.bias").values,
+      auto layer = DenseLayer::Create(net->engine, shape, TakeValues(weights, prefix + ".mask.projection.weight"),
+                                      TakeValues(weights, prefix + ".mask.projection.bias"),
                                       DenseLayer::PostOp::kMultiply, buckets);
       if (!layer.ok()) return layer.status();
       block.projection = *std::move(layer);
@@ -371,8 +373,8 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
                               block.hidden_out.stride, 0, bf16, /*bf16_dst=*/false, small_gemm};
       std::vector<float> no_bias;
       auto layer = DenseLayer::Create(
-          net->engine, shape, weights.at(prefix + ".hidden.weight").values,
-          b.hidden_bias ? weights.at(prefix + ".hidden.bias").values : no_bias,
+          net->engine, shape, TakeValues(weights, prefix + ".hidden.weight"),
+          b.hidden_bias ? TakeValues(weights, prefix + ".hidden.bias") : no_bias,
           DenseLayer::PostOp::kNone, buckets);
       if (!layer.ok()) return layer.status();
       block.hidden = *std::move(layer);

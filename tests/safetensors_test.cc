@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -45,6 +46,35 @@ TEST(SafetensorsTest, WidensBf16) {
   auto out = ParseSafetensors("w", testing::EncodeSafetensors(in, /*bf16=*/true));
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->at("a").values, (std::vector<float>{1.0f, -2.5f, 3.0f}));
+}
+
+TEST(SafetensorsTest, ReadingAFileGivesWhatParsingItsBytesGives) {
+  // Big enough that BF16 widens in several chunks.
+  TensorMap in;
+  in["a"] = Tensor{{3, 2}, {1.5f, -2.0f, 0.25f, 3.0f, -0.5f, 8.0f}};
+  std::vector<float> big(700000);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i % 1000) - 500.0f;
+  in["b"] = Tensor{{700, 1000}, big};
+  const std::string dir = testing::MakeTempDir();
+  for (const bool bf16 : {false, true}) {
+    const std::string bytes = testing::EncodeSafetensors(in, bf16);
+    testing::WriteFileOrDie(dir + "/w.safetensors", bytes);
+    auto read = ReadSafetensors(dir + "/w.safetensors");
+    auto parsed = ParseSafetensors(dir + "/w.safetensors", bytes);
+    ASSERT_TRUE(read.ok()) << read.status();
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    ASSERT_EQ(read->size(), 2u);
+    for (const char* name : {"a", "b"}) {
+      EXPECT_EQ(read->at(name).shape, parsed->at(name).shape) << name;
+      EXPECT_EQ(read->at(name).values, parsed->at(name).values) << name << (bf16 ? " bf16" : " f32");
+    }
+    // A file cut short is refused with the parser's message.
+    testing::WriteFileOrDie(dir + "/w.safetensors", bytes.substr(0, bytes.size() - 4));
+    auto cut = ReadSafetensors(dir + "/w.safetensors");
+    EXPECT_EQ(cut.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(cut.status().message()), HasSubstr("(truncated?)"));
+  }
+  EXPECT_EQ(ReadSafetensors(dir + "/missing.safetensors").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(SafetensorsTest, RejectsFileShorterThanTheLengthPrefix) {
