@@ -3,6 +3,7 @@
 import os
 import tempfile
 import unittest
+from unittest import mock
 
 import numpy as np
 import torch
@@ -112,17 +113,10 @@ class ExportTest(unittest.TestCase):
                          "nothing may be left behind")
 
     def test_without_the_server_checker_nothing_is_exported(self):
-        previous = os.environ.get(export.CHECKER_ENV)
-        os.environ[export.CHECKER_ENV] = os.path.join(self.root, "missing")
-        try:
-            with self.assertRaisesRegex(export.ExportError,
-                                        "masknet_check_model"):
-                self._export(_model().state_dict())
-        finally:
-            if previous is None:
-                del os.environ[export.CHECKER_ENV]
-            else:
-                os.environ[export.CHECKER_ENV] = previous
+        missing = {export.CHECKER_ENV: os.path.join(self.root, "missing")}
+        with mock.patch.dict(os.environ, missing), self.assertRaisesRegex(
+                export.ExportError, "masknet_check_model"):
+            self._export(_model().state_dict())
         self.assertEqual(os.listdir(os.path.join(self.root, "m")), [])
 
     def test_an_existing_version_is_kept_unless_overwritten(self):
