@@ -10,7 +10,8 @@
 // oneDNN, i.e. without the small-batch kernels, at batch 1 and 4) and
 // forward_unmerged/... (fp32 with merge_layers off); matmuls/<config>/<batch>
 // times oneDNN's matmuls alone (see MatmulChain), the ceiling the forward
-// pass's large batches are compared with.
+// pass's large batches are compared with; hot_read/<config> and omp_region
+// time what batch 1 is compared with (see BM_HotRead).
 //
 // Weights are random unless --models=DIR names exported models: then config
 // <name> is loaded from DIR/<name>/models/<name>/1 (the layout
@@ -19,6 +20,8 @@
 //
 // Counters: candidates/s, and GFLOP/s = FLOPs per candidate (2 x the
 // multiply-adds of every dense layer) x candidates/s.
+
+#include <immintrin.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +40,7 @@
 #include "dnnl.hpp"
 #include "loader/model_loader.h"
 #include "model/masknet_model.h"
+#include "omp.h"
 #include "tests/test_util.h"
 
 namespace masknet {
@@ -211,6 +215,76 @@ void BM_Matmuls(benchmark::State& state, const std::string& name) {
       benchmark::Counter(flops * batch / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// What batch 1 cannot go below on this machine, in two parts (see
+// docs/benchmarks.md). hot_read/<config>: OpenMP's threads, in one parallel
+// region, each sum its half of a buffer as large as the model's fp32
+// weights, which stays in cache between iterations as the weights do
+// between calls. omp_region: one empty OpenMP parallel region, the
+// fork/join a layer that splits its columns over the threads pays.
+// Sum of data[lo, hi): AVX-512 loads where the CPU has them, as the
+// kernels read the weights, from two streams at once (the halves of the
+// range), which on the machines we saw reads faster than one stream or four.
+__attribute__((target("avx512f"))) float SumAvx512(const float* data, int64_t lo, int64_t hi) {
+  const int64_t half = (hi - lo) / 2 / 64 * 64;
+  const float* first = data + lo;
+  const float* second = first + half;
+  __m512 acc[8];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  for (int64_t i = 0; i < half; i += 64) {
+    for (int j = 0; j < 4; ++j) {
+      acc[j] = _mm512_add_ps(acc[j], _mm512_loadu_ps(first + i + 16 * j));
+      acc[4 + j] = _mm512_add_ps(acc[4 + j], _mm512_loadu_ps(second + i + 16 * j));
+    }
+  }
+  for (int j = 1; j < 8; ++j) acc[0] = _mm512_add_ps(acc[0], acc[j]);
+  float sum = _mm512_reduce_add_ps(acc[0]);
+  for (int64_t i = lo + 2 * half; i < hi; ++i) sum += data[i];
+  return sum;
+}
+
+float SumPlain(const float* data, int64_t lo, int64_t hi) {
+  float s[8] = {};
+  int64_t i = lo;
+  for (; i + 8 <= hi; i += 8) {
+    for (int j = 0; j < 8; ++j) s[j] += data[i + j];
+  }
+  for (; i < hi; ++i) s[0] += data[i];
+  return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+void BM_HotRead(benchmark::State& state, const std::string& name) {
+  const MaskNetModel& model = ModelFor(name, Variant{});
+  // A candidate's multiply-adds: each reads one weight.
+  const int64_t n = model.spec().FlopsPerCandidate() / 2;
+  // Cache-line aligned, as the weights are (unaligned 64-byte loads that
+  // split lines read markedly slower).
+  const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+  std::unique_ptr<float, decltype(&std::free)> data(static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free);
+  for (int64_t i = 0; i < n; ++i) data.get()[i] = static_cast<float>(i & 7);
+  const auto sum = __builtin_cpu_supports("avx512f") ? SumAvx512 : SumPlain;
+  float sink = 0;
+  for (auto _ : state) {
+#pragma omp parallel reduction(+ : sink)
+    {
+      const int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
+      sink += sum(data.get(), n * t / threads, n * (t + 1) / threads);
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(n * sizeof(float)) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["layers"] = model.NumDenseLayers();
+}
+
+void BM_OmpRegion(benchmark::State& state) {
+  int sink = 0;
+  for (auto _ : state) {
+#pragma omp parallel reduction(+ : sink)
+    sink += omp_get_thread_num();
+    benchmark::DoNotOptimize(sink);
+  }
+}
+
 void Register() {
   struct Family {
     const char* prefix;
@@ -237,6 +311,11 @@ void Register() {
     for (int64_t batch : BatchesFlag().empty() ? std::vector<int64_t>{64, 256, 1024} : BatchesFlag()) b->Arg(batch);
     b->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(1.0);
   }
+  for (const char* name : kConfigs) {
+    benchmark::RegisterBenchmark((std::string("hot_read/") + name).c_str(), BM_HotRead, std::string(name))
+        ->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(1.0);
+  }
+  benchmark::RegisterBenchmark("omp_region", BM_OmpRegion)->UseRealTime()->MinTime(1.0);
 }
 
 }  // namespace

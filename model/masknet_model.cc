@@ -546,6 +546,12 @@ std::map<std::string, int> MaskNetModel::MatmulImplementations() const {
   return counts;
 }
 
+int MaskNetModel::NumDenseLayers() const {
+  int layers = 0;
+  ForEachLayer([&](const DenseLayer&) { ++layers; });
+  return layers;
+}
+
 namespace {
 
 void ApplyNorm(const NormParams& norm, const float* in, int64_t in_stride, float* out,

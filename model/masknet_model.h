@@ -136,6 +136,8 @@ class MaskNetModel {
   // implementation, e.g. {"brg:avx512_core": 120}. A "ref" entry means a
   // slow reference kernel.
   std::map<std::string, int> MatmulImplementations() const;
+  // The dense layers one forward pass runs, merged layers counted once.
+  int NumDenseLayers() const;
 
   const ModelSpec& spec() const { return spec_; }
   // The precision the model was built with, which may differ from the one
