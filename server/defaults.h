@@ -22,6 +22,15 @@ inline constexpr int64_t kMaxWorkspaceBytes = limits::kDefaultMaxWorkspaceBytes;
 // one are refused earlier, when the queue ahead would make them miss it.
 inline constexpr int64_t kMaxQueuedCandidates = 65536;
 inline constexpr int64_t kMaxQueuedBytes = int64_t{1} << 30;
+// Server-wide: Rank calls held at once (each holds gRPC's call state and its
+// request beyond what the queues count).
+inline constexpr int64_t kMaxCallsInFlight = 20000;
+// Per client connection (HTTP/2 streams); gRPC's own default is unlimited.
+inline constexpr int32_t kMaxConcurrentStreams = 1000;
+// Free heap memory kept before it is returned to the system (after a flood
+// of calls passed, say); checked every kMemoryReleaseInterval.
+inline constexpr int64_t kMaxIdleHeapBytes = int64_t{64} << 20;
+inline constexpr absl::Duration kMemoryReleaseInterval = absl::Seconds(1);
 // How long a batch that is not full waits for more calls (README,
 // "Batching", says why this value).
 inline constexpr absl::Duration kBatchTimeout = absl::ZeroDuration();

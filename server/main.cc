@@ -33,6 +33,7 @@
 #include "server/http_endpoint.h"
 #include "server/metrics.h"
 #include "server/logging.h"
+#include "server/memory_release.h"
 #include "server/ranking_server.h"
 #include "server/tls.h"
 
@@ -90,6 +91,17 @@ ABSL_FLAG(int64_t, max_queued_candidates, masknet::defaults::kMaxQueuedCandidate
 ABSL_FLAG(int64_t, max_queued_bytes, masknet::defaults::kMaxQueuedBytes,
           "Per model version: most bytes of feature values held by queued calls; beyond it Rank "
           "answers RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_calls_in_flight, masknet::defaults::kMaxCallsInFlight,
+          "Rank calls held at once across every model, from arrival to answer; beyond it Rank "
+          "answers RESOURCE_EXHAUSTED at once. Bounds the memory a flood of calls can hold "
+          "(each holds gRPC's call state and its request).");
+ABSL_FLAG(int32_t, max_concurrent_streams, masknet::defaults::kMaxConcurrentStreams,
+          "Calls one client connection may have open at once (HTTP/2 "
+          "SETTINGS_MAX_CONCURRENT_STREAMS); a client's further calls wait on its side. gRPC's "
+          "own default is unlimited, which lets one client's flood fill the server's memory.");
+ABSL_FLAG(int64_t, max_idle_heap_bytes, masknet::defaults::kMaxIdleHeapBytes,
+          "Free heap memory the server keeps once a burst of allocations (a flood of calls) has "
+          "passed; beyond it the free pages go back to the system within a second. 0: keep all.");
 ABSL_FLAG(bool, admit_by_deadline, true,
           "Refuse at once (RESOURCE_EXHAUSTED) a call that, by the measured cost of recent "
           "batches, would miss its deadline behind the work queued ahead of it.");
@@ -216,6 +228,9 @@ std::string CheckFlags() {
     return "--max_queued_bytes must be at least --max_request_bytes, or a full-size request "
            "could never be accepted";
   }
+  if (absl::GetFlag(FLAGS_max_calls_in_flight) < 1) return "--max_calls_in_flight must be at least 1";
+  if (absl::GetFlag(FLAGS_max_concurrent_streams) < 1) return "--max_concurrent_streams must be at least 1";
+  if (absl::GetFlag(FLAGS_max_idle_heap_bytes) < 0) return "--max_idle_heap_bytes must not be negative";
   if (absl::GetFlag(FLAGS_model_poll_interval) < absl::ZeroDuration()) {
     return "--model_poll_interval must not be negative";
   }
@@ -366,6 +381,8 @@ int Main() {
   options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   options.credentials = *credentials;
   options.service.max_candidates = absl::GetFlag(FLAGS_max_candidates);
+  options.service.max_calls_in_flight = absl::GetFlag(FLAGS_max_calls_in_flight);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   options.service.scheduler.num_workers = num_workers;
   options.service.queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
   options.service.queue.merge_tasks = absl::GetFlag(FLAGS_batch_merging);
@@ -389,6 +406,10 @@ int Main() {
   if (poll_interval > absl::ZeroDuration()) {
     watcher = std::make_unique<RepositoryWatcher>(repository->get(), poll_interval);
   }
+
+  MemoryReleaser::Options release_options;
+  release_options.max_idle_heap_bytes = absl::GetFlag(FLAGS_max_idle_heap_bytes);
+  const MemoryReleaser releaser(release_options);
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

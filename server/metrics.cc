@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
+#include "server/memory_release.h"
 
 namespace masknet {
 namespace {
@@ -146,6 +147,23 @@ ServerMetrics::ServerMetrics()
                   .Help("Scoring threads shared by every model.")
                   .Register(registry_)
                   .Add({});
+  calls_in_flight_ = &prometheus::BuildGauge()
+                          .Name("masknet_calls_in_flight")
+                          .Help("Rank calls received and not yet answered, across every model "
+                                "(--max_calls_in_flight bounds it).")
+                          .Register(registry_)
+                          .Add({});
+  heap_in_use_ = &prometheus::BuildGauge()
+                      .Name("masknet_heap_in_use_bytes")
+                      .Help("Heap memory in use (malloc's view, every arena).")
+                      .Register(registry_)
+                      .Add({});
+  heap_free_ = &prometheus::BuildGauge()
+                    .Name("masknet_heap_free_bytes")
+                    .Help("Heap memory freed and kept by malloc, resident or not; beyond "
+                          "--max_idle_heap_bytes it is returned to the system after a burst.")
+                    .Register(registry_)
+                    .Add({});
   resident_memory_ = &prometheus::BuildGauge()
                           .Name("process_resident_memory_bytes")
                           .Help("Resident memory size in bytes.")
@@ -229,6 +247,9 @@ std::string ServerMetrics::Serialize() {
       virtual_memory_->Set(pages_total * page);
       resident_memory_->Set(pages_resident * page);
     }
+    const HeapUsage heap = CurrentHeapUsage();
+    heap_in_use_->Set(static_cast<double>(heap.in_use));
+    heap_free_->Set(static_cast<double>(heap.free));
     rusage usage;
     if (getrusage(RUSAGE_SELF, &usage) == 0) {
       const double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec * 1e-6 + usage.ru_stime.tv_sec +

@@ -92,6 +92,7 @@ class ServerMetrics {
   void SetVersionsLoaded(const std::map<std::string, int>& versions) ABSL_LOCKS_EXCLUDED(mu_);
   void SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
   void SetWorkers(int workers) { workers_->Set(workers); }
+  void SetCallsInFlight(int64_t calls) { calls_in_flight_->Set(static_cast<double>(calls)); }
 
   // The registry in Prometheus text format, after refreshing the process_*
   // series.
@@ -113,6 +114,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& model_unloads_;
   prometheus::Gauge* ready_;
   prometheus::Gauge* workers_;
+  prometheus::Gauge* calls_in_flight_;
+  prometheus::Gauge* heap_in_use_;
+  prometheus::Gauge* heap_free_;
   prometheus::Gauge* resident_memory_;
   prometheus::Gauge* virtual_memory_;
   prometheus::Gauge* start_time_;

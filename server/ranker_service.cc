@@ -18,9 +18,13 @@ using serving::v1::FeatureField;
 using serving::v1::RankRequest;
 using serving::v1::RankResponse;
 
-// Memory a queued call holds beyond its feature values, per candidate (the
-// Candidate and Features messages and their repeated fields' headers).
+// Memory a queued call holds beyond its feature values: per candidate, the
+// Candidate and Features messages and their repeated fields' headers; per
+// call, gRPC's call state (its arena), the reactor and the response, a few
+// KiB (8 KiB is a round estimate from above). The request message holds the
+// feature values a second time.
 constexpr int64_t kBytesPerCandidate = 96;
+constexpr int64_t kBytesPerCall = 8 << 10;
 
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
@@ -104,9 +108,17 @@ namespace {
 // scheduler's task.
 class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
  public:
+  // Counts itself in `in_flight` until it is done.
   RankCall(grpc::CallbackServerContext* context, const RankRequest* request, RankResponse* response,
-           RankerService::CallRecorder* recorder)
-      : request_(request), response_(response), recorder_(recorder), deadline_(DeadlineOf(*context)) {}
+           RankerService::CallRecorder* recorder, std::atomic<int64_t>* in_flight)
+      : request_(request),
+        response_(response),
+        recorder_(recorder),
+        in_flight_(in_flight),
+        deadline_(DeadlineOf(*context)) {
+    in_flight_->fetch_add(1, std::memory_order_relaxed);
+  }
+  ~RankCall() override { in_flight_->fetch_sub(1, std::memory_order_relaxed); }
 
   // The version that answers the call, and its metrics.
   void Resolve(std::shared_ptr<const Servable> servable, std::shared_ptr<VersionMetrics> metrics) {
@@ -117,8 +129,9 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   // Takes the validated features of the request.
   void Prepare(RequestFeatures features) {
     features_ = std::move(features);
-    bytes_ = BytesOf(features_.context);
-    for (const FeatureValues& c : features_.candidates) bytes_ += BytesOf(c) + kBytesPerCandidate;
+    int64_t values = BytesOf(features_.context);
+    for (const FeatureValues& c : features_.candidates) values += BytesOf(c);
+    bytes_ = 2 * values + kBytesPerCandidate * static_cast<int64_t>(features_.candidates.size()) + kBytesPerCall;
     scores_.resize(features_.candidates.size() * servable_->model->num_tasks());
   }
 
@@ -195,6 +208,7 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   const RankRequest* request_;
   RankResponse* response_;
   RankerService::CallRecorder* const recorder_;
+  std::atomic<int64_t>* const in_flight_;
   const absl::Time arrived_ = absl::Now();
   const absl::Time deadline_;
   absl::Time accepted_;
@@ -337,6 +351,7 @@ RankerService::VersionState RankerService::StateFor(const std::shared_ptr<const 
 }
 
 void RankerService::RefreshGauges() {
+  if (options_.metrics != nullptr) options_.metrics->SetCallsInFlight(calls_in_flight());
   absl::MutexLock lock(&queues_mu_);
   for (const auto& [servable, state] : versions_) {
     if (state.metrics != nullptr) state.metrics->SetQueuedCandidates(state.queue->stats().queued_candidates);
@@ -356,7 +371,7 @@ grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* conte
                                               const RankRequest* request, RankResponse* response) {
   RankCall* call = nullptr;
   try {
-    call = new RankCall(context, request, response, recorder_.get());
+    call = new RankCall(context, request, response, recorder_.get(), &calls_in_flight_);
   } catch (const std::bad_alloc&) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, ""));
@@ -365,6 +380,13 @@ grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* conte
   // An exception (an allocation that fails) before the call was answered
   // or queued answers it; after, the queue owns it.
   const absl::Status accepted = StatusFromExceptions("accepting the call", [&] {
+    // This call counts itself.
+    if (const int64_t in_flight = calls_in_flight(); in_flight > options_.max_calls_in_flight) {
+      call->Answer(absl::ResourceExhaustedError(absl::StrCat("the server holds ", in_flight - 1,
+                                                             " calls (--max_calls_in_flight=",
+                                                             options_.max_calls_in_flight, "); retry later")));
+      return absl::OkStatus();
+    }
     auto servable = repository_->Find(request->model_name(), request->model_version());
     if (!servable.ok()) {
       call->Answer(servable.status());

@@ -1,6 +1,7 @@
 #ifndef MASKNET_SERVER_RANKER_SERVICE_H_
 #define MASKNET_SERVER_RANKER_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -38,6 +39,11 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
  public:
   struct Options {
     int64_t max_candidates = defaults::kMaxCandidates;
+    // Rank calls the service holds at once, from their arrival to their
+    // answer, across every model; more are refused with RESOURCE_EXHAUSTED
+    // at once. Bounds what a flood of calls can hold beyond the queues'
+    // bytes: each call keeps gRPC's state and its request message.
+    int64_t max_calls_in_flight = defaults::kMaxCallsInFlight;
     // The scoring workers, shared by every model version.
     BatchScheduler::Options scheduler;
     // Each model version's queue. Its max_batch_size is taken from the
@@ -61,13 +67,16 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
                                          const serving::v1::GetModelInfoRequest* request,
                                          serving::v1::ModelInfo* response) override;
 
-  // Sets the queued-candidates gauge of every model version's queue (for a
-  // metrics scrape).
+  // Sets the calls-in-flight gauge and the queued-candidates gauge of every
+  // model version's queue (for a metrics scrape).
   void RefreshGauges() ABSL_LOCKS_EXCLUDED(queues_mu_);
 
   // The state of a model version's queue; nullopt before its first call.
   std::optional<BatchQueueStats> QueueStats(const std::string& model_name, int64_t version)
       ABSL_LOCKS_EXCLUDED(queues_mu_);
+
+  // Rank calls received and not yet done.
+  int64_t calls_in_flight() const { return calls_in_flight_.load(std::memory_order_relaxed); }
 
   // Finishes every accepted call and stops the workers. Call after the gRPC
   // server stopped accepting calls. Idempotent.
@@ -98,6 +107,7 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   const ModelRepository* repository_;
   const Options options_;
   std::unique_ptr<CallRecorder> recorder_;
+  std::atomic<int64_t> calls_in_flight_{0};
   // Scratch state of each scheduler worker; only that worker touches it.
   // Destroyed last: the workers stop before.
   std::vector<std::unique_ptr<Worker>> workers_;

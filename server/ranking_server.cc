@@ -19,6 +19,7 @@ absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelR
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_request_bytes));
   // Responses are far smaller than requests (a few floats per candidate).
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_request_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {

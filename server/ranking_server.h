@@ -24,6 +24,10 @@ class RankingServer {
     // host:port; port 0 picks a free port (see port()).
     std::string address = "0.0.0.0:50051";
     int64_t max_request_bytes = defaults::kMaxRequestBytes;
+    // Calls one client connection may have open at once (HTTP/2
+    // SETTINGS_MAX_CONCURRENT_STREAMS): a client with more waits on its own
+    // side, where its calls cost the server nothing.
+    int max_concurrent_streams = defaults::kMaxConcurrentStreams;
     // TLS or mTLS (see MakeServerCredentials); null: plaintext.
     std::shared_ptr<grpc::ServerCredentials> credentials;
     RankerService::Options service;

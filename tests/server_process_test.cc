@@ -132,7 +132,8 @@ TEST(ServerProcessTest, HelpListsEveryLimit) {
                            "--admit_by_deadline", "--deadline_headroom", "--max_workspace_bytes",
                            "--model_poll_interval", "--keep_versions", "--log_format", "--drain_delay",
                            "--shutdown_grace_period", "--fail_on_model_error", "--tls_cert", "--tls_key",
-                           "--tls_client_ca", "--tls_reload_interval"}) {
+                           "--tls_client_ca", "--tls_reload_interval", "--max_calls_in_flight",
+                           "--max_idle_heap_bytes"}) {
     EXPECT_THAT(log, HasSubstr(flag));
   }
 }

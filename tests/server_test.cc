@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -230,6 +231,38 @@ TEST_F(ServerTest, RequestAboveMaxRequestBytesIsRejected) {
   request.mutable_context()->mutable_dense()->Resize(100000, 0.5f);  // 400 KB > 256 KiB
   RankResponse response;
   EXPECT_EQ(harness_.Rank(request, &response).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST(ServerLimitsTest, CallsBeyondMaxCallsInFlightAreRefusedAtOnce) {
+  const std::string root = testing::MakeTempDir();
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
+  RankRequest request = testing::RandomRequest(spec.schema, 3, 1).ToProto();
+  request.set_model_name("tiny");
+  RankResponse response;
+  // A call is done (and uncounted) just after its client has the answer.
+  auto drained = [](RankerService& service) {
+    for (int i = 0; i < 500 && service.calls_in_flight() != 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+    return service.calls_in_flight() == 0;
+  };
+  {
+    // The call itself counts: a limit of 0 leaves room for none.
+    RankingServer::Options options;
+    options.service.max_calls_in_flight = 0;
+    ServerHarness harness(root, options);
+    const grpc::Status status = harness.Rank(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(status.error_message(), HasSubstr("the server holds 0 calls (--max_calls_in_flight=0); retry later"));
+    EXPECT_TRUE(drained(harness.server().service()));
+  }
+  {
+    RankingServer::Options options;
+    options.service.max_calls_in_flight = 1;
+    ServerHarness harness(root, options);
+    ASSERT_TRUE(harness.Rank(request, &response).ok());
+    EXPECT_EQ(response.candidates_size(), 3);
+    EXPECT_TRUE(drained(harness.server().service()));
+  }
 }
 
 TEST_F(ServerTest, ConcurrentCallsAllGetTheirOwnScores) {

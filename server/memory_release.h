@@ -1,0 +1,64 @@
+#ifndef MASKNET_SERVER_MEMORY_RELEASE_H_
+#define MASKNET_SERVER_MEMORY_RELEASE_H_
+
+#include <cstdint>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/defaults.h"
+
+namespace masknet {
+
+// The heap as malloc sees it: bytes in use and bytes free (held by the
+// process, whether or not their pages are still resident).
+struct HeapUsage {
+  int64_t in_use = 0;
+  int64_t free = 0;
+};
+HeapUsage CurrentHeapUsage();
+
+// The process's resident memory in bytes, from /proc/self/statm; 0 if it
+// cannot be read.
+int64_t ResidentBytes();
+
+// Gives free heap memory back to the system once a burst of allocations
+// has passed. glibc keeps what a flood of calls freed in its arenas, so
+// without this the resident memory stays at the flood's peak. Every
+// `interval` a thread looks at the heap and, when more than
+// `max_idle_heap_bytes` are free and a quarter of that was in use and has
+// been freed since the last release (or the free bytes grew by that much),
+// returns the free pages (malloc_trim) and logs what it gave back.
+class MemoryReleaser {
+ public:
+  struct Options {
+    int64_t max_idle_heap_bytes = defaults::kMaxIdleHeapBytes;  // 0: never release
+    absl::Duration interval = defaults::kMemoryReleaseInterval;
+  };
+
+  explicit MemoryReleaser(const Options& options);
+  ~MemoryReleaser();  // stops the thread
+  MemoryReleaser(const MemoryReleaser&) = delete;
+  MemoryReleaser& operator=(const MemoryReleaser&) = delete;
+
+  // One look at the heap, as the thread takes every interval; returns
+  // whether it released memory. For tests.
+  bool Check() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  const Options options_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Since the last release: the most bytes seen in use, and the free bytes
+  // it left.
+  int64_t peak_in_use_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t free_after_release_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread thread_;
+};
+
+}  // namespace masknet
+
+#endif  // MASKNET_SERVER_MEMORY_RELEASE_H_
