@@ -133,7 +133,7 @@ TEST(ServerProcessTest, HelpListsEveryLimit) {
                            "--model_poll_interval", "--keep_versions", "--log_format", "--drain_delay",
                            "--shutdown_grace_period", "--fail_on_model_error", "--tls_cert", "--tls_key",
                            "--tls_client_ca", "--tls_reload_interval", "--max_calls_in_flight",
-                           "--max_idle_heap_bytes"}) {
+                           "--max_idle_heap_bytes", "--max_concurrent_streams"}) {
     EXPECT_THAT(log, HasSubstr(flag));
   }
 }
