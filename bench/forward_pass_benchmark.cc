@@ -237,7 +237,11 @@ __attribute__((target("avx512f"))) float SumAvx512(const float* data, int64_t lo
     }
   }
   for (int j = 1; j < 8; ++j) acc[0] = _mm512_add_ps(acc[0], acc[j]);
-  float sum = _mm512_reduce_add_ps(acc[0]);
+  // Not _mm512_reduce_add_ps: GCC 12 warns inside it (bug 105593).
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, acc[0]);
+  float sum = 0;
+  for (float x : lanes) sum += x;
   for (int64_t i = lo + 2 * half; i < hi; ++i) sum += data[i];
   return sum;
 }
