@@ -1,8 +1,11 @@
 #include "loader/model_loader.h"
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -11,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loader/model_repository.h"
+#include "model/masknet_model.h"
 #include "tests/test_util.h"
 
 namespace masknet {
@@ -303,6 +307,45 @@ TEST_F(WatchedRepositoryTest, ANewVersionIsSwappedInAndTheOldestBeyondKeepVersio
   EXPECT_EQ(v1->version, 1);  // a holder keeps an unloaded version alive
   repo->Poll();
   EXPECT_THAT(TakeEvents(), ElementsAre());  // nothing changed
+}
+
+// What the server does at once: one thread polls while versions are
+// published and removed, others find versions and score with them. (Run
+// under ThreadSanitizer by scripts/sanitize.sh.)
+TEST_F(WatchedRepositoryTest, FindAndScoreWhilePollSwapsVersions) {
+  Write("tiny", 1);
+  auto repo = Open(/*keep_versions=*/2);
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> scored{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&, t] {
+      const testing::OwnedRequest request = testing::RandomRequest(spec_.schema, 3, t + 1);
+      const RequestFeatures features = request.view();
+      Workspace workspace;
+      std::vector<float> scores(3 * 2);
+      while (!stop.load()) {
+        auto servable = repo->Find("tiny", 0);
+        ASSERT_TRUE(servable.ok()) << servable.status();
+        const BatchSlice slice{&features, 0, 3};
+        ASSERT_TRUE((*servable)->model->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores)).ok());
+        EXPECT_TRUE(repo->ready());
+        (void)repo->List();
+        (void)repo->generation();
+        scored.fetch_add(1);
+      }
+    });
+  }
+  for (int64_t version = 2; version <= 6; ++version) {
+    Write("tiny", version, static_cast<uint32_t>(version));
+    if (version % 2 == 0) std::filesystem::remove_all(root_ + "/tiny/" + std::to_string(version - 1));
+    repo->Poll();
+    EXPECT_EQ((*repo->Find("tiny", 0))->version, version);
+  }
+  stop = true;
+  for (std::thread& t : readers) t.join();
+  EXPECT_GT(scored.load(), 0);
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 6);
 }
 
 TEST_F(WatchedRepositoryTest, ACorruptNewVersionIsReportedOnceAndTheOldOneKeepsServing) {
