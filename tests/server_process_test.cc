@@ -9,17 +9,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -35,6 +38,25 @@ namespace masknet {
 namespace {
 
 using ::testing::HasSubstr;
+
+// The longest prefix of `text` made of `chars`.
+absl::string_view LeadingNumber(absl::string_view text, absl::string_view chars) {
+  return text.substr(0, std::min(text.size(), text.find_first_not_of(chars)));
+}
+
+// The port of the log's "serving on <host>:<port>" line; 0 if none yet.
+int ServingPort(absl::string_view log) {
+  const size_t line = log.find("serving on ");
+  if (line == absl::string_view::npos) return 0;
+  const absl::string_view address = log.substr(line + 11, log.find(' ', line + 11) - (line + 11));
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == absl::string_view::npos ||
+      !absl::SimpleAtoi(LeadingNumber(address.substr(colon + 1), "0123456789"), &port)) {
+    return 0;
+  }
+  return port;
+}
 
 // A child process running `binary` with its output in a file.
 class ChildProcess {
@@ -71,11 +93,8 @@ class ChildProcess {
 
   // The port from the "serving on" line, waiting up to 60 s; 0 if it exited.
   int WaitForPort() {
-    static const std::regex kServing("serving on [^ ]*:([0-9]+)");
     for (int i = 0; i < 600; ++i) {
-      std::smatch m;
-      const std::string log = Log();
-      if (std::regex_search(log, m, kServing)) return std::stoi(m[1]);
+      if (const int port = ServingPort(Log()); port != 0) return port;
       int status;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         exited_ = true;
@@ -322,14 +341,17 @@ TEST(ServerProcessTest, ServesHealthAndReflection) {
 // The value of the first number field `key` of masknet_loadgen's JSON after
 // the text `after`, e.g. JsonNumber(json, "ok", "\"feeds\"").
 double JsonNumber(const std::string& json, const std::string& key, const std::string& after = "") {
-  const std::regex pattern("\"" + key + "\": ([0-9.]+)");
+  const std::string label = "\"" + key + "\": ";
   const size_t from = json.find(after);
-  std::smatch m;
-  if (from == std::string::npos || !std::regex_search(json.begin() + from, json.end(), m, pattern)) {
+  const size_t at = from == std::string::npos ? from : json.find(label, from);
+  const size_t digits = at == std::string::npos ? at : at + label.size();
+  double value = 0;
+  if (digits == std::string::npos ||
+      !absl::SimpleAtod(LeadingNumber(absl::string_view(json).substr(digits), "0123456789."), &value)) {
     ADD_FAILURE() << "no '" << key << "' in " << json;
     return -1;
   }
-  return std::stod(m[1]);
+  return value;
 }
 
 class LoadgenProcessTest : public ::testing::Test {
@@ -421,8 +443,10 @@ HttpResponse HttpGet(int port, const std::string& path) {
   char buffer[65536];
   for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) raw.append(buffer, n);
   close(fd);
-  std::smatch m;
-  if (std::regex_search(raw, m, std::regex("^HTTP/1\\.[01] ([0-9]{3})"))) out.status = std::stoi(m[1]);
+  // "HTTP/1.x NNN ..."
+  if (absl::StartsWith(raw, "HTTP/1.0 ") || absl::StartsWith(raw, "HTTP/1.1 ")) {
+    (void)absl::SimpleAtoi(LeadingNumber(absl::string_view(raw).substr(9), "0123456789"), &out.status);
+  }
   const size_t body = raw.find("\r\n\r\n");
   if (body != std::string::npos) out.body = raw.substr(body + 4);
   return out;
