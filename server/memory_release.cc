@@ -17,11 +17,12 @@ HeapUsage CurrentHeapUsage() {
   return HeapUsage{static_cast<int64_t>(info.uordblks + info.hblkhd), static_cast<int64_t>(info.fordblks)};
 }
 
-int64_t ResidentBytes() {
+ProcessMemory CurrentProcessMemory() {
   std::ifstream statm("/proc/self/statm");
   int64_t pages_total = 0, pages_resident = 0;
-  if (!(statm >> pages_total >> pages_resident)) return 0;
-  return pages_resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+  if (!(statm >> pages_total >> pages_resident)) return {};
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  return ProcessMemory{pages_total * page, pages_resident * page};
 }
 
 MemoryReleaser::MemoryReleaser(const Options& options) : options_(options) {

@@ -19,9 +19,14 @@ struct HeapUsage {
 };
 HeapUsage CurrentHeapUsage();
 
-// The process's resident memory in bytes, from /proc/self/statm; 0 if it
-// cannot be read.
-int64_t ResidentBytes();
+// The process's virtual and resident memory in bytes, from
+// /proc/self/statm; zeros if it cannot be read.
+struct ProcessMemory {
+  int64_t virtual_bytes = 0;
+  int64_t resident_bytes = 0;
+};
+ProcessMemory CurrentProcessMemory();
+inline int64_t ResidentBytes() { return CurrentProcessMemory().resident_bytes; }
 
 // Gives free heap memory back to the system once a burst of allocations
 // has passed. glibc keeps what a flood of calls freed in its arenas, so

@@ -1,9 +1,7 @@
 #include "server/metrics.h"
 
 #include <sys/resource.h>
-#include <unistd.h>
 
-#include <fstream>
 #include <sstream>
 #include <vector>
 
@@ -240,12 +238,9 @@ void ServerMetrics::SetVersionsLoaded(const std::map<std::string, int>& versions
 std::string ServerMetrics::Serialize() {
   {
     absl::MutexLock lock(&scrape_mu_);
-    std::ifstream statm("/proc/self/statm");
-    double pages_total = 0, pages_resident = 0;
-    if (statm >> pages_total >> pages_resident) {
-      const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
-      virtual_memory_->Set(pages_total * page);
-      resident_memory_->Set(pages_resident * page);
+    if (const ProcessMemory memory = CurrentProcessMemory(); memory.resident_bytes > 0) {
+      virtual_memory_->Set(static_cast<double>(memory.virtual_bytes));
+      resident_memory_->Set(static_cast<double>(memory.resident_bytes));
     }
     const HeapUsage heap = CurrentHeapUsage();
     heap_in_use_->Set(static_cast<double>(heap.in_use));
