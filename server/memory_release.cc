@@ -48,6 +48,7 @@ void MemoryReleaser::Loop() {
 
 bool MemoryReleaser::Check() {
   const int64_t threshold = options_.max_idle_heap_bytes;
+  if (threshold <= 0) return false;
   const HeapUsage heap = CurrentHeapUsage();
   {
     absl::MutexLock lock(&mu_);
@@ -56,7 +57,7 @@ bool MemoryReleaser::Check() {
     // worth a release (malloc_trim walks every arena under its lock).
     const bool burst_passed = peak_in_use_ - heap.in_use > threshold / 4;
     const bool free_grew = heap.free - free_after_release_ > threshold / 4;
-    if (threshold <= 0 || heap.free <= threshold || !(burst_passed || free_grew)) return false;
+    if (heap.free <= threshold || !(burst_passed || free_grew)) return false;
   }
   const int64_t resident_before = ResidentBytes();
   malloc_trim(0);

@@ -41,6 +41,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -114,11 +115,7 @@ class Server:
 
     def status(self, field):
         """A field of /proc/<pid>/status in bytes (VmRSS, VmHWM)."""
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(field)
+        return proc_status(self.process.pid, field)
 
     def reset_peak(self):
         """Starts a new VmHWM window (writing 5 to clear_refs resets it)."""
@@ -190,6 +187,15 @@ def loadgen(server, *args, model=MODEL, timeout=300):
                     *args], check=True, capture_output=True, text=True, timeout=timeout)
     with open(out) as f:
         return json.load(f)
+
+
+def proc_status(pid, field):
+    """A field of /proc/<pid>/status in bytes (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
 
 
 def errors_text(result):
@@ -485,7 +491,6 @@ class VersionsMemory(unittest.TestCase):
     """Resident memory with several versions loaded: their weights, the workers' workspaces and a constant."""
 
     def test_versions_memory(self):
-        import re
         config_name = "paper-criteo-parallel" if ARGS.quick else "twitter-recap"
         work = tempfile.mkdtemp(prefix="masknet-versions-")
         root = os.path.join(work, "models")
@@ -502,10 +507,8 @@ class VersionsMemory(unittest.TestCase):
                 try:
                     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                         grpc.channel_ready_future(channel).result(timeout=300)
-                    with open(f"/proc/{process.pid}/status") as f:
-                        fields = dict(line.split(":", 1) for line in f)
-                    resident = int(fields["VmRSS"].split()[0]) * 1024
-                    peak = int(fields["VmHWM"].split()[0]) * 1024
+                    resident = proc_status(process.pid, "VmRSS")
+                    peak = proc_status(process.pid, "VmHWM")
                 finally:
                     process.send_signal(signal.SIGTERM)
                     process.wait(timeout=60)
