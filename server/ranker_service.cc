@@ -135,16 +135,15 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
     scores_.resize(features_.candidates.size() * servable_->model->num_tasks());
   }
 
-  // Queues the call; answers it at once if the queue refuses.
+  // Queues the call; answers it at once if the queue refuses. Once queued,
+  // a worker may answer the call before Schedule returns, so nothing here
+  // touches the call after the queue took it.
   void Schedule(std::shared_ptr<BatchQueue> queue) {
     queue_ = std::move(queue);
     accepted_ = absl::Now();
+    handed_off_ = true;
     const absl::Status s = StatusFromExceptions("queueing the call", [&] { return queue_->Schedule(this); });
-    if (s.ok()) {
-      handed_off_ = true;
-    } else {
-      Answer(s);
-    }
+    if (!s.ok()) Answer(s);
   }
 
   // Finishes the call with `status` and records it. Never throws: without
