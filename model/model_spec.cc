@@ -269,9 +269,9 @@ absl::Status ResolveTop(const ModelConfig& config, ModelSpec& spec) {
     }
     if (head.has_negative_sampling_rate()) {
       const float r = head.negative_sampling_rate();
-      if (!(r > 0 && r <= 1)) {
+      if (!(r > 0 && std::isfinite(r))) {
         return Invalid(absl::StrCat(where, ".negative_sampling_rate"),
-                       absl::StrCat("must be in (0, 1], got ", r));
+                       absl::StrCat("must be positive and finite, got ", r));
       }
       task.negative_sampling_rate = r;
     }

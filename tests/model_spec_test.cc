@@ -1,6 +1,8 @@
 #include "model/model_spec.h"
 
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -151,9 +153,19 @@ TEST(ModelSpecTest, RejectsTaskWhoseLastLayerIsNotALogit) {
                  {"tasks[0] ('click').layers[1]", "output_size 1 and ACTIVATION_NONE"});
 }
 
-TEST(ModelSpecTest, RejectsCalibrationRateOutsideUnitInterval) {
-  ExpectRejected([](ModelConfig& c) { c.mutable_tasks(1)->set_negative_sampling_rate(1.5f); },
-                 {"tasks[1] ('like').negative_sampling_rate", "(0, 1]"});
+TEST(ModelSpecTest, AcceptsCalibrationRatesAboveOne) {
+  ModelConfig config = Tiny();
+  config.mutable_tasks(1)->set_negative_sampling_rate(83.9f);
+  auto spec = ModelSpec::FromConfig(config);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->tasks[1].negative_sampling_rate, 83.9f);
+}
+
+TEST(ModelSpecTest, RejectsCalibrationRatesThatAreNotPositiveAndFinite) {
+  for (const float r : {0.0f, -0.5f, std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    ExpectRejected([r](ModelConfig& c) { c.mutable_tasks(1)->set_negative_sampling_rate(r); },
+                   {"tasks[1] ('like').negative_sampling_rate", "positive and finite"});
+  }
 }
 
 TEST(ModelSpecTest, RejectsInputNormOverNonAdjacentFields) {

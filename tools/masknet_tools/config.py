@@ -354,8 +354,10 @@ def _check_tasks(problems, model_config):
             problems.append(f"{where}: the last layer must have output_size 1 "
                             "and ACTIVATION_NONE")
         rate = task.negative_sampling_rate
-        if task.HasField("negative_sampling_rate") and not 0 < rate <= 1:
-            problems.append(f"{where}: negative_sampling_rate is not in (0, 1]")
+        if task.HasField("negative_sampling_rate") and not (
+                0 < rate and math.isfinite(rate)):
+            problems.append(
+                f"{where}: negative_sampling_rate is not positive and finite")
 
 
 def validate(model_config):

@@ -209,7 +209,7 @@ def variant_serial_block_ln():
 
 
 def variant_parallel_easyrec():
-    """Parallel, EasyRec-style: the masks read the shared LN of V.
+    """Parallel, TensorFlow-EasyRec-style: the masks read the shared LN of V.
 
     Aggregation widths are reductions of the masked input width.
     """
