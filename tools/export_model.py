@@ -53,17 +53,7 @@ def main():
     parser.add_argument("--weights",
                         required=True,
                         help="state dict: .pt (torch.save) or .safetensors")
-    parser.add_argument("--model_root",
-                        required=True,
-                        help="model repository directory")
-    parser.add_argument("--model_name", required=True)
-    parser.add_argument("--version", type=int, default=1)
-    parser.add_argument("--bf16",
-                        action="store_true",
-                        help="store BF16 instead of F32")
-    parser.add_argument("--overwrite",
-                        action="store_true",
-                        help="replace an existing version")
+    export.add_version_flags(parser)
     parser.add_argument(
         "--twitter_masknet_prefix",
         help="rename the Twitter MaskNet tensors under this prefix first")
@@ -75,13 +65,9 @@ def main():
         weights = twitter_import.map_masknet(weights,
                                              args.twitter_masknet_prefix)
     try:
-        version_dir = export.export_model(_read_config(args.config),
-                                          weights,
-                                          args.model_root,
-                                          args.model_name,
-                                          args.version,
-                                          bf16=args.bf16,
-                                          overwrite=args.overwrite)
+        version_dir = export.export_to_flags(args,
+                                            _read_config(args.config),
+                                            weights)
     except (config.ConfigError, export.ExportError, FileExistsError) as e:
         sys.exit(f"export_model: {e}")
     print(f"wrote {version_dir}")

@@ -6,7 +6,8 @@
     features           ranker.proto Features <-> per-field tensors
     reference          the reference MaskNet (PyTorch): ground truth for parity
     export             writing and reading model versions, strictly checked
-    twitter_import     Twitter the-algorithm-ml MaskNet tensor names -> ours
+    checkpoints        reading other frameworks' checkpoints; which framework
+    twitter_import     the-algorithm-ml's heavy ranker (checkpoint + YAML) -> ours
     reference_configs  the reference configs of MASKNET.md and the variants
     fixtures           parity fixtures for the C++ server
     synthetic          synthetic home-timeline click data

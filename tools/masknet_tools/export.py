@@ -112,6 +112,33 @@ def check_with_server(version_dir, shown_as=None):
                       message.replace(version_dir, shown_as or version_dir))
 
 
+def add_version_flags(parser):
+    """The flags that say where and how a command writes a model version:
+    --model_root, --model_name, --version, --bf16, --overwrite."""
+    parser.add_argument("--model_root",
+                        required=True,
+                        help="model repository directory")
+    parser.add_argument("--model_name", required=True)
+    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--bf16",
+                        action="store_true",
+                        help="store BF16 instead of F32")
+    parser.add_argument("--overwrite",
+                        action="store_true",
+                        help="replace an existing version")
+
+
+def export_to_flags(args, model_config, weights):
+    """export_model to where add_version_flags' flags in `args` say."""
+    return export_model(model_config,
+                        weights,
+                        args.model_root,
+                        args.model_name,
+                        args.version,
+                        bf16=args.bf16,
+                        overwrite=args.overwrite)
+
+
 def export_model(model_config,
                  weights,
                  model_root,

@@ -23,6 +23,9 @@ blocks, then MLP.
 import collections
 import re
 
+import torch
+
+from masknet_tools import checkpoints
 from masknet_tools import config
 from masknet_tools.protos import config_pb2
 
@@ -170,3 +173,407 @@ def masknet_config(state_dict, prefix, mode, final_layer_activation=False):
             config.dense_layer(mapped[layer + "weight"].shape[0], activation,
                                batch_norm))
     return config.masknet(mode, blocks), mlp
+
+
+# --- The whole heavy ranker (projects/home/recap/model/entrypoint.py) -------
+#
+# MultiTaskRankingModel, under its tensor names:
+#   _preprocessor (DoubleNormLog) on the continuous features:
+#     _before_concat_layers: InputNonFinite (NaN, +-inf -> 0), Log1pAbs
+#       (sign(x) log1p|x|), [BatchNorm: .<i>.layer.* (BatchNorm1d, eps 1e-5)],
+#       Clamp: .<j>.min_value, .<j>.max_value (0-d buffers)
+#     then concatenated with the binary features, [layer_norm.layer.*: one
+#       LayerNorm over continuous + binary, eps from layer_norm_config]
+#   _user_embedding_layer_norm, _user_eng_embedding_layer_norm,
+#   _author_embedding_layer_norm: a LayerNorm (eps 1e-5) on each TwHIN vector
+#   V = [features, user, user_eng, author]; _backbone (MaskNet, share_all)
+#   per task (safe name: "." -> "__"): _towers.<t> (Mlp) -> logit,
+#   [_affine_maps.<t>: Linear(1, 1): scale * logit + bias], sigmoid,
+#   _calibrators.<t>.ratio r: p r / (1 - p + p r).
+#
+# The viewer's embeddings are request context; everything else is per
+# candidate (Twitter's continuous and binary features mix viewer and tweet
+# features in one tensor). The affine map is folded into the tower's last
+# layer in float64.
+
+# Twitter's embedding inputs, in V's order: (attribute, our field, scope).
+_RECAP_EMBEDDINGS = (
+    ("_user_embedding_layer_norm", "user_embedding", config_pb2.CONTEXT),
+    ("_user_eng_embedding_layer_norm", "user_eng_embedding",
+     config_pb2.CONTEXT),
+    ("_author_embedding_layer_norm", "author_embedding", config_pb2.CANDIDATE),
+)
+# The eps that replaces a LayerNorm eps of 0 (the format needs eps > 0).
+ZERO_EPS_REPLACEMENT = 1e-12
+
+
+class RecapImportError(checkpoints.CheckpointError):
+    """The checkpoint or its config cannot be served; the message says why."""
+
+
+def _take(state, name):
+    """Removes and returns tensor `name` of `state`; an error if missing."""
+    if name not in state:
+        raise RecapImportError(f"missing tensor {name!r}")
+    return state.pop(name)
+
+
+def _options(section, where, known):
+    """`section` (a YAML mapping or None) as a dict; refuses unknown keys."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise RecapImportError(f"{where}: expected a mapping, got "
+                               f"{type(section).__name__}")
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise RecapImportError(
+            f"{where}: option {unknown[0]!r} is not one the-algorithm-ml's "
+            f"config has here, or not one this importer can serve "
+            f"(known: {', '.join(sorted(known))})")
+    return section
+
+
+def _model_section(yaml_config):
+    if isinstance(yaml_config, dict) and isinstance(yaml_config.get("model"),
+                                                    dict):
+        return yaml_config["model"]
+    return yaml_config
+
+
+def _continuous_truncation(yaml_config):
+    """train_data.preprocess.truncate_and_slice.continuous_feature_truncation."""
+    try:
+        return int(yaml_config["train_data"]["preprocess"]["truncate_and_slice"]
+                   ["continuous_feature_truncation"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _mlp_options(options, where):
+    options = _options(options, where, {
+        "layer_sizes", "batch_norm", "dropout", "final_layer_activation"
+    })
+    if "layer_sizes" not in options:
+        raise RecapImportError(f"{where}: layer_sizes is missing")
+    return options
+
+
+def _pop_prefixed(state, prefix):
+    """Removes and returns the tensors under `prefix`, names kept whole."""
+    taken = {k: v for k, v in state.items() if k.startswith(prefix)}
+    for k in taken:
+        del state[k]
+    return taken
+
+
+def _layer_norm_tensors(state, prefix, width, where):
+    """(weight, bias) of a LayerNorm under `prefix` (ones, zeros if absent)."""
+    weight = state.pop(prefix + "weight", None)
+    bias = state.pop(prefix + "bias", None)
+    if (weight is None) != (bias is None):
+        raise RecapImportError(
+            f"{where}: {prefix}weight and {prefix}bias must come together")
+    if weight is None:
+        return torch.ones(width), torch.zeros(width)
+    return weight, bias
+
+
+def _eps(value, where, notes):
+    eps = float(value)
+    if eps == 0:
+        notes.append(f"{where}: eps 0 served as {ZERO_EPS_REPLACEMENT} (the "
+                     "format needs eps > 0; the scores differ only where "
+                     "Twitter's would divide by a zero variance)")
+        return ZERO_EPS_REPLACEMENT
+    return eps
+
+
+def import_recap(state_dict, yaml_config):
+    """A MultiTaskRankingModel of the-algorithm-ml as our model.
+
+    Args:
+      state_dict: the model's state_dict, without the training wrapper's
+        "model." prefix.
+      yaml_config: the parsed model config YAML: the whole RecapConfig (its
+        `model` section is read, and `train_data` for the continuous feature
+        count when the preprocessor has no BatchNorm) or the model section.
+
+    Returns:
+      (model_config, weights, notes): a ModelConfig, our tensors, and a list
+      of remarks for the user (substitutions made).
+
+    Raises:
+      RecapImportError: an option we cannot serve (named), or a missing,
+        unexpected or inconsistent tensor (named by its checkpoint name).
+    """
+    state = {
+        k: v
+        for k, v in state_dict.items()
+        if not k.endswith(".num_batches_tracked")
+    }
+    notes = []
+    model = _options(
+        _model_section(yaml_config), "model", {
+            "tasks", "large_embeddings", "small_embeddings",
+            "position_debias_config", "featurization_config",
+            "multi_task_type", "backbone", "stratifiers"
+        })
+    for unsupported in ("large_embeddings", "small_embeddings",
+                        "position_debias_config"):
+        if model.get(unsupported):
+            raise RecapImportError(
+                f"model.{unsupported} is not supported: only continuous, "
+                "binary and the three TwHIN embedding inputs are")
+    multi_task_type = model.get("multi_task_type", "share_none")
+    if multi_task_type != "share_all":
+        raise RecapImportError(
+            f"model.multi_task_type {multi_task_type!r} is not supported: "
+            "only share_all (every tower reads the MaskNet backbone's output)"
+            " maps to a MaskNet; share_partial towers also read the raw "
+            "input and share_none has no backbone")
+    backbone = _options(model.get("backbone"), "model.backbone", {
+        "mlp_config", "dcn_config", "dlrm_config", "mask_net_config",
+        "affine_map", "pos_weight"
+    })
+    if not backbone.get("mask_net_config"):
+        kinds = [k for k in ("mlp_config", "dcn_config", "dlrm_config")
+                 if backbone.get(k)]
+        raise RecapImportError(
+            "model.backbone is not a MaskNet (mask_net_config)" +
+            (f": it is {kinds[0]}" if kinds else ""))
+    mask_net = _options(backbone["mask_net_config"],
+                        "model.backbone.mask_net_config",
+                        {"mask_blocks", "mlp", "use_parallel"})
+    mode = config_pb2.PARALLEL if mask_net.get(
+        "use_parallel", False) else config_pb2.SERIAL
+    backbone_mlp = _mlp_options(mask_net["mlp"],
+                                "model.backbone.mask_net_config.mlp"
+                               ) if mask_net.get("mlp") else None
+
+    # The backbone (with its MLP).
+    backbone_state = _pop_prefixed(state, "_backbone.")
+    if not backbone_state:
+        raise RecapImportError("missing the backbone: no _backbone.* tensors")
+    try:
+        masknet_message, mlp = masknet_config(
+            backbone_state, "_backbone.", mode,
+            bool(backbone_mlp and backbone_mlp.get("final_layer_activation")))
+        weights = map_masknet(backbone_state, "_backbone.")
+    except ValueError as e:
+        raise RecapImportError(str(e)) from None
+    if bool(mlp) != bool(backbone_mlp):
+        raise RecapImportError(
+            "model.backbone.mask_net_config.mlp is " +
+            ("set but the checkpoint has no _backbone._dense_layers tensors"
+             if backbone_mlp else "not set but the checkpoint has "
+             "_backbone._dense_layers tensors"))
+    if "masknet.blocks.0.mask.aggregation.weight" not in weights:
+        raise RecapImportError(
+            "missing tensor '_backbone._mask_blocks.0._mask_layer.0.weight'")
+    d = weights["masknet.blocks.0.mask.aggregation.weight"].shape[1]
+
+    # Inputs: continuous and binary features, then the TwHIN embeddings.
+    featurization = _options(model.get("featurization_config"),
+                             "model.featurization_config", {
+                                 "log1p_abs_config", "clip_log1p_abs_config",
+                                 "z_score_log_config", "double_norm_log_config",
+                                 "feature_names_to_concat"
+                             })
+    double_norm = _options(
+        featurization.get("double_norm_log_config"),
+        "model.featurization_config.double_norm_log_config",
+        {"batch_norm_config", "clip_magnitude", "layer_norm_config"})
+    if not featurization.get("double_norm_log_config"):
+        raise RecapImportError(
+            "model.featurization_config.double_norm_log_config is missing: "
+            "the-algorithm-ml builds its preprocessor from it alone")
+    layers = collections.defaultdict(dict)
+    pattern = re.compile(r"_preprocessor\._before_concat_layers\.(\d+)\.(.+)")
+    for key in list(state):
+        match = pattern.fullmatch(key)
+        if match:
+            layers[int(match[1])][match[2]] = state.pop(key)
+    batch_norm = clamp = None
+    for index in sorted(layers):
+        tensors = layers[index]
+        if "layer.running_mean" in tensors and batch_norm is None:
+            batch_norm = tensors
+        elif set(tensors) == {"min_value", "max_value"} and clamp is None:
+            clamp = tensors
+        else:
+            raise RecapImportError(
+                f"unexpected tensors under _preprocessor._before_concat_layers."
+                f"{index}: {sorted(tensors)}")
+    if bool(batch_norm) != bool(double_norm.get("batch_norm_config")):
+        raise RecapImportError(
+            "double_norm_log_config.batch_norm_config and the checkpoint "
+            "disagree: the preprocessor's BatchNorm tensors are " +
+            ("present" if batch_norm else "missing"))
+    if clamp is None:
+        raise RecapImportError(
+            "missing tensors _preprocessor._before_concat_layers.<i>."
+            "{min_value,max_value} (the Clamp)")
+
+    embeddings = []
+    for attribute, field, scope in _RECAP_EMBEDDINGS:
+        if attribute + ".weight" in state:
+            width = state[attribute + ".weight"].shape[0]
+            embeddings.append((attribute, field, scope, width))
+    if batch_norm:
+        continuous = batch_norm["layer.running_mean"].shape[0]
+    else:
+        continuous = _continuous_truncation(yaml_config)
+        if continuous is None:
+            raise RecapImportError(
+                "cannot tell how many continuous features the model reads: "
+                "its preprocessor has no BatchNorm and the config has no "
+                "train_data.preprocess.truncate_and_slice."
+                "continuous_feature_truncation")
+    binary = d - continuous - sum(e[3] for e in embeddings)
+    if binary < 0:
+        raise RecapImportError(
+            f"the backbone reads {d} values, fewer than the {continuous} "
+            "continuous features and the embeddings")
+
+    fields = [
+        config.dense_field(
+            "continuous",
+            config_pb2.CANDIDATE,
+            continuous,
+            non_finite=config_pb2.REPLACE_WITH_ZERO,
+            transform=config_pb2.SIGNED_LOG1P,
+            batch_norm=config.batch_norm(
+                _TORCH_DEFAULT_EPS, "layer.weight" in batch_norm)
+            if batch_norm else None,
+            clamp_min=float(clamp["min_value"]),
+            clamp_max=float(clamp["max_value"]))
+    ]
+    if batch_norm:
+        for name in ("running_mean", "running_var", "weight", "bias"):
+            if "layer." + name in batch_norm:
+                weights["fields.continuous.batch_norm." +
+                        name] = batch_norm["layer." + name]
+    feature_fields = ["continuous"]
+    if binary:
+        fields.append(config.dense_field("binary", config_pb2.CANDIDATE,
+                                         binary))
+        feature_fields.append("binary")
+    input_norms = []
+    layer_norm = _options(
+        double_norm.get("layer_norm_config"),
+        "double_norm_log_config.layer_norm_config",
+        {"epsilon", "axis", "center", "scale"})
+    if double_norm.get("layer_norm_config"):
+        if layer_norm.get("axis", -1) != -1 or layer_norm.get(
+                "center", True) != layer_norm.get("scale", True):
+            raise RecapImportError(
+                "double_norm_log_config.layer_norm_config: only axis -1 with "
+                "center == scale is supported (as the-algorithm-ml requires)")
+        eps = _eps(layer_norm.get("epsilon", 1e-3),
+                   "double_norm_log_config.layer_norm_config", notes)
+        input_norms.append(config.input_norm("features", feature_fields, eps))
+        (weights["input_norms.features.weight"],
+         weights["input_norms.features.bias"]) = _layer_norm_tensors(
+             state, "_preprocessor.layer_norm.layer.", continuous + binary,
+             "the preprocessor's LayerNorm")
+    for attribute, field, scope, width in embeddings:
+        fields.append(config.dense_field(field, scope, width))
+        input_norms.append(
+            config.input_norm(field, [field], _TORCH_DEFAULT_EPS))
+        weights[f"input_norms.{field}.weight"] = state.pop(attribute +
+                                                           ".weight")
+        weights[f"input_norms.{field}.bias"] = _take(
+            state, attribute + ".bias")
+
+    # The towers, each with its affine map and calibrator.
+    tasks_yaml = model.get("tasks")
+    if not isinstance(tasks_yaml, dict) or not tasks_yaml:
+        raise RecapImportError("model.tasks is missing or empty")
+    tasks = []
+    for task_name, task_options in tasks_yaml.items():
+        safe = str(task_name).replace(".", "__")
+        where = f"model.tasks.{task_name}"
+        task_options = _options(task_options, where, {
+            "mlp_config", "dcn_config", "dlrm_config", "mask_net_config",
+            "affine_map", "pos_weight"
+        })
+        if not task_options.get("mlp_config"):
+            raise RecapImportError(
+                f"{where}: only MLP towers (mlp_config) are supported")
+        tower = _mlp_options(task_options["mlp_config"], where + ".mlp_config")
+        if tower.get("final_layer_activation"):
+            raise RecapImportError(
+                f"{where}.mlp_config.final_layer_activation: a ReLU after the "
+                "logit is not supported (a task's last layer is its logit)")
+        tower_state = _pop_prefixed(state, f"_towers.{safe}.")
+        if not tower_state:
+            raise RecapImportError(
+                f"{where}: missing tensors _towers.{safe}.layers.*")
+        try:
+            mapped = map_mlp(tower_state, f"_towers.{safe}.", f"tasks.{safe}.")
+        except ValueError as e:
+            raise RecapImportError(str(e)) from None
+        if len(mapped) != len(tower_state):
+            raise RecapImportError(
+                f"unrecognised tensors under _towers.{safe}.")
+        head = config_pb2.TaskHead(name=safe)
+        count = 0
+        while f"tasks.{safe}.{count}.weight" in mapped:
+            count += 1
+        for i in range(count):
+            layer = f"tasks.{safe}.{i}."
+            norm = None
+            if layer + "batch_norm.running_mean" in mapped:
+                norm = config.batch_norm(_TORCH_DEFAULT_EPS,
+                                         layer + "batch_norm.weight" in mapped)
+            head.layers.append(
+                config.dense_layer(
+                    mapped[layer + "weight"].shape[0],
+                    config_pb2.ACTIVATION_NONE
+                    if i == count - 1 else config_pb2.RELU, norm))
+        last = f"tasks.{safe}.{count - 1}."
+        scale = state.pop(f"_affine_maps.{safe}.weight", None)
+        shift = state.pop(f"_affine_maps.{safe}.bias", None)
+        if (scale is None) != (task_options.get("affine_map") is None):
+            raise RecapImportError(
+                f"{where}.affine_map and the checkpoint disagree: "
+                f"_affine_maps.{safe}.* is " +
+                ("missing" if scale is None else "present"))
+        if scale is not None:
+            if shift is None or scale.numel() != 1 or shift.numel() != 1:
+                raise RecapImportError(
+                    f"_affine_maps.{safe}: expected weight [1, 1] and bias "
+                    "[1] (a Linear(1, 1))")
+            s, c = scale.double().reshape(()), shift.double().reshape(())
+            mapped[last + "weight"] = mapped[last + "weight"].double() * s
+            mapped[last + "bias"] = mapped[last + "bias"].double() * s + c
+        ratio = _take(state, f"_calibrators.{safe}.ratio")
+        if ratio.numel() != 1:
+            raise RecapImportError(
+                f"_calibrators.{safe}.ratio: expected one value, got shape "
+                f"{list(ratio.shape)}")
+        r = float(ratio.reshape(()))
+        if r != 1.0:
+            head.negative_sampling_rate = r
+        weights.update(mapped)
+        tasks.append(head)
+
+    leftover = sorted(state)
+    if leftover:
+        raise RecapImportError(
+            "unexpected tensors (not part of a model this config describes): "
+            + ", ".join(leftover[:10]) + (" ..." if len(leftover) > 10 else ""))
+    model_config = config_pb2.ModelConfig(
+        description="the-algorithm-ml MultiTaskRankingModel (imported)",
+        fields=fields,
+        input_norms=input_norms,
+        masknet=masknet_message,
+        mlp=mlp,
+        tasks=tasks)
+    model_config.metadata["imported_from"] = "the-algorithm-ml"
+    for task_name in tasks_yaml:
+        safe = str(task_name).replace(".", "__")
+        if safe != task_name:
+            model_config.metadata["task." + safe] = str(task_name)
+    return model_config, weights, notes

@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""Imports a MaskNet trained with another framework, in one step.
+
+Usage:
+  /usr/bin/python3 tools/import_model.py --from the-algorithm-ml \\
+      --checkpoint recap.pt --config local_prod.yaml \\
+      --model_root models --model_name home_recap [--version 1]
+
+--checkpoint is a torch.save'd state_dict of the framework's model (a
+training wrapper's "model." prefix is removed). --config is the framework's
+own model configuration file, for what the tensors cannot say (the-algorithm-
+ml: its RecapConfig YAML, or just its `model` section). Writes a complete
+model version -- model_config.pbtxt and weights.safetensors -- that the
+server's own loader has accepted, or nothing. README "Bring your own
+checkpoint" lists what each framework's import supports.
+"""
+
+import argparse
+import sys
+
+import torch
+import yaml
+
+from masknet_tools import checkpoints
+from masknet_tools import config
+from masknet_tools import export
+from masknet_tools import twitter_import
+
+FRAMEWORKS = ("the-algorithm-ml",)
+
+
+def _read_yaml(path):
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except OSError as e:
+        raise checkpoints.CheckpointError(f"{path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise checkpoints.CheckpointError(f"{path}: not YAML: {e}") from None
+
+
+def import_checkpoint(framework, checkpoint_path, config_path):
+    """(model_config, weights, notes, checkpoint) of one framework's model."""
+    checkpoint = checkpoints.strip_wrapper_prefix(
+        checkpoints.load_state_dict(checkpoint_path))
+    checkpoints.check_framework(checkpoint, framework)
+    framework_config = _read_yaml(config_path)
+    model_config, weights, notes = twitter_import.import_recap(
+        checkpoint, framework_config)
+    return model_config, weights, notes, checkpoint
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from",
+                        dest="framework",
+                        required=True,
+                        choices=FRAMEWORKS,
+                        help="the framework the model was trained with")
+    parser.add_argument("--checkpoint",
+                        required=True,
+                        help="torch.save'd state_dict of the trained model")
+    parser.add_argument("--config",
+                        required=True,
+                        help="the framework's own model configuration file")
+    export.add_version_flags(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    weights, checkpoint = {}, {}
+    try:
+        model_config, weights, notes, checkpoint = import_checkpoint(
+            args.framework, args.checkpoint, args.config)
+        for note in notes:
+            print(f"import_model: note: {note}", file=sys.stderr)
+        version_dir = export.export_to_flags(args, model_config, weights)
+    except (checkpoints.CheckpointError, config.ConfigError,
+            export.ExportError, FileExistsError, ValueError) as e:
+        sys.exit("import_model: " +
+                 checkpoints.with_checkpoint_names(str(e), checkpoint, weights))
+    print(f"wrote {version_dir}")
+
+
+if __name__ == "__main__":
+    main()

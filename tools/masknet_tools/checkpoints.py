@@ -1,0 +1,118 @@
+"""Reads training frameworks' PyTorch checkpoints for the importers.
+
+A checkpoint is a `torch.save` of a state_dict (name -> tensor). Training
+wrappers prefix every name (the-algorithm-ml's ModelAndLoss and
+TorchEasyRec's TrainWrapper: "model."); `strip_wrapper_prefix` removes such a
+prefix when every tensor carries it. `framework_of` recognises which
+framework's MaskNet a state_dict comes from by its module names, so that a
+checkpoint given to the wrong importer is named for what it is.
+"""
+
+import torch
+
+# Prefixes that training wrappers put before every tensor name.
+WRAPPER_PREFIXES = ("model.", "module.")
+
+# Module names by which each framework's MaskNet is recognised (after the
+# wrapper prefix is stripped): any one of them is enough.
+_FRAMEWORK_MARKERS = {
+    "the-algorithm-ml": ("_backbone._mask_blocks.", "_towers.",
+                         "_preprocessor."),
+    "fuxictr": ("embedding_layer.embedding_layer.", "mask_net.mask_blocks.",
+                "emb_norm."),
+    "torcheasyrec": ("mask_net_layer.", "embedding_group."),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be imported; the message says why."""
+
+
+def load_state_dict(path):
+    """The state_dict saved at `path` by torch.save, on the CPU.
+
+    Accepts a bare state_dict or a dict holding one under "state_dict" or
+    "model" (common training-loop layouts).
+
+    Raises:
+      CheckpointError: the file is missing, not a torch.save file, or holds
+        something other than a dict of tensors.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(
+            f"{path}: is a directory (a distributed checkpoint or snapshot?); "
+            "save a plain state_dict with torch.save(model.state_dict(), "
+            "PATH) on the training side (see the README)") from None
+    except Exception as e:  # torch raises many types for a foreign file
+        raise CheckpointError(
+            f"{path}: not a torch.save file ({type(e).__name__}: {e})") from None
+    if isinstance(saved, dict):
+        for key in ("state_dict", "model"):
+            inner = saved.get(key)
+            if isinstance(inner, dict) and inner and all(
+                    isinstance(v, torch.Tensor) for v in inner.values()):
+                saved = inner
+                break
+    if not isinstance(saved, dict) or not saved:
+        raise CheckpointError(
+            f"{path}: expected a state_dict (a dict of tensors), got "
+            f"{'an empty dict' if saved == {} else type(saved).__name__}")
+    not_tensors = sorted(
+        str(k) for k, v in saved.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(
+            f"{path}: not a state_dict: {', '.join(not_tensors[:5])} "
+            f"{'is' if len(not_tensors) == 1 else 'are'} not tensors")
+    return dict(saved)
+
+
+def strip_wrapper_prefix(state_dict):
+    """`state_dict` without a training wrapper's prefix on every name."""
+    for prefix in WRAPPER_PREFIXES:
+        if all(key.startswith(prefix) for key in state_dict):
+            return {key[len(prefix):]: v for key, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def framework_of(state_dict):
+    """The framework whose MaskNet module names `state_dict` has, or None."""
+    found = [
+        name for name, markers in _FRAMEWORK_MARKERS.items()
+        if any(key.startswith(markers) for key in state_dict)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def check_framework(state_dict, expected):
+    """Raises CheckpointError if `state_dict` is another framework's."""
+    found = framework_of(state_dict)
+    if found is not None and found != expected:
+        raise CheckpointError(
+            f"this checkpoint is a {found} model (its tensor names are "
+            f"{found}'s), not {expected}'s: import it with --from {found}")
+    if found is None:
+        sample = ", ".join(sorted(state_dict)[:3])
+        raise CheckpointError(
+            f"this checkpoint is not a {expected} MaskNet model: none of its "
+            f"tensor names ({sample}, ...) are {expected}'s")
+
+
+
+def with_checkpoint_names(message, checkpoint, weights):
+    """`message` with each of our tensor names followed by its checkpoint name.
+
+    A tensor of `weights` that is the very tensor object of `checkpoint`
+    (renamed, not recomputed) is named both ways, so that an error about a
+    shape names the tensor the user can find in the checkpoint.
+    """
+    source = {id(v): k for k, v in checkpoint.items()}
+    for ours, tensor in weights.items():
+        theirs = source.get(id(tensor))
+        if theirs is not None and theirs != ours:
+            message = message.replace(f"'{ours}'",
+                                      f"'{ours}' (checkpoint: '{theirs}')")
+    return message
