@@ -30,6 +30,7 @@ import grpc  # noqa: E402
 
 from masknet_tools.protos import ranker_pb2  # noqa: E402
 from server_process import ServerProcess, free_port  # noqa: E402
+from tests.python import torcheasyrec  # noqa: E402
 from tests.python import twitter_recap  # noqa: E402
 
 ARGS = None
@@ -42,8 +43,14 @@ def _write_yaml(value, path):
         yaml.safe_dump(value, f, sort_keys=False)
 
 
+def _write_text(text, path):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def _recap_case(parallel):
-    """(name, command flags, files to write, expected scores, request)."""
+    """(name, framework, files to write, extra flags, expected scores,
+    request)."""
     recap, widths, rates = twitter_recap.example(parallel)
     wrapper = twitter_recap.build(recap, widths, rates, seed=7 + parallel)
     inputs = twitter_recap.random_inputs(widths, CANDIDATES, seed=11)
@@ -65,17 +72,43 @@ def _recap_case(parallel):
         "checkpoint": lambda path: torch.save(wrapper.state_dict(), path),
         "config": lambda path: _write_yaml(recap, path),
     }
-    return name, "the-algorithm-ml", files, expected, request
+    return name, "the-algorithm-ml", files, [], expected, request
+
+
+def _torcheasyrec_case(parallel):
+    text = torcheasyrec.pipeline_config(parallel=parallel, use_bn=not parallel)
+    wrapper = torcheasyrec.build(text, seed=5 + parallel)
+    inputs = torcheasyrec.random_inputs(CANDIDATES, seed=13)
+    with torch.no_grad():
+        expected = wrapper.model(inputs).numpy()
+    request = ranker_pb2.RankRequest()
+    order = ["c1", "c2", "i1", "c3", "c4", "i2"]  # the feature group's
+    for i in range(CANDIDATES):
+        candidate = request.candidates.add(id=2000 + i)
+        for name in order:
+            values = inputs[name][i].tolist()
+            if name in torcheasyrec.ID_FEATURES:
+                candidate.features.ids.extend(values)
+                candidate.features.id_counts.append(len(values))
+            else:
+                candidate.features.dense.extend(values)
+    files = {
+        "checkpoint": lambda path: torch.save(wrapper.state_dict(), path),
+        "config": lambda path: _write_text(text, path),
+    }
+    name = "torcheasyrec_parallel" if parallel else "torcheasyrec_serial_bn"
+    return name, "torcheasyrec", files, ["--max_ids", "2"], expected, request
 
 
 class ImportCheck(unittest.TestCase):
 
     def test_imported_models_serve_the_frameworks_scores(self):
-        cases = [_recap_case(True), _recap_case(False)]
+        cases = [_recap_case(True), _recap_case(False), _torcheasyrec_case(True),
+                 _torcheasyrec_case(False)]
         with tempfile.TemporaryDirectory() as tmp:
             model_root = os.path.join(tmp, "models")
-            for name, framework, files, _, _ in cases:
-                flags = ["--from", framework]
+            for name, framework, files, extra_flags, _, _ in cases:
+                flags = ["--from", framework] + extra_flags
                 for flag, write in files.items():
                     path = os.path.join(tmp, f"{name}.{flag}")
                     write(path)
@@ -97,7 +130,7 @@ class ImportCheck(unittest.TestCase):
                     "/masknet.serving.v1.Ranker/Rank",
                     request_serializer=ranker_pb2.RankRequest.SerializeToString,
                     response_deserializer=ranker_pb2.RankResponse.FromString)
-                for name, _, _, expected, request in cases:
+                for name, _, _, _, expected, request in cases:
                     request.model_name = name
                     response = rank(request, timeout=30)
                     self.assertEqual([c.id for c in response.candidates],

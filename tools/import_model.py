@@ -5,11 +5,15 @@ Usage:
   /usr/bin/python3 tools/import_model.py --from the-algorithm-ml \\
       --checkpoint recap.pt --config local_prod.yaml \\
       --model_root models --model_name home_recap [--version 1]
+  /usr/bin/python3 tools/import_model.py --from torcheasyrec \\
+      --checkpoint masknet.pt --config masknet_criteo.config \\
+      --model_root models --model_name criteo [--max_ids 1]
 
 --checkpoint is a torch.save'd state_dict of the framework's model (a
 training wrapper's "model." prefix is removed). --config is the framework's
 own model configuration file, for what the tensors cannot say (the-algorithm-
-ml: its RecapConfig YAML, or just its `model` section). Writes a complete
+ml: its RecapConfig YAML, or just its `model` section; TorchEasyRec: its
+pipeline config, protobuf text). Writes a complete
 model version -- model_config.pbtxt and weights.safetensors -- that the
 server's own loader has accepted, or nothing. README "Bring your own
 checkpoint" lists what each framework's import supports.
@@ -24,9 +28,11 @@ import yaml
 from masknet_tools import checkpoints
 from masknet_tools import config
 from masknet_tools import export
+from masknet_tools import textproto
+from masknet_tools import torcheasyrec_import
 from masknet_tools import twitter_import
 
-FRAMEWORKS = ("the-algorithm-ml",)
+FRAMEWORKS = ("the-algorithm-ml", "torcheasyrec")
 
 
 def _read_yaml(path):
@@ -39,15 +45,30 @@ def _read_yaml(path):
         raise checkpoints.CheckpointError(f"{path}: not YAML: {e}") from None
 
 
-def import_checkpoint(framework, checkpoint_path, config_path):
+def _read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise checkpoints.CheckpointError(f"{path}: {e.strerror}") from None
+
+
+def import_checkpoint(args):
     """(model_config, weights, notes, checkpoint) of one framework's model."""
     checkpoint = checkpoints.strip_wrapper_prefix(
-        checkpoints.load_state_dict(checkpoint_path))
-    checkpoints.check_framework(checkpoint, framework)
-    framework_config = _read_yaml(config_path)
-    model_config, weights, notes = twitter_import.import_recap(
-        checkpoint, framework_config)
-    return model_config, weights, notes, checkpoint
+        checkpoints.load_state_dict(args.checkpoint))
+    checkpoints.check_framework(checkpoint, args.framework)
+    if args.framework == "the-algorithm-ml":
+        result = twitter_import.import_recap(checkpoint,
+                                             _read_yaml(args.config))
+    else:
+        try:
+            result = torcheasyrec_import.import_masknet(
+                checkpoint, _read_text(args.config), args.max_ids)
+        except textproto.TextProtoError as e:
+            raise checkpoints.CheckpointError(
+                f"{args.config}: not protobuf text: {e}") from None
+    return result + (checkpoint,)
 
 
 def main():
@@ -63,14 +84,19 @@ def main():
     parser.add_argument("--config",
                         required=True,
                         help="the framework's own model configuration file")
+    parser.add_argument(
+        "--max_ids",
+        type=int,
+        default=1,
+        help="torcheasyrec: the most ids a request may send for one id "
+        "feature (it may also send none)")
     export.add_version_flags(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     weights, checkpoint = {}, {}
     try:
-        model_config, weights, notes, checkpoint = import_checkpoint(
-            args.framework, args.checkpoint, args.config)
+        model_config, weights, notes, checkpoint = import_checkpoint(args)
         for note in notes:
             print(f"import_model: note: {note}", file=sys.stderr)
         version_dir = export.export_to_flags(args, model_config, weights)

@@ -11,6 +11,7 @@ from masknet_tools import config
 from masknet_tools import reference
 from masknet_tools import twitter_import
 from masknet_tools.protos import config_pb2
+from tests.python import standins
 from tests.python import twitter_recap
 
 
@@ -73,7 +74,7 @@ class TwitterImportTest(unittest.TestCase):
         twitter = _twitter_masknet(12, [(8, 6, False), (24, 5, True)],
                                  parallel=True,
                                  mlp_sizes=[7, 4])
-        twitter_recap.randomize(twitter, 0)
+        standins.randomize(twitter, 0)
         ours = _import(twitter, 12, config_pb2.PARALLEL)
         x = torch.randn(5, 12)
         with torch.no_grad():
@@ -84,7 +85,7 @@ class TwitterImportTest(unittest.TestCase):
     def test_serial_masknet_computes_the_same(self):
         twitter = _twitter_masknet(10, [(6, 8, True), (4, 3, False)],
                                  parallel=False)
-        twitter_recap.randomize(twitter, 1)
+        standins.randomize(twitter, 1)
         ours = _import(twitter, 10, config_pb2.SERIAL)
         x = torch.randn(5, 10)
         with torch.no_grad():

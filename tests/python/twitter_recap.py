@@ -12,6 +12,8 @@ indexes its MLP instead of calling it (a bug); the stand-in calls it.
 import torch
 from torch import nn
 
+from tests.python import standins
+
 
 class InputNonFinite(nn.Module):
     """NaN and +-inf -> fill value (a buffer that is not saved)."""
@@ -249,27 +251,6 @@ class ModelAndLoss(nn.Module):
         self.model = model
 
 
-def randomize(module, seed):
-    """Random weights and batch-norm statistics; eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if not tensor.is_floating_point() or tensor.dim() == 0:
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(
-                    torch.rand(tensor.shape, generator=generator) * 2 + 0.2)
-            elif tensor.dim() == 1:
-                tensor.copy_(
-                    torch.randn(tensor.shape, generator=generator) * 0.3 +
-                    (1.0 if name.endswith("weight") else 0.0))
-            else:
-                tensor.copy_(
-                    torch.randn(tensor.shape, generator=generator) /
-                    tensor.shape[1]**0.5)
-    module.eval()
-
-
 # A heavy ranker at reduced width, configured as local_prod.yaml configures
 # the real one (parallel MaskNet with an MLP whose last layer has a ReLU;
 # towers [.., .., 1] with non-affine batch norm, one with dropout; affine
@@ -378,7 +359,7 @@ def build(recap_config, widths, rates, seed=0):
         recap_config["model"], widths["continuous"], widths["binary"],
         {n: widths[n] for n in EMBEDDINGS if n in widths}, rates)
     wrapper = ModelAndLoss(model)
-    randomize(wrapper, seed)
+    standins.randomize(wrapper, seed)
     return wrapper
 
 

@@ -8,6 +8,8 @@
     export             writing and reading model versions, strictly checked
     checkpoints        reading other frameworks' checkpoints; which framework
     twitter_import     the-algorithm-ml's heavy ranker (checkpoint + YAML) -> ours
+    torcheasyrec_import  TorchEasyRec's MaskNet (checkpoint + pipeline config)
+    textproto          protobuf text read without its schema (other configs)
     reference_configs  the reference configs of MASKNET.md and the variants
     fixtures           parity fixtures for the C++ server
     synthetic          synthetic home-timeline click data

@@ -10,6 +10,9 @@ checkpoint given to the wrong importer is named for what it is.
 
 import torch
 
+# torch's default eps of BatchNorm1d and LayerNorm, which the frameworks keep.
+TORCH_DEFAULT_EPS = 1e-5
+
 # Prefixes that training wrappers put before every tensor name.
 WRAPPER_PREFIXES = ("model.", "module.")
 
@@ -116,3 +119,19 @@ def with_checkpoint_names(message, checkpoint, weights):
             message = message.replace(f"'{ours}'",
                                       f"'{ours}' (checkpoint: '{theirs}')")
     return message
+
+
+def take(state, name):
+    """Removes and returns tensor `name` of `state`; an error if missing."""
+    if name not in state:
+        raise CheckpointError(f"missing tensor {name!r}")
+    return state.pop(name)
+
+
+def refuse_leftovers(state):
+    """Raises CheckpointError naming the tensors left in `state`, if any."""
+    leftover = sorted(state)
+    if leftover:
+        raise CheckpointError(
+            "unexpected tensors (not part of a model this config describes): "
+            + ", ".join(leftover[:10]) + (" ..." if len(leftover) > 10 else ""))

@@ -29,7 +29,6 @@ from masknet_tools import checkpoints
 from masknet_tools import config
 from masknet_tools.protos import config_pb2
 
-_TORCH_DEFAULT_EPS = 1e-5
 _BLOCK_MODULES = {
     "_input_layer_norm": "input_norm",
     "_mask_layer.0": "mask.aggregation",
@@ -154,15 +153,15 @@ def masknet_config(state_dict, prefix, mode, final_layer_activation=False):
                               hidden_bias=True,
                               activation=config_pb2.ACTIVATION_NONE,
                               input_norm=norm,
-                              input_norm_eps=_TORCH_DEFAULT_EPS,
-                              layer_norm_eps=_TORCH_DEFAULT_EPS))
+                              input_norm_eps=checkpoints.TORCH_DEFAULT_EPS,
+                              layer_norm_eps=checkpoints.TORCH_DEFAULT_EPS))
     mlp = []
     while f"mlp.{len(mlp)}.weight" in mapped:
         layer = f"mlp.{len(mlp)}."
         batch_norm = None
         if layer + "batch_norm.running_mean" in mapped:
             batch_norm = config.batch_norm(
-                _TORCH_DEFAULT_EPS,
+                checkpoints.TORCH_DEFAULT_EPS,
                 affine=layer + "batch_norm.weight" in mapped)
         is_last = f"mlp.{len(mlp) + 1}.weight" not in mapped
         if is_last and not final_layer_activation:
@@ -211,11 +210,6 @@ class RecapImportError(checkpoints.CheckpointError):
     """The checkpoint or its config cannot be served; the message says why."""
 
 
-def _take(state, name):
-    """Removes and returns tensor `name` of `state`; an error if missing."""
-    if name not in state:
-        raise RecapImportError(f"missing tensor {name!r}")
-    return state.pop(name)
 
 
 def _options(section, where, known):
@@ -444,7 +438,7 @@ def import_recap(state_dict, yaml_config):
             non_finite=config_pb2.REPLACE_WITH_ZERO,
             transform=config_pb2.SIGNED_LOG1P,
             batch_norm=config.batch_norm(
-                _TORCH_DEFAULT_EPS, "layer.weight" in batch_norm)
+                checkpoints.TORCH_DEFAULT_EPS, "layer.weight" in batch_norm)
             if batch_norm else None,
             clamp_min=float(clamp["min_value"]),
             clamp_max=float(clamp["max_value"]))
@@ -480,10 +474,10 @@ def import_recap(state_dict, yaml_config):
     for attribute, field, scope, width in embeddings:
         fields.append(config.dense_field(field, scope, width))
         input_norms.append(
-            config.input_norm(field, [field], _TORCH_DEFAULT_EPS))
+            config.input_norm(field, [field], checkpoints.TORCH_DEFAULT_EPS))
         weights[f"input_norms.{field}.weight"] = state.pop(attribute +
                                                            ".weight")
-        weights[f"input_norms.{field}.bias"] = _take(
+        weights[f"input_norms.{field}.bias"] = checkpoints.take(
             state, attribute + ".bias")
 
     # The towers, each with its affine map and calibrator.
@@ -525,7 +519,7 @@ def import_recap(state_dict, yaml_config):
             layer = f"tasks.{safe}.{i}."
             norm = None
             if layer + "batch_norm.running_mean" in mapped:
-                norm = config.batch_norm(_TORCH_DEFAULT_EPS,
+                norm = config.batch_norm(checkpoints.TORCH_DEFAULT_EPS,
                                          layer + "batch_norm.weight" in mapped)
             head.layers.append(
                 config.dense_layer(
@@ -548,7 +542,7 @@ def import_recap(state_dict, yaml_config):
             s, c = scale.double().reshape(()), shift.double().reshape(())
             mapped[last + "weight"] = mapped[last + "weight"].double() * s
             mapped[last + "bias"] = mapped[last + "bias"].double() * s + c
-        ratio = _take(state, f"_calibrators.{safe}.ratio")
+        ratio = checkpoints.take(state, f"_calibrators.{safe}.ratio")
         if ratio.numel() != 1:
             raise RecapImportError(
                 f"_calibrators.{safe}.ratio: expected one value, got shape "
@@ -559,11 +553,7 @@ def import_recap(state_dict, yaml_config):
         weights.update(mapped)
         tasks.append(head)
 
-    leftover = sorted(state)
-    if leftover:
-        raise RecapImportError(
-            "unexpected tensors (not part of a model this config describes): "
-            + ", ".join(leftover[:10]) + (" ..." if len(leftover) > 10 else ""))
+    checkpoints.refuse_leftovers(state)
     model_config = config_pb2.ModelConfig(
         description="the-algorithm-ml MultiTaskRankingModel (imported)",
         fields=fields,
