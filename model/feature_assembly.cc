@@ -64,6 +64,9 @@ absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
       if (!folded.ok()) return folded.status();
       field.affine = *std::move(folded);
     }
+    if (f.dense && f.config.dense().embedding_dim() != 0) {
+      field.embedding = TakeValues(weights, prefix + ".embedding");
+    }
     assembler.fields_.push_back(std::move(field));
 
     if (f.scope == Scope::kContext) {
@@ -97,12 +100,19 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
       const bool affine = !field.affine.scale.empty();
       const float lo = d.has_clamp_min() ? d.clamp_min() : -INFINITY;
       const float hi = d.has_clamp_max() ? d.clamp_max() : INFINITY;
-      for (int64_t j = 0; j < f.width; ++j) out[j] = replace && !std::isfinite(in[j]) ? 0.0f : in[j];
-      if (log) kSignedLog1p(out, f.width);
-      for (int64_t j = 0; j < f.width; ++j) {
-        float x = out[j];
-        if (affine) x = (x - field.affine.center[j]) * field.affine.scale[j] + field.affine.shift[j];
-        out[j] = std::clamp(x, lo, hi);
+      // An embedded scalar is processed in `scalar`, then spread over out.
+      const bool embedded = !field.embedding.empty();
+      float scalar;
+      float* x = embedded ? &scalar : out;
+      for (int64_t j = 0; j < f.values; ++j) x[j] = replace && !std::isfinite(in[j]) ? 0.0f : in[j];
+      if (log) kSignedLog1p(x, f.values);
+      for (int64_t j = 0; j < f.values; ++j) {
+        float y = x[j];
+        if (affine) y = (y - field.affine.center[j]) * field.affine.scale[j] + field.affine.shift[j];
+        x[j] = std::clamp(y, lo, hi);
+      }
+      if (embedded) {
+        for (int64_t k = 0; k < f.width; ++k) out[k] = scalar * field.embedding[k];
       }
       continue;
     }
@@ -162,8 +172,10 @@ absl::Status FeatureAssembler::FindOverflow(const FeatureValues& context, const 
       for (int64_t j = 0; j < f.width; ++j) {
         if (std::isfinite(row[f.offset + j])) continue;
         const std::string where = scope == Scope::kContext ? "context" : candidate_where;
+        // An embedded scalar's numbers all come from its one value.
         const std::string input =
-            f.dense ? absl::StrCat("(", values.dense[f.scope_index + j], ")") : "(a sum of embeddings)";
+            f.dense ? absl::StrCat("(", values.dense[f.scope_index + std::min(j, f.values - 1)], ")")
+                    : "(a sum of embeddings)";
         return absl::InvalidArgumentError(absl::StrCat(where, ": field '", f.config.name(), "' value ", j, " ", input,
                                                        " overflows float32 in the field's transform"));
       }

@@ -48,7 +48,7 @@ class FeatureAssembler {
     const FieldSpec* spec;
     // Dense: folded normalization (empty when none).
     AffineMap affine;
-    // Categorical.
+    // Categorical: the table; embedded dense: the vector.
     std::vector<float> embedding;
   };
   struct Norm {

@@ -26,6 +26,13 @@ absl::Status CheckRange(absl::string_view what, int64_t value, int64_t lo, int64
 
 absl::Status ValidateDense(const DenseField& d) {
   if (auto s = CheckRange("dense.width", d.width(), 1, limits::kMaxWidth); !s.ok()) return s;
+  if (d.embedding_dim() != 0) {
+    if (auto s = CheckRange("dense.embedding_dim", d.embedding_dim(), 1, limits::kMaxWidth); !s.ok()) return s;
+    if (d.width() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dense.embedding_dim embeds a scalar: dense.width must be 1, got ", d.width()));
+    }
+  }
   if (d.non_finite() != config::v1::REJECT && d.non_finite() != config::v1::REPLACE_WITH_ZERO) {
     return absl::InvalidArgumentError(
         "dense.non_finite must be REJECT or REPLACE_WITH_ZERO (the policy for NaN and Inf "
@@ -80,7 +87,7 @@ std::string DescribeDenseFields(const FeatureSchema& schema, Scope scope) {
   std::vector<std::string> parts;
   for (int i : schema.scope(scope).fields) {
     const FieldSpec& f = schema.fields()[i];
-    if (f.dense) parts.push_back(absl::StrCat(f.config.name(), ":", f.width));
+    if (f.dense) parts.push_back(absl::StrCat(f.config.name(), ":", f.values));
   }
   return absl::StrJoin(parts, ", ");
 }
@@ -138,9 +145,10 @@ absl::StatusOr<FeatureSchema> FeatureSchema::Create(const config::v1::ModelConfi
         return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
       }
       spec.dense = true;
-      spec.width = f.dense().width();
+      spec.values = f.dense().width();
+      spec.width = f.dense().embedding_dim() != 0 ? f.dense().embedding_dim() : f.dense().width();
       spec.scope_index = layout.dense_width;
-      layout.dense_width += spec.width;
+      layout.dense_width += spec.values;
     } else if (f.has_categorical()) {
       if (auto s = ValidateCategorical(f.categorical()); !s.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
@@ -240,7 +248,7 @@ absl::Status FeatureSchema::Validate(Scope scope, const FeatureValues& values,
     const FieldSpec& f = fields_[i];
     if (!f.dense || f.config.dense().non_finite() != config::v1::REJECT) continue;
     const float* v = values.dense.data() + f.scope_index;
-    for (int64_t j = 0; j < f.width; ++j) {
+    for (int64_t j = 0; j < f.values; ++j) {
       if (!std::isfinite(v[j])) {
         return absl::InvalidArgumentError(absl::StrCat(
             where, ": field '", f.config.name(), "' value ", j, " is ", v[j],

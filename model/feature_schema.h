@@ -32,8 +32,11 @@ struct FieldSpec {
   config::v1::Field config;
   Scope scope;
   bool dense;
-  // Numbers the field contributes to V: dense width or embedding dim.
+  // Numbers the field contributes to V: dense width (embedding_dim for an
+  // embedded dense field) or embedding dim.
   int64_t width;
+  // Dense: numbers it takes from the scope's Features.dense (dense.width).
+  int64_t values = 0;
   // First position of the field in V.
   int64_t offset;
   // Dense: first position in the scope's Features.dense.

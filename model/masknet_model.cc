@@ -379,8 +379,10 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
       if (!layer.ok()) return layer.status();
       block.hidden = *std::move(layer);
     }
-    block.ln_gamma = TakeValues(weights, prefix + ".layer_norm.weight");
-    block.ln_beta = TakeValues(weights, prefix + ".layer_norm.bias");
+    if (b.layer_norm) {
+      block.ln_gamma = TakeValues(weights, prefix + ".layer_norm.weight");
+      block.ln_beta = TakeValues(weights, prefix + ".layer_norm.bias");
+    }
     block.ln_eps = b.layer_norm_eps;
     block.relu = b.relu;
     previous = block.y;
@@ -678,9 +680,17 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
       return s;
     }
     stream.wait();
-    LayerNormRows(ws.At(b.hidden_out), b.hidden_out.stride, ws.At(b.y), b.y.stride, rows,
-                  b.hidden.shape().output_width, b.ln_gamma.data(), b.ln_beta.data(), b.ln_eps,
-                  b.relu);
+    const int64_t o = b.hidden.shape().output_width;
+    if (!b.ln_gamma.empty()) {
+      LayerNormRows(ws.At(b.hidden_out), b.hidden_out.stride, ws.At(b.y), b.y.stride, rows, o, b.ln_gamma.data(),
+                    b.ln_beta.data(), b.ln_eps, b.relu);
+    } else {  // no_layer_norm: y = act(h)
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* h = ws.At(b.hidden_out) + r * b.hidden_out.stride;
+        float* y = ws.At(b.y) + r * b.y.stride;
+        for (int64_t j = 0; j < o; ++j) y[j] = b.relu ? std::max(h[j], 0.0f) : h[j];
+      }
+    }
   }
 
   // 3. MLP and task heads.

@@ -210,9 +210,12 @@ absl::Status ResolveMaskNet(const ModelConfig& config, ModelSpec& spec) {
     auto relu = ResolveActivation(absl::StrCat(where, ".activation"), b.activation());
     if (!relu.ok()) return relu.status();
     block.relu = *relu;
+    block.layer_norm = !b.no_layer_norm();
     block.layer_norm_eps = b.layer_norm_eps();
-    if (auto s = CheckEps(absl::StrCat(where, ".layer_norm_eps"), block.layer_norm_eps); !s.ok()) {
-      return s;
+    if (block.layer_norm) {
+      if (auto s = CheckEps(absl::StrCat(where, ".layer_norm_eps"), block.layer_norm_eps); !s.ok()) {
+        return s;
+      }
     }
     previous_output = block.output_size;
     spec.masknet_output_width = spec.parallel ? spec.masknet_output_width + block.output_size
@@ -336,11 +339,12 @@ std::vector<TensorSpec> ModelSpec::ExpectedTensors() const {
     }
     const auto& d = f.config.dense();
     if (d.has_affine()) {
-      out.push_back({prefix + ".scale", {f.width}});
-      out.push_back({prefix + ".shift", {f.width}});
+      out.push_back({prefix + ".scale", {f.values}});
+      out.push_back({prefix + ".shift", {f.values}});
     } else if (d.has_batch_norm()) {
-      AddBatchNormTensors(prefix + ".batch_norm", d.batch_norm().affine(), f.width, out);
+      AddBatchNormTensors(prefix + ".batch_norm", d.batch_norm().affine(), f.values, out);
     }
+    if (d.embedding_dim() != 0) out.push_back({prefix + ".embedding", {f.width}});
   }
   for (const InputNormSpec& n : input_norms) {
     out.push_back({absl::StrCat("input_norms.", n.name, ".weight"), {n.width}});
@@ -358,8 +362,10 @@ std::vector<TensorSpec> ModelSpec::ExpectedTensors() const {
     out.push_back({prefix + ".mask.projection.bias", {b.masked_width}});
     out.push_back({prefix + ".hidden.weight", {b.output_size, b.masked_width}});
     if (b.hidden_bias) out.push_back({prefix + ".hidden.bias", {b.output_size}});
-    out.push_back({prefix + ".layer_norm.weight", {b.output_size}});
-    out.push_back({prefix + ".layer_norm.bias", {b.output_size}});
+    if (b.layer_norm) {
+      out.push_back({prefix + ".layer_norm.weight", {b.output_size}});
+      out.push_back({prefix + ".layer_norm.bias", {b.output_size}});
+    }
   }
   for (const DenseLayerSpec& layer : mlp) AddDenseTensors(layer, out);
   for (const TaskSpec& task : tasks) {

@@ -44,6 +44,8 @@ struct MaskBlockSpec {
   int64_t output_size = 0;       // o
   bool hidden_bias = false;
   bool relu = false;
+  // The LayerNorm after the hidden layer (all but no_layer_norm blocks).
+  bool layer_norm = true;
   float layer_norm_eps = 0;
 };
 

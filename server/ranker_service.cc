@@ -276,12 +276,14 @@ namespace {
 
 void DescribeField(const FieldSpec& f, FeatureField* out) {
   out->set_name(f.config.name());
-  out->set_width(static_cast<uint32_t>(f.width));
   if (f.dense) {
+    out->set_width(static_cast<uint32_t>(f.values));
+    out->set_embedding_dim(f.config.dense().embedding_dim());
     out->set_kind(FeatureField::DENSE);
     out->set_accepts_non_finite(f.config.dense().non_finite() == config::v1::REPLACE_WITH_ZERO);
   } else {
     const auto& c = f.config.categorical();
+    out->set_width(static_cast<uint32_t>(f.width));
     out->set_kind(FeatureField::CATEGORICAL);
     out->set_num_buckets(c.num_buckets());
     out->set_max_ids(MaxIds(c));

@@ -109,5 +109,30 @@ TEST(FeatureSchemaContextTest, RejectsEmptyFieldThatDoesNotAllowIt) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("field 'viewer_id' has no ids"));
 }
 
+TEST(FeatureSchemaEmbeddedDenseTest, AnEmbeddedScalarTakesOneValueAndFillsEmbeddingDimOfV) {
+  auto config = testing::ParseConfigOrDie(testing::kTinyConfig);
+  // candidate "age": dense width 1 -> embedded into 6 numbers of V.
+  config.mutable_fields(1)->mutable_dense()->set_embedding_dim(6);
+  auto schema = FeatureSchema::Create(config);
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  const FieldSpec& age = schema->fields()[1];
+  EXPECT_EQ(age.values, 1);
+  EXPECT_EQ(age.width, 6);
+  EXPECT_EQ(schema->fields()[2].offset, age.offset + 6);
+  EXPECT_EQ(schema->scope(Scope::kCandidate).dense_width, 3);  // age 1 + counts 2
+  std::vector<float> dense = {1, 2, 3};
+  std::vector<int64_t> ids = {4};
+  EXPECT_TRUE(schema->Validate(Scope::kCandidate, {dense, ids, {}}, "candidates[0]").ok());
+}
+
+TEST(FeatureSchemaEmbeddedDenseTest, RejectsEmbeddingAVectorField) {
+  auto config = testing::ParseConfigOrDie(testing::kTinyConfig);
+  config.mutable_fields(2)->mutable_dense()->set_embedding_dim(4);  // viewer_vec: width 3
+  auto schema = FeatureSchema::Create(config);
+  ASSERT_FALSE(schema.ok());
+  EXPECT_THAT(std::string(schema.status().message()),
+              HasSubstr("dense.embedding_dim embeds a scalar: dense.width must be 1, got 3"));
+}
+
 }  // namespace
 }  // namespace masknet

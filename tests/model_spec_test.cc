@@ -3,6 +3,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <map>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -146,6 +147,31 @@ TEST(ModelSpecTest, RejectsUnspecifiedActivation) {
 TEST(ModelSpecTest, RejectsZeroLayerNormEps) {
   ExpectRejected([](ModelConfig& c) { c.mutable_masknet()->mutable_blocks(0)->set_layer_norm_eps(0); },
                  {"masknet.blocks[0].layer_norm_eps", "must be in (0, 1]"});
+}
+
+TEST(ModelSpecTest, ABlockWithoutLayerNormNeedsNoEpsAndNoTensors) {
+  ModelConfig config = Tiny();
+  config.mutable_masknet()->mutable_blocks(0)->set_no_layer_norm(true);
+  config.mutable_masknet()->mutable_blocks(0)->set_layer_norm_eps(0);
+  auto spec = ModelSpec::FromConfig(config);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->blocks[0].layer_norm);
+  for (const TensorSpec& t : spec->ExpectedTensors()) {
+    EXPECT_THAT(t.name, ::testing::Not(HasSubstr("blocks.0.layer_norm")));
+  }
+}
+
+TEST(ModelSpecTest, AnEmbeddedDenseFieldExpectsItsVectorAndScalarNormalization) {
+  ModelConfig config = Tiny();
+  auto* age = config.mutable_fields(1)->mutable_dense();  // candidate "age", width 1
+  age->set_embedding_dim(5);
+  age->mutable_batch_norm()->set_eps(1e-5f);
+  auto spec = ModelSpec::FromConfig(config);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const TensorSpec& t : spec->ExpectedTensors()) shapes[t.name] = t.shape;
+  EXPECT_EQ(shapes["fields.age.embedding"], std::vector<int64_t>{5});
+  EXPECT_EQ(shapes["fields.age.batch_norm.running_mean"], std::vector<int64_t>{1});
 }
 
 TEST(ModelSpecTest, RejectsTaskWhoseLastLayerIsNotALogit) {

@@ -38,8 +38,10 @@ void PrintFields(const char* scope, const google::protobuf::RepeatedPtrField<Fea
   if (fields.empty()) std::printf("    (none)\n");
   for (const FeatureField& f : fields) {
     if (f.kind() == FeatureField::DENSE) {
-      std::printf("    %-32s dense        width %u%s\n", f.name().c_str(), f.width(),
-                  f.accepts_non_finite() ? ", NaN/Inf -> 0" : "");
+      const std::string embedded =
+          f.embedding_dim() != 0 ? absl::StrCat(", embedded in ", f.embedding_dim()) : std::string();
+      std::printf("    %-32s dense        width %u%s%s\n", f.name().c_str(), f.width(),
+                  f.accepts_non_finite() ? ", NaN/Inf -> 0" : "", embedded.c_str());
     } else {
       std::printf("    %-32s categorical  %lu buckets, dim %u, up to %u id(s)%s\n", f.name().c_str(),
                   static_cast<unsigned long>(f.num_buckets()), f.width(), f.max_ids(),

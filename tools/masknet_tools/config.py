@@ -63,9 +63,10 @@ def write_config(model_config, path):
 
 
 def field_width(field):
-    """Numbers field `field` contributes to V: dense width or embedding_dim."""
+    """Numbers field `field` contributes to V: dense width (embedding_dim when
+    the dense field is embedded) or the categorical embedding_dim."""
     if field.WhichOneof("kind") == "dense":
-        return field.dense.width
+        return field.dense.embedding_dim or field.dense.width
     return field.categorical.embedding_dim
 
 
@@ -230,6 +231,12 @@ def _check_field(problems, field):
         if (dense.HasField("clamp_min") and dense.HasField("clamp_max") and
                 dense.clamp_min > dense.clamp_max):
             problems.append(f"{where}: clamp_min > clamp_max")
+        if dense.embedding_dim:
+            _check_width(problems, where + ".embedding_dim",
+                         dense.embedding_dim)
+            if dense.width != 1:
+                problems.append(
+                    f"{where}: embedding_dim embeds a scalar: width must be 1")
     elif kind == "categorical":
         categorical = field.categorical
         if not 1 <= categorical.num_buckets <= MAX_BUCKETS:
@@ -322,7 +329,8 @@ def _check_masknet(problems, model_config):
         _check_width(problems, where + ".output_size", block.output_size)
         if block.activation == config_pb2.ACTIVATION_UNSPECIFIED:
             problems.append(f"{where}: activation is unspecified")
-        _check_eps(problems, where + ".layer_norm", block.layer_norm_eps)
+        if not block.no_layer_norm:
+            _check_eps(problems, where + ".layer_norm", block.layer_norm_eps)
         if (block.WhichOneof("aggregation") == "reduction" and
                 not block.reduction.factor > 0):
             problems.append(f"{where}: reduction factor must be positive")
@@ -402,13 +410,16 @@ def dense_field(name,
                 affine=False,
                 batch_norm=None,
                 clamp_min=None,
-                clamp_max=None):
-    """A dense Field; `affine` and `batch_norm` (a BatchNorm) are exclusive."""
+                clamp_max=None,
+                embedding_dim=0):
+    """A dense Field; `affine` and `batch_norm` (a BatchNorm) are exclusive;
+    `embedding_dim` embeds a scalar field as its value times a vector."""
     if affine and batch_norm is not None:
         raise ValueError(f"field {name!r}: affine and batch_norm are exclusive")
     dense = config_pb2.DenseField(width=width,
                                   non_finite=non_finite,
-                                  transform=transform)
+                                  transform=transform,
+                                  embedding_dim=embedding_dim)
     if affine:
         dense.affine.SetInParent()
     if batch_norm is not None:
@@ -453,13 +464,18 @@ def mask_block(output_size,
                activation=config_pb2.RELU,
                input_norm=config_pb2.NORM_NONE,
                input_norm_eps=1e-5,
-               layer_norm_eps=1e-5):
-    """A MaskBlock: aggregation_size, or reduction_factor and reduction_base."""
+               layer_norm_eps=1e-5,
+               layer_norm=True):
+    """A MaskBlock: aggregation_size, or reduction_factor and reduction_base;
+    without the LayerNorm after the hidden layer unless `layer_norm`."""
     block = config_pb2.MaskBlock(output_size=output_size,
                                  hidden_bias=hidden_bias,
                                  activation=activation,
-                                 input_norm=input_norm,
-                                 layer_norm_eps=layer_norm_eps)
+                                 input_norm=input_norm)
+    if layer_norm:
+        block.layer_norm_eps = layer_norm_eps
+    else:
+        block.no_layer_norm = True
     if input_norm != config_pb2.NORM_NONE:
         block.input_norm_eps = input_norm_eps
     if aggregation_size is not None:

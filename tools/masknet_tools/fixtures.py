@@ -64,7 +64,7 @@ def randomize_weights(model, rng):
     Dense weights xavier-uniform; biases U(-0.1, 0.1); LN and BN scales 1 +
     U(-0.2, 0.2), shifts U(-0.1, 0.1); BN running_mean N(0, 0.3), running_var
     U(0.5, 2); affine scale U(0.5, 1.5), shift U(-0.3, 0.3); embeddings
-    N(0, 0.5).
+    (tables and embedded scalars' vectors) N(0, 0.5).
     """
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -87,10 +87,13 @@ def randomize_weights(model, rng):
                 _fill(module.weight,
                       1 + rng.uniform(-0.2, 0.2, module.weight.shape))
                 _fill(module.bias, rng.uniform(-0.1, 0.1, module.bias.shape))
-        elif (isinstance(module, reference.DenseFieldEncoder) and
-              module.normalization == "affine"):
-            _fill(module.scale, rng.uniform(0.5, 1.5, module.scale.shape))
-            _fill(module.shift, rng.uniform(-0.3, 0.3, module.shift.shape))
+        elif isinstance(module, reference.DenseFieldEncoder):
+            if module.normalization == "affine":
+                _fill(module.scale, rng.uniform(0.5, 1.5, module.scale.shape))
+                _fill(module.shift, rng.uniform(-0.3, 0.3, module.shift.shape))
+            if module.embedded:
+                _fill(module.embedding,
+                      rng.normal(0, 0.5, module.embedding.shape))
         elif isinstance(module, reference.CategoricalFieldEncoder):
             _fill(module.embedding, rng.normal(0, 0.5, module.embedding.shape))
 
@@ -249,7 +252,7 @@ def check_coverage(model, batches):
             if (dense.non_finite == config_pb2.REPLACE_WITH_ZERO and
                     not has_all_non_finite):
                 problems.append(f"{name}: misses NaN, +Inf or -Inf")
-            encoded = model.fields[name](values)
+            encoded = model.fields[name].processed(values)
             for bound in ("clamp_min", "clamp_max"):
                 if (field.scope == config_pb2.CANDIDATE and
                         dense.HasField(bound) and

@@ -123,10 +123,12 @@ class BatchNorm(nn.Module):
 
 
 class DenseFieldEncoder(nn.Module):
-    """A dense field: non-finite policy, transform, normalization, clamp.
+    """A dense field: non-finite policy, transform, normalization, clamp,
+    then with embedding_dim the scalar times `embedding`.
 
     Tensors: `scale`, `shift` [width] with `affine` (initially 1 and 0);
-    `batch_norm.*` with `batch_norm`.
+    `batch_norm.*` with `batch_norm`; `embedding` [embedding_dim] with
+    embedding_dim.
     """
 
     def __init__(self, dense):
@@ -145,6 +147,10 @@ class DenseFieldEncoder(nn.Module):
             self.clamp_min = dense.clamp_min
         if dense.HasField("clamp_max"):
             self.clamp_max = dense.clamp_max
+        self.embedded = dense.embedding_dim > 0
+        if self.embedded:
+            self.embedding = nn.Parameter(torch.randn(dense.embedding_dim) *
+                                          0.1)
 
     def transformed(self, x):
         """The values after the non-finite policy and the transform."""
@@ -156,6 +162,11 @@ class DenseFieldEncoder(nn.Module):
 
     def forward(self, x):
         """x: [n, width] values as sent. Returns the field's part of V."""
+        x = self.processed(x)
+        return x * self.embedding if self.embedded else x  # [n, 1] * [dim]
+
+    def processed(self, x):
+        """The values after everything but the embedding (ends in clamp)."""
         x = self.transformed(x)
         if self.normalization == "affine":
             x = x * self.scale + self.shift
@@ -218,10 +229,12 @@ class InstanceMask(nn.Module):
 
 
 class MaskBlock(nn.Module):
-    """y = act(LN(hidden(block_norm(net) * mask(V')))).
+    """y = act(LN(hidden(block_norm(net) * mask(V')))); no LN with
+    no_layer_norm.
 
     Tensors: `input_norm.*` (per its Norm), `mask.aggregation.*`,
-    `mask.projection.*`, `hidden.weight` (+ `hidden.bias`), `layer_norm.*`.
+    `mask.projection.*`, `hidden.weight` (+ `hidden.bias`), `layer_norm.*`
+    (unless no_layer_norm).
     """
 
     def __init__(self, block, shape, mask_input_width, field_slices):
@@ -233,7 +246,8 @@ class MaskBlock(nn.Module):
         self.hidden = nn.Linear(shape.masked_width,
                                 shape.output_width,
                                 bias=block.hidden_bias)
-        self.layer_norm = LayerNorm(shape.output_width, block.layer_norm_eps)
+        self.layer_norm = (nn.Identity() if block.no_layer_norm else LayerNorm(
+            shape.output_width, block.layer_norm_eps))
         self.relu = block.activation == config_pb2.RELU
 
     def forward(self, net, mask_input):

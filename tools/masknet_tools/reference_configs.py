@@ -326,6 +326,60 @@ def variant_serial_field_ln():
         ])
 
 
+def variant_serial_fuxictr():
+    """Serial, as FuxiCTR builds it: per-field LN of V shared by the blocks,
+    scalar fields embedded as value x vector, no hidden bias, and blocks
+    without their LayerNorm (net_layernorm: false), with and without ReLU."""
+    fields = [
+        config.categorical_field("user_id",
+                                 CONTEXT,
+                                 25,
+                                 5,
+                                 bucket_rule=config_pb2.IDENTITY),
+        config.dense_field("user_age", CONTEXT, embedding_dim=5),
+        config.categorical_field("item_id",
+                                 CANDIDATE,
+                                 40,
+                                 5,
+                                 bucket_rule=config_pb2.IDENTITY),
+        config.dense_field("item_price",
+                           CANDIDATE,
+                           non_finite=config_pb2.REPLACE_WITH_ZERO,
+                           transform=config_pb2.SIGNED_LOG1P,
+                           batch_norm=config.batch_norm(1e-5, affine=True),
+                           clamp_min=-2.5,
+                           clamp_max=2.5,
+                           embedding_dim=5),
+        config.categorical_field("item_tags",
+                                 CANDIDATE,
+                                 30,
+                                 5,
+                                 bucket_rule=config_pb2.IDENTITY,
+                                 pooling=config_pb2.MEAN,
+                                 max_ids=4,
+                                 allow_empty=True),
+        config.dense_field("item_ctr", CANDIDATE, embedding_dim=5,
+                           affine=True),
+    ]
+    blocks = [
+        config.mask_block(20, aggregation_size=36),
+        config.mask_block(16, aggregation_size=30, layer_norm=False),
+        config.mask_block(12,
+                          aggregation_size=24,
+                          activation=NO_ACTIVATION,
+                          layer_norm=False),
+    ]
+    return _model(
+        "Serial MaskNet as FuxiCTR builds it: embedded numeric fields, "
+        "per-field LN, blocks without LayerNorm.",
+        fields,
+        config.masknet(config_pb2.SERIAL,
+                       blocks,
+                       input_norm=config_pb2.FIELD_LAYER_NORM),
+        tasks=[config.task_head("click"),
+               config.task_head("like", [8])])
+
+
 def variant_parallel_field_ln():
     """Parallel with per-block FIELD_LAYER_NORM.
 
@@ -441,6 +495,8 @@ _BUILDERS = {
         variant_serial_field_ln,
     "variant-parallel-field-ln":
         variant_parallel_field_ln,
+    "variant-serial-fuxictr":
+        variant_serial_fuxictr,
     "variant-parallel-normalized-field-mask":
         variant_parallel_normalized_field_mask,
 }
