@@ -12,6 +12,7 @@ stand-in's within 1e-5.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import grpc  # noqa: E402
 
 from masknet_tools.protos import ranker_pb2  # noqa: E402
 from server_process import ServerProcess, free_port  # noqa: E402
+from tests.python import fuxictr  # noqa: E402
 from tests.python import torcheasyrec  # noqa: E402
 from tests.python import twitter_recap  # noqa: E402
 
@@ -75,6 +77,35 @@ def _recap_case(parallel):
     return name, "the-algorithm-ml", files, [], expected, request
 
 
+def _fuxictr_case(parallel):
+    yaml_config = fuxictr.model_config(
+        "ParallelMaskNet" if parallel else "SerialMaskNet",
+        emb_layernorm=not parallel, net_layernorm=not parallel)
+    model = fuxictr.build(yaml_config, seed=9 + parallel, batch_norm=parallel)
+    inputs = fuxictr.random_inputs(CANDIDATES, seed=17)
+    with torch.no_grad():
+        expected = model(inputs).numpy()
+    request = ranker_pb2.RankRequest()
+    request.context.ids.append(int(inputs["user_id"][0]))  # the user's fields
+    request.context.dense.append(float(inputs["user_age"][0]))
+    for i in range(CANDIDATES):
+        candidate = request.candidates.add(id=3000 + i)
+        candidate.features.ids.append(int(inputs["item_id"][i]))
+        candidate.features.dense.append(float(inputs["item_price"][i]))
+        for name in ("item_tags", "clicks"):
+            ids = fuxictr.unpadded(inputs[name][i])
+            candidate.features.ids.extend(ids)
+        candidate.features.id_counts.extend(
+            [1] + [len(fuxictr.unpadded(inputs[n][i])) for n in ("item_tags", "clicks")])
+    files = {
+        "checkpoint": lambda path: torch.save(model.state_dict(), path),
+        "config": lambda path: _write_yaml(yaml_config, path),
+        "feature_map": lambda path: _write_text(json.dumps(fuxictr.feature_map()), path),
+    }
+    name = "fuxictr_parallel" if parallel else "fuxictr_serial"
+    return name, "fuxictr", files, [], expected, request
+
+
 def _torcheasyrec_case(parallel):
     text = torcheasyrec.pipeline_config(parallel=parallel, use_bn=not parallel)
     wrapper = torcheasyrec.build(text, seed=5 + parallel)
@@ -103,8 +134,8 @@ def _torcheasyrec_case(parallel):
 class ImportCheck(unittest.TestCase):
 
     def test_imported_models_serve_the_frameworks_scores(self):
-        cases = [_recap_case(True), _recap_case(False), _torcheasyrec_case(True),
-                 _torcheasyrec_case(False)]
+        cases = [_recap_case(True), _recap_case(False), _fuxictr_case(True), _fuxictr_case(False),
+                 _torcheasyrec_case(True), _torcheasyrec_case(False)]
         with tempfile.TemporaryDirectory() as tmp:
             model_root = os.path.join(tmp, "models")
             for name, framework, files, extra_flags, _, _ in cases:

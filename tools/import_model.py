@@ -5,6 +5,10 @@ Usage:
   /usr/bin/python3 tools/import_model.py --from the-algorithm-ml \\
       --checkpoint recap.pt --config local_prod.yaml \\
       --model_root models --model_name home_recap [--version 1]
+  /usr/bin/python3 tools/import_model.py --from fuxictr \\
+      --checkpoint MaskNet_criteo.model --config model_config.yaml \\
+      --feature_map feature_map.json --model_root models --model_name criteo \\
+      [--expid MaskNet_criteo]
   /usr/bin/python3 tools/import_model.py --from torcheasyrec \\
       --checkpoint masknet.pt --config masknet_criteo.config \\
       --model_root models --model_name criteo [--max_ids 1]
@@ -12,7 +16,8 @@ Usage:
 --checkpoint is a torch.save'd state_dict of the framework's model (a
 training wrapper's "model." prefix is removed). --config is the framework's
 own model configuration file, for what the tensors cannot say (the-algorithm-
-ml: its RecapConfig YAML, or just its `model` section; TorchEasyRec: its
+ml: its RecapConfig YAML, or just its `model` section; FuxiCTR: its
+model_config.yaml, with --feature_map its feature_map.json; TorchEasyRec: its
 pipeline config, protobuf text). Writes a complete
 model version -- model_config.pbtxt and weights.safetensors -- that the
 server's own loader has accepted, or nothing. README "Bring your own
@@ -20,6 +25,7 @@ checkpoint" lists what each framework's import supports.
 """
 
 import argparse
+import json
 import sys
 
 import torch
@@ -28,43 +34,55 @@ import yaml
 from masknet_tools import checkpoints
 from masknet_tools import config
 from masknet_tools import export
+from masknet_tools import fuxictr_import
 from masknet_tools import textproto
 from masknet_tools import torcheasyrec_import
 from masknet_tools import twitter_import
 
-FRAMEWORKS = ("the-algorithm-ml", "torcheasyrec")
+FRAMEWORKS = ("the-algorithm-ml", "fuxictr", "torcheasyrec")
+
+
+def _read(path, parse=None, kind=None):
+    """The file at `path`, parsed by `parse` (which raises ValueError)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        return parse(text) if parse else text
+    except OSError as e:
+        raise checkpoints.CheckpointError(f"{path}: {e.strerror}") from None
+    except (ValueError, yaml.YAMLError) as e:
+        raise checkpoints.CheckpointError(f"{path}: not {kind}: {e}") from None
 
 
 def _read_yaml(path):
-    try:
-        with open(path) as f:
-            return yaml.safe_load(f)
-    except OSError as e:
-        raise checkpoints.CheckpointError(f"{path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise checkpoints.CheckpointError(f"{path}: not YAML: {e}") from None
+    return _read(path, yaml.safe_load, "YAML")
 
 
-def _read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError as e:
-        raise checkpoints.CheckpointError(f"{path}: {e.strerror}") from None
+def _read_json(path):
+    return _read(path, json.loads, "JSON")
 
 
 def import_checkpoint(args):
     """(model_config, weights, notes, checkpoint) of one framework's model."""
+    if (args.feature_map is None) != (args.framework != "fuxictr"):
+        raise checkpoints.CheckpointError(
+            "--feature_map (FuxiCTR's feature_map.json) is needed with --from "
+            "fuxictr, and only there")
     checkpoint = checkpoints.strip_wrapper_prefix(
         checkpoints.load_state_dict(args.checkpoint))
     checkpoints.check_framework(checkpoint, args.framework)
     if args.framework == "the-algorithm-ml":
         result = twitter_import.import_recap(checkpoint,
                                              _read_yaml(args.config))
+    elif args.framework == "fuxictr":
+        result = fuxictr_import.import_masknet(checkpoint,
+                                               _read_yaml(args.config),
+                                               _read_json(args.feature_map),
+                                               args.expid)
     else:
         try:
             result = torcheasyrec_import.import_masknet(
-                checkpoint, _read_text(args.config), args.max_ids)
+                checkpoint, _read(args.config), args.max_ids)
         except textproto.TextProtoError as e:
             raise checkpoints.CheckpointError(
                 f"{args.config}: not protobuf text: {e}") from None
@@ -84,6 +102,12 @@ def main():
     parser.add_argument("--config",
                         required=True,
                         help="the framework's own model configuration file")
+    parser.add_argument(
+        "--feature_map",
+        help="fuxictr: the dataset's feature_map.json (features in order)")
+    parser.add_argument(
+        "--expid",
+        help="fuxictr: the experiment of --config (when it holds several)")
     parser.add_argument(
         "--max_ids",
         type=int,

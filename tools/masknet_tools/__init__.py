@@ -8,6 +8,7 @@
     export             writing and reading model versions, strictly checked
     checkpoints        reading other frameworks' checkpoints; which framework
     twitter_import     the-algorithm-ml's heavy ranker (checkpoint + YAML) -> ours
+    fuxictr_import     FuxiCTR's MaskNet (checkpoint + YAML + feature_map.json)
     torcheasyrec_import  TorchEasyRec's MaskNet (checkpoint + pipeline config)
     textproto          protobuf text read without its schema (other configs)
     reference_configs  the reference configs of MASKNET.md and the variants

@@ -10,6 +10,8 @@ checkpoint given to the wrong importer is named for what it is.
 
 import torch
 
+from masknet_tools import config
+
 # torch's default eps of BatchNorm1d and LayerNorm, which the frameworks keep.
 TORCH_DEFAULT_EPS = 1e-5
 
@@ -135,3 +137,30 @@ def refuse_leftovers(state):
         raise CheckpointError(
             "unexpected tensors (not part of a model this config describes): "
             + ", ".join(leftover[:10]) + (" ..." if len(leftover) > 10 else ""))
+
+
+def take_mask_block(state, weights, k, source, modules, **options):
+    """Moves block `k`'s tensors from `state` into `weights`, renamed.
+
+    Args:
+      state: the checkpoint's remaining tensors.
+      weights: our tensors, to which masknet.blocks.<k>.* are added.
+      k: the block's index.
+      source: the block's prefix in the checkpoint.
+      modules: (their module, our module, tensor names) triples, e.g.
+        ("mask_layer.0", "mask.aggregation", ("weight", "bias")).
+      **options: config.mask_block's options besides the widths.
+
+    Returns:
+      The block's MaskBlock, widths taken from the tensors' shapes.
+    """
+    target = f"masknet.blocks.{k}."
+    for theirs, ours, tensors in modules:
+        for tensor in tensors:
+            weights[f"{target}{ours}.{tensor}"] = take(
+                state, f"{source}{theirs}.{tensor}")
+    return config.mask_block(
+        output_size=weights[target + "hidden.weight"].shape[0],
+        aggregation_size=weights[target + "mask.aggregation.weight"].shape[0],
+        layer_norm_eps=TORCH_DEFAULT_EPS,
+        **options)

@@ -197,22 +197,18 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
     blocks = []
     while f"mask_net_layer.mask_blocks.{len(blocks)}.ffn.0.weight" in state:
         k = len(blocks)
-        source = f"mask_net_layer.mask_blocks.{k}."
-        target = f"masknet.blocks.{k}."
-        for theirs, ours in (("mask_generator.0", "mask.aggregation"),
-                             ("mask_generator.2", "mask.projection"),
-                             ("ffn.0", "hidden"), ("ffn.1", "layer_norm")):
-            for tensor in ("weight", "bias"):
-                weights[f"{target}{ours}.{tensor}"] = checkpoints.take(
-                    state, f"{source}{theirs}.{tensor}")
+        both = ("weight", "bias")
         blocks.append(
-            config.mask_block(
-                output_size=weights[target + "hidden.weight"].shape[0],
-                aggregation_size=weights[target +
-                                         "mask.aggregation.weight"].shape[0],
+            checkpoints.take_mask_block(
+                state,
+                weights,
+                k,
+                f"mask_net_layer.mask_blocks.{k}.",
+                [("mask_generator.0", "mask.aggregation", both),
+                 ("mask_generator.2", "mask.projection", both),
+                 ("ffn.0", "hidden", both), ("ffn.1", "layer_norm", both)],
                 hidden_bias=True,
-                activation=config_pb2.RELU,
-                layer_norm_eps=checkpoints.TORCH_DEFAULT_EPS))
+                activation=config_pb2.RELU))
     if not blocks:
         raise TorchEasyRecImportError(
             "missing tensors mask_net_layer.mask_blocks.0.*")

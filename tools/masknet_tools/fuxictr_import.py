@@ -1,0 +1,303 @@
+"""Imports a MaskNet of FuxiCTR (model_zoo/MaskNet).
+
+FuxiCTR's MaskNet, under its tensor names (F fields, each embedded in d):
+
+    embedding_layer.embedding_layer.embedding_layers.<feature>.weight
+        categorical and sequence features: nn.Embedding [vocab_size, d]
+        (padding_idx rows are zeros); numeric features: nn.Linear(1, d,
+        bias=False) [d, 1], the value times a learned vector
+    emb_norm.<i>.*          emb_layernorm: a LayerNorm per field (eps 1e-5),
+                            normalizing what the blocks mask, never the masks'
+                            input
+    mask_net.mask_blocks.<k>.mask_layer.0.*   Linear: raw V -> aggregation
+    mask_net.mask_blocks.<k>.mask_layer.2.*   Linear -> block input width
+    mask_net.mask_blocks.<k>.hidden_layer.0.weight   Linear without bias
+    mask_net.mask_blocks.<k>.hidden_layer.1.*  LayerNorm (net_layernorm);
+                            then the activation, then dropout
+    SerialMaskNet:   mask_net.fc.0.*  Linear -> 1, then Sigmoid
+    ParallelMaskNet: mask_net.dnn.mlp.<j>.*  MLP_Block: Linear, [BatchNorm1d],
+                     activation, [Dropout] per hidden unit; Linear -> 1;
+                     Sigmoid
+
+V is the features of feature_map.json in order ("meta" features are not
+model inputs). The score is y_pred, the sigmoid of the last Linear
+(task: binary_classification). Feature processing -- vocabularies (ids are
+rows: 0 padding, vocab_size - 1 out of vocabulary), fill_na, numeric
+normalizers -- happens in FuxiCTR's FeatureProcessor, before the model:
+requests carry what it produces. A sequence is sent without its padding (a
+FuxiCTR mean pools over the non-padding ids).
+"""
+
+import re
+
+from masknet_tools import checkpoints
+from masknet_tools import config
+from masknet_tools.protos import config_pb2
+
+_EMBEDDINGS = "embedding_layer.embedding_layer.embedding_layers."
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_MODEL_OPTIONS = {
+    "model", "dataset_id", "loss", "metrics", "task", "optimizer",
+    "learning_rate", "embedding_regularizer", "net_regularizer", "batch_size",
+    "embedding_dim", "dnn_hidden_units", "dnn_hidden_activations", "model_type",
+    "parallel_num_blocks", "parallel_block_dim", "reduction_ratio",
+    "emb_layernorm", "net_layernorm", "net_dropout", "epochs", "shuffle",
+    "seed", "monitor", "monitor_mode", "model_root", "num_workers", "verbose",
+    "early_stop_patience", "pickle_feature_encoder", "save_best_only",
+    "eval_steps", "debug_mode", "group_id", "use_features", "feature_specs",
+    "feature_config", "gpu", "model_id", "data_root", "data_format",
+    "train_data", "valid_data", "test_data", "min_categr_count", "data_block_size",
+    "streaming", "rebuild_dataset", "feature_cols", "label_col"
+}
+
+
+def _experiment(yaml_config, expid):
+    """The MaskNet experiment's parameters: Base, then the experiment's."""
+    if not isinstance(yaml_config, dict):
+        raise checkpoints.CheckpointError(
+            "the model config is not a YAML mapping of experiments")
+    if "model" in yaml_config:  # one experiment's parameters alone
+        return dict(yaml_config)
+    experiments = {
+        name: params
+        for name, params in yaml_config.items()
+        if isinstance(params, dict) and params.get("model") == "MaskNet"
+    }
+    if expid is not None:
+        if expid not in experiments:
+            raise checkpoints.CheckpointError(
+                f"the model config has no MaskNet experiment {expid!r} "
+                f"(it has: {', '.join(sorted(experiments)) or 'none'})")
+        chosen = expid
+    elif len(experiments) == 1:
+        chosen = next(iter(experiments))
+    else:
+        raise checkpoints.CheckpointError(
+            "the model config has " +
+            (f"{len(experiments)} MaskNet experiments "
+             f"({', '.join(sorted(experiments))}): choose one with --expid"
+             if experiments else "no MaskNet experiment (model: MaskNet)"))
+    params = dict(yaml_config.get("Base") or {})
+    params.update(experiments[chosen])
+    return params
+
+
+def _activation(params, where):
+    activation = params.get("dnn_hidden_activations", "ReLU")
+    if isinstance(activation, list):
+        if len(set(a.lower() for a in activation)) != 1:
+            raise checkpoints.CheckpointError(
+                f"dnn_hidden_activations {activation}: one activation for "
+                "all layers is supported")
+        activation = activation[0]
+    if str(activation).lower() != "relu":
+        raise checkpoints.CheckpointError(
+            f"{where}: dnn_hidden_activations {activation!r} is not "
+            "supported (relu is)")
+    return config_pb2.RELU
+
+
+def _fields(state, feature_map, weights):
+    """Our fields from feature_map.json and the embedding tensors."""
+    fields = []
+    specs = feature_map.get("features") if isinstance(feature_map,
+                                                      dict) else None
+    if not isinstance(specs, list):
+        raise checkpoints.CheckpointError(
+            "the feature map has no 'features' list (is it FuxiCTR's "
+            "feature_map.json?)")
+    for entry in specs:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise checkpoints.CheckpointError(
+                f"feature map entry {entry!r} is not {{name: spec}}")
+        name, spec = next(iter(entry.items()))
+        kind = spec.get("type")
+        if kind == "meta":
+            continue
+        where = f"feature {name!r} ({kind})"
+        if not _NAME.fullmatch(name):
+            raise checkpoints.CheckpointError(
+                f"{where}: a field name must be 1-128 letters, digits or '_'")
+        if spec.get("pretrained_emb") or kind == "embedding":
+            raise checkpoints.CheckpointError(
+                f"{where}: pretrained embeddings are not supported")
+        scope = (config_pb2.CONTEXT
+                 if spec.get("source") == "user" else config_pb2.CANDIDATE)
+        table = checkpoints.take(state, f"{_EMBEDDINGS}{name}.weight")
+        if kind == "numeric":
+            if table.dim() != 2 or table.shape[1] != 1:
+                raise checkpoints.CheckpointError(
+                    f"tensor '{_EMBEDDINGS}{name}.weight' has shape "
+                    f"{list(table.shape)}, expected [embedding_dim, 1]")
+            fields.append(
+                config.dense_field(name, scope, embedding_dim=table.shape[0]))
+            weights[f"fields.{name}.embedding"] = table[:, 0]
+        elif kind in ("categorical", "sequence"):
+            if kind == "sequence":
+                encoder = spec.get("feature_encoder",
+                                   "layers.MaskedAveragePooling()")
+                pooling = {
+                    "layers.MaskedAveragePooling()": config_pb2.MEAN,
+                    "layers.MaskedSumPooling()": config_pb2.SUM
+                }.get(encoder)
+                if pooling is None:
+                    raise checkpoints.CheckpointError(
+                        f"{where}: feature_encoder {encoder!r} is not "
+                        "supported (MaskedAveragePooling, MaskedSumPooling)")
+                field = config.categorical_field(
+                    name,
+                    scope,
+                    table.shape[0],
+                    table.shape[1],
+                    bucket_rule=config_pb2.IDENTITY,
+                    pooling=pooling,
+                    max_ids=int(spec.get("max_len", 1)),
+                    allow_empty=True)
+            else:
+                field = config.categorical_field(
+                    name,
+                    scope,
+                    table.shape[0],
+                    table.shape[1],
+                    bucket_rule=config_pb2.IDENTITY)
+            fields.append(field)
+            weights[f"fields.{name}.embedding"] = table
+        else:
+            raise checkpoints.CheckpointError(
+                f"{where}: type {kind!r} is not supported (categorical, "
+                "numeric, sequence)")
+    if not fields:
+        raise checkpoints.CheckpointError("the feature map has no features")
+    return fields
+
+
+def _dense_stack(state, prefix):
+    """(layers, tensors) of an MLP_Block's Linear/BatchNorm1d modules."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(\w+)")
+    modules = {}
+    for key in list(state):
+        match = pattern.fullmatch(key)
+        if match:
+            modules.setdefault(int(match[1]), {})[match[2]] = state.pop(key)
+    linears = []  # (weight, bias, batch_norm tensors or None)
+    for index in sorted(modules):
+        tensors = modules[index]
+        if "running_mean" in tensors and linears:
+            linears[-1][2] = tensors
+        elif set(tensors) == {"weight", "bias"} and tensors["weight"].dim() == 2:
+            linears.append([tensors["weight"], tensors["bias"], None])
+        else:
+            raise checkpoints.CheckpointError(
+                f"unrecognised tensors under {prefix}{index}: {sorted(tensors)}")
+    return linears
+
+
+def import_masknet(state_dict, yaml_config, feature_map, expid=None):
+    """A FuxiCTR MaskNet as our model.
+
+    Args:
+      state_dict: the model's state_dict (FuxiCTR saves it bare).
+      yaml_config: the parsed model_config.yaml (experiments; Base merged in)
+        or one experiment's parameters.
+      feature_map: the parsed feature_map.json.
+      expid: the experiment, when the YAML holds several MaskNets.
+
+    Returns:
+      (model_config, weights, notes).
+    """
+    state = {
+        k: v
+        for k, v in state_dict.items()
+        if not k.endswith(".num_batches_tracked")
+    }
+    params = _experiment(yaml_config, expid)
+    unknown = sorted(set(params) - _MODEL_OPTIONS)
+    if unknown:
+        raise checkpoints.CheckpointError(
+            f"model config option {unknown[0]!r} is not one FuxiCTR's MaskNet "
+            "has, or not one this importer can serve")
+    if params.get("task", "binary_classification") != "binary_classification":
+        raise checkpoints.CheckpointError(
+            f"task {params['task']!r} is not supported (binary_classification)")
+    model_type = params.get("model_type", "SerialMaskNet")
+    if model_type not in ("SerialMaskNet", "ParallelMaskNet"):
+        raise checkpoints.CheckpointError(
+            f"model_type {model_type!r} is not SerialMaskNet or ParallelMaskNet")
+    activation = _activation(params, "model config")
+    weights = {}
+    fields = _fields(state, feature_map, weights)
+
+    # The per-field LayerNorms (emb_layernorm) of what the blocks mask.
+    input_norm = config_pb2.NORM_NONE
+    if params.get("emb_layernorm", True):
+        input_norm = config_pb2.FIELD_LAYER_NORM
+        for i, field in enumerate(fields):
+            for tensor in ("weight", "bias"):
+                weights[f"masknet.input_norm.{field.name}.{tensor}"] = (
+                    checkpoints.take(state, f"emb_norm.{i}.{tensor}"))
+    layer_norm = params.get("net_layernorm", True)
+    blocks = []
+    while f"mask_net.mask_blocks.{len(blocks)}.hidden_layer.0.weight" in state:
+        k = len(blocks)
+        modules = [("mask_layer.0", "mask.aggregation", ("weight", "bias")),
+                   ("mask_layer.2", "mask.projection", ("weight", "bias")),
+                   ("hidden_layer.0", "hidden", ("weight",))]
+        if layer_norm:
+            modules.append(("hidden_layer.1", "layer_norm", ("weight", "bias")))
+        blocks.append(
+            checkpoints.take_mask_block(state,
+                                        weights,
+                                        k,
+                                        f"mask_net.mask_blocks.{k}.",
+                                        modules,
+                                        hidden_bias=False,
+                                        activation=activation,
+                                        layer_norm=layer_norm))
+    if not blocks:
+        raise checkpoints.CheckpointError(
+            "missing tensors mask_net.mask_blocks.0.* (is it a MaskNet?)")
+    parallel = model_type == "ParallelMaskNet"
+    masknet = config.masknet(
+        config_pb2.PARALLEL if parallel else config_pb2.SERIAL,
+        blocks,
+        input_norm=input_norm,
+        input_norm_eps=checkpoints.TORCH_DEFAULT_EPS,
+        mask_input=config_pb2.MASK_INPUT_RAW)
+
+    # The output: serial fc, or the parallel MLP_Block (whose last Linear is
+    # the logit).
+    if parallel:
+        linears = _dense_stack(state, "mask_net.dnn.mlp.")
+    else:
+        linears = _dense_stack(state, "mask_net.fc.")
+    if not linears:
+        raise checkpoints.CheckpointError(
+            "missing tensors " +
+            ("mask_net.dnn.mlp.*" if parallel else "mask_net.fc.0.*"))
+    mlp = []
+    for j, (weight, bias, batch_norm) in enumerate(linears[:-1]):
+        weights[f"mlp.{j}.weight"], weights[f"mlp.{j}.bias"] = weight, bias
+        norm = None
+        if batch_norm is not None:
+            norm = config.batch_norm(checkpoints.TORCH_DEFAULT_EPS,
+                                     affine="weight" in batch_norm)
+            for name, tensor in batch_norm.items():
+                weights[f"mlp.{j}.batch_norm.{name}"] = tensor
+        mlp.append(config.dense_layer(weight.shape[0], config_pb2.RELU, norm))
+    weight, bias, batch_norm = linears[-1]
+    if batch_norm is not None or weight.shape[0] != 1:
+        raise checkpoints.CheckpointError(
+            "the last layer must be one Linear output (the logit)")
+    labels = feature_map.get("labels") or ["score"]
+    task = str(labels[0]) if _NAME.fullmatch(str(labels[0])) else "score"
+    weights[f"tasks.{task}.0.weight"], weights[f"tasks.{task}.0.bias"] = (weight,
+                                                                      bias)
+    checkpoints.refuse_leftovers(state)
+    model_config = config_pb2.ModelConfig(
+        description="FuxiCTR MaskNet (imported)",
+        fields=fields,
+        masknet=masknet,
+        mlp=mlp,
+        tasks=[config.task_head(task)])
+    model_config.metadata["imported_from"] = "fuxictr"
+    return model_config, weights, []
