@@ -19,6 +19,7 @@ from masknet_tools import features
 from masknet_tools import reference
 from masknet_tools import twitter_import
 from masknet_tools.protos import config_pb2
+from tests.python import torcheasyrec
 from tests.python import twitter_recap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -231,6 +232,60 @@ class ImportModelCommandTest(unittest.TestCase):
             self.assertIn("is a directory", result.stderr)
             self.assertFalse(os.path.exists(os.path.join(tmp, "models",
                                                          "other")))
+
+    def test_unreadable_inputs_are_named(self):
+        recap, widths, rates = twitter_recap.example()
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = os.path.join(tmp, "recap.pt")
+            torch.save(
+                twitter_recap.build(recap, widths, rates).state_dict(),
+                checkpoint)
+            not_torch = os.path.join(tmp, "notes.txt")
+            with open(not_torch, "w") as f:
+                f.write("not a checkpoint")
+            bad_yaml = os.path.join(tmp, "bad.yaml")
+            with open(bad_yaml, "w") as f:
+                f.write("model: [unclosed")
+            not_a_dict = os.path.join(tmp, "tensor.pt")
+            torch.save(torch.ones(3), not_a_dict)
+            cases = [
+                (not_torch, bad_yaml, "notes.txt: not a torch.save file"),
+                (not_a_dict, bad_yaml, "expected a state_dict"),
+                (os.path.join(tmp, "missing.pt"), bad_yaml, "no such file"),
+                (checkpoint, bad_yaml, "bad.yaml: not YAML"),
+                (checkpoint, os.path.join(tmp, "missing.yaml"),
+                 "missing.yaml: No such file"),
+            ]
+            for checkpoint_path, config_path, message in cases:
+                with self.subTest(message=message):
+                    result = self._run("--from", "the-algorithm-ml",
+                                       "--checkpoint", checkpoint_path,
+                                       "--config", config_path, "--model_root",
+                                       os.path.join(tmp, "models"),
+                                       "--model_name", "m")
+                    self.assertNotEqual(result.returncode, 0)
+                    self.assertIn(message, result.stderr)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "models", "m")))
+
+    def test_a_misshaped_tensor_is_named_by_its_checkpoint_name(self):
+        text = torcheasyrec.pipeline_config()
+        state = torcheasyrec.build(text, 0).state_dict()
+        state["model.mask_net_layer.ln_emb.weight"] = torch.ones(5)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = os.path.join(tmp, "masknet.pt")
+            torch.save(state, checkpoint)
+            config_path = os.path.join(tmp, "pipeline.config")
+            with open(config_path, "w") as f:
+                f.write(text)
+            result = self._run("--from", "torcheasyrec", "--checkpoint",
+                               checkpoint, "--config", config_path,
+                               "--model_root", os.path.join(tmp, "models"),
+                               "--model_name", "m")
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn(
+                "'masknet.input_norm.weight' (checkpoint: "
+                "'mask_net_layer.ln_emb.weight') has shape [5], expected [22]",
+                result.stderr)
 
 
 if __name__ == "__main__":
