@@ -172,10 +172,13 @@ absl::Status FeatureAssembler::FindOverflow(const FeatureValues& context, const 
       for (int64_t j = 0; j < f.width; ++j) {
         if (std::isfinite(row[f.offset + j])) continue;
         const std::string where = scope == Scope::kContext ? "context" : candidate_where;
-        // An embedded scalar's numbers all come from its one value.
+        if (f.dense && f.values != f.width) {  // an embedded scalar: its one value times a vector
+          return absl::InvalidArgumentError(absl::StrCat(where, ": field '", f.config.name(), "' value 0 (",
+                                                         values.dense[f.scope_index],
+                                                         ") overflows float32 in its transform or its embedding"));
+        }
         const std::string input =
-            f.dense ? absl::StrCat("(", values.dense[f.scope_index + std::min(j, f.values - 1)], ")")
-                    : "(a sum of embeddings)";
+            f.dense ? absl::StrCat("(", values.dense[f.scope_index + j], ")") : "(a sum of embeddings)";
         return absl::InvalidArgumentError(absl::StrCat(where, ": field '", f.config.name(), "' value ", j, " ", input,
                                                        " overflows float32 in the field's transform"));
       }

@@ -313,6 +313,29 @@ TEST(MaskNetModelTest, ReportsTheCandidateWhoseValueOverflowsInItsTransform) {
                         "transform"));
 }
 
+TEST(MaskNetModelTest, AClampDoesNotBoundAnEmbeddedScalarsProduct) {
+  config::v1::ModelConfig config = testing::ParseConfigOrDie(testing::kTinyConfig);
+  // age (candidate dense value 0): clamped to [-3, 3], then embedded in 2.
+  config.mutable_fields(1)->mutable_dense()->set_embedding_dim(2);
+  auto spec = *ModelSpec::FromConfig(config);
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  weights["fields.age.embedding"].values = {1.0f, 3e38f};
+  weights["fields.age.scale"].values = {1.0f};
+  weights["fields.age.shift"].values = {0.0f};
+  auto model = *MaskNetModel::Create(std::move(spec), std::move(weights), {16});
+  testing::OwnedRequest request = testing::RandomRequest(model->spec().schema, 3, 3);
+  request.candidates[1].dense[0] = 5.0f;  // log1p: 1.79; 1.79 * 3e38 overflows
+  const RequestFeatures view = request.view();
+  const BatchSlice slice{&view, 0, 3};
+  std::vector<float> scores(6);
+  Workspace workspace;
+  const absl::Status s = model->Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("candidates[1].features: field 'age' value 0 (5) overflows float32 in its transform or "
+                        "its embedding"));
+}
+
 TEST(MaskNetModelTest, AnOverflowInAClampedFieldSaturatesAtTheClamp) {
   auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
   TensorMap weights = testing::RandomWeights(spec, 1);

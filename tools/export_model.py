@@ -36,7 +36,7 @@ def _read_weights(path):
     if path.endswith(".safetensors"):
         arrays = safetensors_io.read(path)
         return {name: torch.from_numpy(a) for name, a in arrays.items()}
-    weights = torch.load(path, map_location="cpu")
+    weights = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(weights, dict):
         raise ValueError(
             f"{path}: expected a dict of tensors, got {type(weights).__name__}")

@@ -35,14 +35,13 @@ from masknet_tools import checkpoints
 from masknet_tools import config
 from masknet_tools import export
 from masknet_tools import fuxictr_import
-from masknet_tools import textproto
 from masknet_tools import torcheasyrec_import
 from masknet_tools import twitter_import
 
 FRAMEWORKS = ("the-algorithm-ml", "fuxictr", "torcheasyrec")
 
 
-def _read(path, parse=None, kind=None):
+def _read(path, parse=None, kind="UTF-8 text"):
     """The file at `path`, parsed by `parse` (which raises ValueError)."""
     try:
         with open(path) as f:
@@ -80,12 +79,9 @@ def import_checkpoint(args):
                                                _read_json(args.feature_map),
                                                args.expid)
     else:
-        try:
-            result = torcheasyrec_import.import_masknet(
-                checkpoint, _read(args.config), args.max_ids)
-        except textproto.TextProtoError as e:
-            raise checkpoints.CheckpointError(
-                f"{args.config}: not protobuf text: {e}") from None
+        result = torcheasyrec_import.import_masknet(checkpoint,
+                                                    _read(args.config),
+                                                    args.max_ids)
     return result + (checkpoint,)
 
 
@@ -128,6 +124,10 @@ def main():
             export.ExportError, FileExistsError, ValueError) as e:
         sys.exit("import_model: " +
                  checkpoints.with_checkpoint_names(str(e), checkpoint, weights))
+    except (TypeError, AttributeError, KeyError, IndexError) as e:
+        # A shape of checkpoint or config the checks above did not foresee.
+        sys.exit(f"import_model: the checkpoint or --config is not laid out as "
+                 f"{args.framework} writes them ({type(e).__name__}: {e})")
     print(f"wrote {version_dir}")
 
 

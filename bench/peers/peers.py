@@ -220,7 +220,8 @@ class Block(nn.Module):
         self.mask = nn.Sequential(_linear(ref.mask.aggregation), nn.ReLU(),
                                   _linear(ref.mask.projection))
         self.hidden = _linear(ref.hidden)
-        self.layer_norm = FastLayerNorm(ref.layer_norm)
+        self.layer_norm = (FastLayerNorm(ref.layer_norm) if isinstance(
+            ref.layer_norm, reference.LayerNorm) else nn.Identity())
         self.relu = ref.relu
 
     def forward(self, net, mask_input):

@@ -122,6 +122,17 @@ class FuxiCtrImportTest(unittest.TestCase):
             yaml_config = copy.deepcopy(base)
             yaml_config["MaskNet_tiny"][key] = value
             cases.append((yaml_config, None, pattern))
+        for key, value in (("use_features", ["item_id", "user_id"]),
+                           ("feature_specs", [{"name": "item_tags"}])):
+            yaml_config = copy.deepcopy(base)
+            yaml_config["MaskNet_tiny"][key] = value
+            cases.append((yaml_config, None, f"option '{key}' is not supported"))
+        feature_map = fuxictr.feature_map()
+        feature_map["features"][0] = {"user_id": 5}
+        cases.append((base, feature_map, "is not {name: {spec}}"))
+        feature_map = fuxictr.feature_map()
+        feature_map["features"][5]["item_tags"]["max_len"] = None
+        cases.append((base, feature_map, "max_len None"))
         feature_map = fuxictr.feature_map()
         feature_map["features"][0]["user_id"]["pretrained_emb"] = "u.h5"
         cases.append((base, feature_map, "pretrained embeddings"))

@@ -43,6 +43,16 @@ class TextProtoTest(unittest.TestCase):
         self.assertEqual(textproto.first(message, "h"), "single")
         self.assertIsNone(textproto.first(message, "missing"))
 
+    def test_reads_every_spelling_of_a_bool_and_checks_types(self):
+        message = textproto.parse(
+            'a: True b: f c: t d: False e: 1 s: "caf\\303\\251 é" n: "3"')
+        self.assertEqual([textproto.first(message, k, kind=bool)
+                          for k in "abcde"], [True, False, True, False, True])
+        self.assertEqual(textproto.first(message, "s"), "café é")
+        with self.assertRaisesRegex(textproto.TextProtoError,
+                                    "n: expected int, got '3'"):
+            textproto.first(message, "n", kind=int)
+
     def test_malformed_text_names_the_line(self):
         for text, pattern in (("a {\n b: 1", "missing '}'"),
                               ("a: 1\n}", "line 2"), ("a: 1\n$", "line 2")):
@@ -88,8 +98,18 @@ class TorchEasyRecImportTest(unittest.TestCase):
         self.assertEqual(model_config.masknet.blocks[0].aggregation_size, 28)
 
     def test_serial_masknet_with_batch_norm_scores_as_the_stand_in(self):
-        self._assert_same_scores(
-            torcheasyrec.pipeline_config(parallel=False, use_bn=True), 3)
+        text = torcheasyrec.pipeline_config(parallel=False, use_bn=True)
+        model_config = self._assert_same_scores(text, 3)
+        self.assertEqual(model_config.masknet.mode, config_pb2.SERIAL)
+        # Protobuf text's other spellings of false mean the same model.
+        wrapper = torcheasyrec.build(text, 3)
+        state = checkpoints.strip_wrapper_prefix(wrapper.state_dict())
+        for spelling in ("False", "f", "0"):
+            other, _, _ = torcheasyrec_import.import_masknet(
+                state,
+                text.replace("use_parallel: false", f"use_parallel: {spelling}"),
+                max_ids=2)
+            self.assertEqual(other, model_config)
 
     def _import(self, text, edit_state=None):
         wrapper = torcheasyrec.build(torcheasyrec.pipeline_config(), 0)
@@ -127,6 +147,10 @@ class TorchEasyRecImportTest(unittest.TestCase):
              "pooling 'max'"),
             (base.replace('n_mask_blocks: 3', 'n_mask_blocks: 4'),
              "n_mask_blocks is 4 but the checkpoint has 3"),
+            (base.replace('n_mask_blocks: 3', 'n_mask_blocks: "3"'),
+             "n_mask_blocks: expected int"),
+            (base.replace('feature_name: "c1"', 'feature_name: "c1" weighted: true'),
+             "id_feature 'c1': weighted is not supported"),
         ]
         for text, pattern in cases:
             with self.subTest(pattern=pattern):

@@ -44,7 +44,8 @@ def load_state_dict(path):
         something other than a dict of tensors.
     """
     try:
-        saved = torch.load(path, map_location="cpu")
+        # weights_only: a checkpoint from elsewhere runs no code when loaded.
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except IsADirectoryError:

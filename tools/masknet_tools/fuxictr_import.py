@@ -77,7 +77,10 @@ def _experiment(yaml_config, expid):
             (f"{len(experiments)} MaskNet experiments "
              f"({', '.join(sorted(experiments))}): choose one with --expid"
              if experiments else "no MaskNet experiment (model: MaskNet)"))
-    params = dict(yaml_config.get("Base") or {})
+    base = yaml_config.get("Base") or {}
+    if not isinstance(base, dict):
+        raise checkpoints.CheckpointError("Base: expected a mapping")
+    params = dict(base)
     params.update(experiments[chosen])
     return params
 
@@ -85,7 +88,7 @@ def _experiment(yaml_config, expid):
 def _activation(params, where):
     activation = params.get("dnn_hidden_activations", "ReLU")
     if isinstance(activation, list):
-        if len(set(a.lower() for a in activation)) != 1:
+        if len(set(str(a).lower() for a in activation)) != 1:
             raise checkpoints.CheckpointError(
                 f"dnn_hidden_activations {activation}: one activation for "
                 "all layers is supported")
@@ -95,6 +98,14 @@ def _activation(params, where):
             f"{where}: dnn_hidden_activations {activation!r} is not "
             "supported (relu is)")
     return config_pb2.RELU
+
+
+def _max_len(spec, where):
+    max_len = spec.get("max_len", 1)
+    if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+        raise checkpoints.CheckpointError(
+            f"{where}: max_len {max_len!r} is not a positive integer")
+    return max_len
 
 
 def _fields(state, feature_map, weights):
@@ -107,9 +118,10 @@ def _fields(state, feature_map, weights):
             "the feature map has no 'features' list (is it FuxiCTR's "
             "feature_map.json?)")
     for entry in specs:
-        if not isinstance(entry, dict) or len(entry) != 1:
+        if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(
+                next(iter(entry.values())), dict):
             raise checkpoints.CheckpointError(
-                f"feature map entry {entry!r} is not {{name: spec}}")
+                f"feature map entry {entry!r} is not {{name: {{spec}}}}")
         name, spec = next(iter(entry.items()))
         kind = spec.get("type")
         if kind == "meta":
@@ -124,6 +136,10 @@ def _fields(state, feature_map, weights):
         scope = (config_pb2.CONTEXT
                  if spec.get("source") == "user" else config_pb2.CANDIDATE)
         table = checkpoints.take(state, f"{_EMBEDDINGS}{name}.weight")
+        if table.dim() != 2:
+            raise checkpoints.CheckpointError(
+                f"tensor '{_EMBEDDINGS}{name}.weight' has shape "
+                f"{list(table.shape)}, expected two dimensions")
         if kind == "numeric":
             if table.dim() != 2 or table.shape[1] != 1:
                 raise checkpoints.CheckpointError(
@@ -139,7 +155,7 @@ def _fields(state, feature_map, weights):
                 pooling = {
                     "layers.MaskedAveragePooling()": config_pb2.MEAN,
                     "layers.MaskedSumPooling()": config_pb2.SUM
-                }.get(encoder)
+                }.get(encoder) if isinstance(encoder, str) else None
                 if pooling is None:
                     raise checkpoints.CheckpointError(
                         f"{where}: feature_encoder {encoder!r} is not "
@@ -151,7 +167,7 @@ def _fields(state, feature_map, weights):
                     table.shape[1],
                     bucket_rule=config_pb2.IDENTITY,
                     pooling=pooling,
-                    max_ids=int(spec.get("max_len", 1)),
+                    max_ids=_max_len(spec, where),
                     allow_empty=True)
             else:
                 field = config.categorical_field(
@@ -211,6 +227,12 @@ def import_masknet(state_dict, yaml_config, feature_map, expid=None):
         if not k.endswith(".num_batches_tracked")
     }
     params = _experiment(yaml_config, expid)
+    for option in ("use_features", "feature_specs"):
+        if params.get(option):
+            raise checkpoints.CheckpointError(
+                f"model config option {option!r} is not supported: it changes "
+                "the features or their encoders (write them into "
+                "feature_map.json instead)")
     unknown = sorted(set(params) - _MODEL_OPTIONS)
     if unknown:
         raise checkpoints.CheckpointError(
@@ -288,8 +310,9 @@ def import_masknet(state_dict, yaml_config, feature_map, expid=None):
     if batch_norm is not None or weight.shape[0] != 1:
         raise checkpoints.CheckpointError(
             "the last layer must be one Linear output (the logit)")
-    labels = feature_map.get("labels") or ["score"]
-    task = str(labels[0]) if _NAME.fullmatch(str(labels[0])) else "score"
+    labels = feature_map.get("labels")
+    label = labels[0] if isinstance(labels, list) and labels else None
+    task = label if isinstance(label, str) and _NAME.fullmatch(label) else "score"
     weights[f"tasks.{task}.0.weight"], weights[f"tasks.{task}.0.bias"] = (weight,
                                                                       bias)
     checkpoints.refuse_leftovers(state)

@@ -35,9 +35,7 @@ def _tokens(text):
         if comment is not None:
             continue
         if string is not None:
-            body = string[1:-1]
-            yield ("value",
-                   bytes(body, "utf-8").decode("unicode_escape"), line)
+            yield ("value", _unescape(string[1:-1]), line)
         elif number is not None:
             number = number.rstrip("fF")
             is_float = any(c in number for c in ".eE")
@@ -48,11 +46,28 @@ def _tokens(text):
             yield ("symbol", symbol, line)
 
 
+def _unescape(body):
+    """A string literal's text: C escapes (octal, hex bytes) decoded on its
+    UTF-8 bytes, so that non-ASCII text survives."""
+    decoded = body.encode("utf-8").decode("unicode_escape")
+    try:
+        return decoded.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # \u escapes, stray bytes
+        return decoded
+
+
 def _scalar(kind, value, line):
     if kind == "value":
         return value
-    if kind == "name":
-        return {"true": True, "false": False}.get(value, value)
+    if kind == "name":  # protobuf text's spellings of a bool, else an enum
+        return {
+            "true": True,
+            "True": True,
+            "t": True,
+            "false": False,
+            "False": False,
+            "f": False
+        }.get(value, value)
     raise TextProtoError(f"line {line}: expected a value, got {value!r}")
 
 
@@ -92,12 +107,12 @@ def parse(text):
                 values.append(message("}" if value == "{" else ">"))
             elif kind == "symbol" and value == "[":
                 position += 1
-                while tokens[position][1] != "]":
+                while position < len(tokens) and tokens[position][1] != "]":
                     if tokens[position][1] != ",":
                         values.append(_scalar(*tokens[position]))
                     position += 1
-                    if position == len(tokens):
-                        raise TextProtoError(f"line {line}: missing ']'")
+                if position == len(tokens):
+                    raise TextProtoError(f"line {line}: missing ']'")
                 position += 1
             else:
                 values.append(_scalar(kind, value, line))
@@ -111,7 +126,22 @@ def all_of(message, name):
     return message.get(name, [])
 
 
-def first(message, name, default=None):
-    """The value of field `name`, or `default` when absent."""
+def first(message, name, default=None, kind=None):
+    """The value of field `name`, or `default` when absent.
+
+    With `kind` (bool, int, float, str or dict), a value of another type is a
+    TextProtoError naming the field (an int is a float; 0 and 1 are bools).
+    """
     values = message.get(name)
-    return values[0] if values else default
+    value = values[0] if values else default
+    if kind is None or value is None or values is None:
+        return value
+    if kind is bool and value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TextProtoError(
+            f"{name}: expected {'a message' if kind is dict else kind.__name__}"
+            f", got {value!r}")
+    return value

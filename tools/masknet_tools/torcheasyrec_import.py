@@ -56,13 +56,22 @@ def _only(message, where, allowed):
                 f"{', '.join(sorted(allowed))})")
 
 
+# Options of an id feature that change what the model computes from its ids
+# and that a request cannot express.
+_UNSERVED_ID_OPTIONS = ("weighted", "zch", "dynamicemb", "value_dim")
+
+
 def _features(pipeline):
     """Feature name -> (kind, options) of the pipeline's feature_configs."""
     features = {}
     for feature_config in textproto.all_of(pipeline, "feature_configs"):
-        for kind, options in feature_config.items():
-            name = textproto.first(options[0], "feature_name")
-            features[name] = (kind, options[0])
+        if not isinstance(feature_config, dict):
+            raise TorchEasyRecImportError(
+                f"feature_configs: expected a message, got {feature_config!r}")
+        for kind in feature_config:
+            options = textproto.first(feature_config, kind, kind=dict)
+            name = textproto.first(options, "feature_name", kind=str)
+            features[name] = (kind, options)
     return features
 
 
@@ -94,31 +103,41 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
       (model_config, weights, notes).
 
     Raises:
-      TorchEasyRecImportError: an option we cannot serve (named), or a
-        missing or unexpected tensor.
-      textproto.TextProtoError: the config is not protobuf text.
+      TorchEasyRecImportError: an option we cannot serve (named), a missing
+        or unexpected tensor, or a config that is not protobuf text.
     """
+    try:
+        return _import_masknet(state_dict, pipeline_text, max_ids)
+    except textproto.TextProtoError as e:
+        raise TorchEasyRecImportError(f"pipeline config: {e}") from None
+
+
+def _import_masknet(state_dict, pipeline_text, max_ids):
+    """The body of import_masknet."""
     state = {
         k: v
         for k, v in state_dict.items()
         if not k.endswith(".num_batches_tracked")
     }
     pipeline = textproto.parse(pipeline_text)
-    model = textproto.first(pipeline, "model_config")
+    model = textproto.first(pipeline, "model_config", kind=dict)
     if model is None:
         raise TorchEasyRecImportError("the config has no model_config")
-    mask_net = textproto.first(model, "mask_net")
+    mask_net = textproto.first(model, "mask_net", kind=dict)
     if mask_net is None:
         other = [k for k in model if k not in ("feature_groups", "num_class",
                                                "losses", "metrics")]
         raise TorchEasyRecImportError(
             "model_config is not a MaskNet rank model (mask_net)" +
             (f": it has {other[0]}" if other else ""))
-    module = textproto.first(mask_net, "mask_net_module", {})
+    module = textproto.first(mask_net, "mask_net_module", {}, kind=dict)
     _only(module, "mask_net.mask_net_module",
           {"n_mask_blocks", "mask_block", "top_mlp", "use_parallel"})
-    num_class = textproto.first(model, "num_class", 1)
-    losses = [name for loss in textproto.all_of(model, "losses") for name in loss]
+    num_class = textproto.first(model, "num_class", 1, kind=int)
+    losses = [
+        name for loss in textproto.all_of(model, "losses")
+        for name in (loss if isinstance(loss, dict) else [str(loss)])
+    ]
     if num_class != 1 or any(l != "binary_cross_entropy" for l in losses):
         raise TorchEasyRecImportError(
             "only binary classification is supported (num_class 1, "
@@ -130,6 +149,9 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
             f"model_config has {len(groups)} feature_groups; the MaskNet rank "
             "model reads exactly one")
     group = groups[0]
+    if not isinstance(group, dict):
+        raise TorchEasyRecImportError(
+            f"feature_groups: expected a message, got {group!r}")
     if textproto.first(group, "group_type", "DEEP") != "DEEP":
         raise TorchEasyRecImportError(
             f"feature group {textproto.first(group, 'group_name')!r}: only a "
@@ -143,7 +165,7 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
     features = _features(pipeline)
     fields, weights, tables = [], {}, set()
     for name in textproto.all_of(group, "feature_names"):
-        if name not in features:
+        if not isinstance(name, str) or name not in features:
             raise TorchEasyRecImportError(
                 f"feature {name!r} of the group has no feature_configs entry")
         kind, options = features[name]
@@ -152,9 +174,19 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
             raise TorchEasyRecImportError(
                 f"{where}: a field name must be 1-128 letters, digits or '_'")
         if kind == "id_feature":
-            table_name = textproto.first(options, "embedding_name",
-                                         f"{name}_emb")
+            for option in _UNSERVED_ID_OPTIONS:
+                if textproto.first(options, option) not in (None, False):
+                    raise TorchEasyRecImportError(
+                        f"{where}: {option} is not supported")
+            table_name = textproto.first(options,
+                                         "embedding_name",
+                                         f"{name}_emb",
+                                         kind=str)
             key, table = _table(state, table_name)
+            if table.dim() != 2:
+                raise TorchEasyRecImportError(
+                    f"tensor {key!r} has shape {list(table.shape)}, expected "
+                    "[rows, embedding_dim]")
             tables.add(key)  # shared tables are read by several features
             pooling = str(textproto.first(options, "pooling", "sum")).lower()
             if pooling not in ("sum", "mean"):
@@ -179,8 +211,9 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
                         f"{where}: {unsupported} is not supported (only raw "
                         "values passed straight to the model)")
             fields.append(
-                config.dense_field(name, config_pb2.CANDIDATE,
-                                   textproto.first(options, "value_dim", 1)))
+                config.dense_field(
+                    name, config_pb2.CANDIDATE,
+                    textproto.first(options, "value_dim", 1, kind=int)))
         else:
             raise TorchEasyRecImportError(
                 f"{where}: {kind} is not supported (id_feature and "
@@ -189,7 +222,7 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
         del state[key]
 
     # The MaskNet.
-    use_parallel = textproto.first(module, "use_parallel", True)
+    use_parallel = textproto.first(module, "use_parallel", True, kind=bool)
     weights["masknet.input_norm.weight"] = checkpoints.take(state,
                                                  "mask_net_layer.ln_emb.weight")
     weights["masknet.input_norm.bias"] = checkpoints.take(state,
@@ -212,7 +245,7 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
     if not blocks:
         raise TorchEasyRecImportError(
             "missing tensors mask_net_layer.mask_blocks.0.*")
-    expected_blocks = textproto.first(module, "n_mask_blocks")
+    expected_blocks = textproto.first(module, "n_mask_blocks", kind=int)
     if expected_blocks is not None and expected_blocks != len(blocks):
         raise TorchEasyRecImportError(
             f"mask_net_module.n_mask_blocks is {expected_blocks} but the "
@@ -225,7 +258,7 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
         mask_input=config_pb2.MASK_INPUT_RAW)
 
     # The top MLP (an activation after every layer) and the output layer.
-    top_mlp = textproto.first(module, "top_mlp")
+    top_mlp = textproto.first(module, "top_mlp", kind=dict)
     if top_mlp is None:
         raise TorchEasyRecImportError("mask_net_module.top_mlp is missing")
     _only(top_mlp, "top_mlp",
@@ -234,9 +267,12 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
     if activation != "nn.ReLU":
         raise TorchEasyRecImportError(
             f"top_mlp.activation {activation!r} is not supported (nn.ReLU is)")
-    use_bn = textproto.first(top_mlp, "use_bn", False)
+    use_bn = textproto.first(top_mlp, "use_bn", False, kind=bool)
     mlp = []
     for j, size in enumerate(textproto.all_of(top_mlp, "hidden_units")):
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TorchEasyRecImportError(
+                f"top_mlp.hidden_units: {size!r} is not an integer")
         source = f"mask_net_layer.top_mlp.mlp.{j}.perceptron."
         weights[f"mlp.{j}.weight"] = checkpoints.take(state, source + "0.weight")
         bias = state.pop(source + "0.bias", None)

@@ -273,7 +273,17 @@ def _layer_norm_tensors(state, prefix, width, where):
     return weight, bias
 
 
+def _vector_width(tensor, name):
+    """The length of 1-d tensor `name`; an error naming it otherwise."""
+    if tensor.dim() != 1:
+        raise RecapImportError(f"tensor {name!r} has shape {list(tensor.shape)}"
+                               ", expected one dimension")
+    return tensor.shape[0]
+
+
 def _eps(value, where, notes):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecapImportError(f"{where}.epsilon: {value!r} is not a number")
     eps = float(value)
     if eps == 0:
         notes.append(f"{where}: eps 0 served as {ZERO_EPS_REPLACEMENT} (the "
@@ -365,7 +375,12 @@ def import_recap(state_dict, yaml_config):
     if "masknet.blocks.0.mask.aggregation.weight" not in weights:
         raise RecapImportError(
             "missing tensor '_backbone._mask_blocks.0._mask_layer.0.weight'")
-    d = weights["masknet.blocks.0.mask.aggregation.weight"].shape[1]
+    aggregation = weights["masknet.blocks.0.mask.aggregation.weight"]
+    if aggregation.dim() != 2:
+        raise RecapImportError(
+            "tensor '_backbone._mask_blocks.0._mask_layer.0.weight' has shape "
+            f"{list(aggregation.shape)}, expected two dimensions")
+    d = aggregation.shape[1]
 
     # Inputs: continuous and binary features, then the TwHIN embeddings.
     featurization = _options(model.get("featurization_config"),
@@ -412,10 +427,13 @@ def import_recap(state_dict, yaml_config):
     embeddings = []
     for attribute, field, scope in _RECAP_EMBEDDINGS:
         if attribute + ".weight" in state:
-            width = state[attribute + ".weight"].shape[0]
+            width = _vector_width(state[attribute + ".weight"],
+                                  attribute + ".weight")
             embeddings.append((attribute, field, scope, width))
     if batch_norm:
-        continuous = batch_norm["layer.running_mean"].shape[0]
+        continuous = _vector_width(
+            batch_norm["layer.running_mean"],
+            "_preprocessor._before_concat_layers.<i>.layer.running_mean")
     else:
         continuous = _continuous_truncation(yaml_config)
         if continuous is None:
