@@ -32,7 +32,6 @@ import torch
 import yaml
 
 from masknet_tools import checkpoints
-from masknet_tools import config
 from masknet_tools import export
 from masknet_tools import fuxictr_import
 from masknet_tools import torcheasyrec_import
@@ -120,8 +119,7 @@ def main():
         for note in notes:
             print(f"import_model: note: {note}", file=sys.stderr)
         version_dir = export.export_to_flags(args, model_config, weights)
-    except (checkpoints.CheckpointError, config.ConfigError,
-            export.ExportError, FileExistsError, ValueError) as e:
+    except (ValueError, FileExistsError) as e:  # ours are all ValueErrors
         sys.exit("import_model: " +
                  checkpoints.with_checkpoint_names(str(e), checkpoint, weights))
     except (TypeError, AttributeError, KeyError, IndexError) as e:

@@ -8,9 +8,13 @@ framework's MaskNet a state_dict comes from by its module names, so that a
 checkpoint given to the wrong importer is named for what it is.
 """
 
+import collections
+import re
+
 import torch
 
 from masknet_tools import config
+from masknet_tools.protos import config_pb2
 
 # torch's default eps of BatchNorm1d and LayerNorm, which the frameworks keep.
 TORCH_DEFAULT_EPS = 1e-5
@@ -106,6 +110,88 @@ def check_framework(state_dict, expected):
             f"this checkpoint is not a {expected} MaskNet model: none of its "
             f"tensor names ({sample}, ...) are {expected}'s")
 
+
+def without_counters(state_dict):
+    """`state_dict` without BatchNorm's num_batches_tracked (unused in eval)."""
+    return {
+        k: v
+        for k, v in state_dict.items()
+        if not k.endswith(".num_batches_tracked")
+    }
+
+
+def pop_prefixed(state, prefix):
+    """Removes and returns the tensors under `prefix`, names kept whole."""
+    taken = {k: v for k, v in state.items() if k.startswith(prefix)}
+    for k in taken:
+        del state[k]
+    return taken
+
+
+def map_dense_stack(state_dict, source_prefix, target_prefix):
+    """Renames a stack of Linear layers, each optionally followed by a
+    BatchNorm1d, whose modules are `<source_prefix><index>.<tensor>` (an
+    nn.Sequential or ModuleList; activations and dropout have no tensors).
+
+    Returns:
+      Our names for every tensor under `source_prefix`: Linear layer i as
+      `<target_prefix><i>.weight|bias`, the BatchNorm1d after it as
+      `<target_prefix><i>.batch_norm.*`.
+
+    Raises:
+      CheckpointError: a tensor under `source_prefix` that is neither.
+    """
+    pattern = re.compile(re.escape(source_prefix) + r"(\d+)\.(\w+)")
+    modules = collections.defaultdict(dict)
+    for key, value in without_counters(state_dict).items():
+        if not key.startswith(source_prefix):
+            continue
+        match = pattern.fullmatch(key)
+        if not match:
+            raise CheckpointError(f"unrecognised tensor {key!r}")
+        modules[int(match[1])][match[2]] = value
+    mapped, layer = {}, -1
+    for index in sorted(modules):
+        tensors = modules[index]
+        where = f"{source_prefix}{index}"
+        if "running_mean" in tensors:
+            if layer < 0:
+                raise CheckpointError(f"{where}: a BatchNorm1d before any Linear")
+            unknown = set(tensors) - {"running_mean", "running_var", "weight", "bias"}
+            if unknown:
+                raise CheckpointError(
+                    f"{where}: unrecognised BatchNorm1d tensors {sorted(unknown)}")
+            for name, value in tensors.items():
+                mapped[f"{target_prefix}{layer}.batch_norm.{name}"] = value
+        elif (set(tensors) == {"weight", "bias"} and
+              tensors["weight"].dim() == 2):
+            layer += 1
+            mapped[f"{target_prefix}{layer}.weight"] = tensors["weight"]
+            mapped[f"{target_prefix}{layer}.bias"] = tensors["bias"]
+        else:
+            raise CheckpointError(
+                f"{where}: unrecognised module tensors {sorted(tensors)} "
+                "(expected a Linear with a bias, or a BatchNorm1d after one)")
+    return mapped
+
+
+def dense_layers(mapped, prefix, last_activation):
+    """The DenseLayers of the layers map_dense_stack named `<prefix><i>.*`:
+    ReLU after all but the last, `last_activation` after it; a batch norm
+    (torch's eps, affine when it has a weight) where it has one."""
+    layers = []
+    while f"{prefix}{len(layers)}.weight" in mapped:
+        layer = f"{prefix}{len(layers)}."
+        batch_norm = None
+        if layer + "batch_norm.running_mean" in mapped:
+            batch_norm = config.batch_norm(
+                TORCH_DEFAULT_EPS, affine=layer + "batch_norm.weight" in mapped)
+        is_last = f"{prefix}{len(layers) + 1}.weight" not in mapped
+        layers.append(
+            config.dense_layer(mapped[layer + "weight"].shape[0],
+                               last_activation if is_last else config_pb2.RELU,
+                               batch_norm))
+    return layers
 
 
 def with_checkpoint_names(message, checkpoint, weights):

@@ -197,8 +197,13 @@ def _check_batch_norm(problems, where, batch_norm):
     _check_eps(problems, where + ".batch_norm", batch_norm.eps)
 
 
+def valid_name(name):
+    """Whether `name` may name a field, input norm or task."""
+    return bool(_NAME.fullmatch(name))
+
+
 def _check_name(problems, where, name):
-    if not _NAME.fullmatch(name):
+    if not valid_name(name):
         problems.append(f"{where}: name must be 1-128 letters, digits or '_', "
                         "not starting with a digit")
 

@@ -28,14 +28,12 @@ requests carry what it produces. A sequence is sent without its padding (a
 FuxiCTR mean pools over the non-padding ids).
 """
 
-import re
 
 from masknet_tools import checkpoints
 from masknet_tools import config
 from masknet_tools.protos import config_pb2
 
 _EMBEDDINGS = "embedding_layer.embedding_layer.embedding_layers."
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MODEL_OPTIONS = {
     "model", "dataset_id", "loss", "metrics", "task", "optimizer",
     "learning_rate", "embedding_regularizer", "net_regularizer", "batch_size",
@@ -127,7 +125,7 @@ def _fields(state, feature_map, weights):
         if kind == "meta":
             continue
         where = f"feature {name!r} ({kind})"
-        if not _NAME.fullmatch(name):
+        if not config.valid_name(name):
             raise checkpoints.CheckpointError(
                 f"{where}: a field name must be 1-128 letters, digits or '_'")
         if spec.get("pretrained_emb") or kind == "embedding":
@@ -187,27 +185,6 @@ def _fields(state, feature_map, weights):
     return fields
 
 
-def _dense_stack(state, prefix):
-    """(layers, tensors) of an MLP_Block's Linear/BatchNorm1d modules."""
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(\w+)")
-    modules = {}
-    for key in list(state):
-        match = pattern.fullmatch(key)
-        if match:
-            modules.setdefault(int(match[1]), {})[match[2]] = state.pop(key)
-    linears = []  # (weight, bias, batch_norm tensors or None)
-    for index in sorted(modules):
-        tensors = modules[index]
-        if "running_mean" in tensors and linears:
-            linears[-1][2] = tensors
-        elif set(tensors) == {"weight", "bias"} and tensors["weight"].dim() == 2:
-            linears.append([tensors["weight"], tensors["bias"], None])
-        else:
-            raise checkpoints.CheckpointError(
-                f"unrecognised tensors under {prefix}{index}: {sorted(tensors)}")
-    return linears
-
-
 def import_masknet(state_dict, yaml_config, feature_map, expid=None):
     """A FuxiCTR MaskNet as our model.
 
@@ -221,11 +198,7 @@ def import_masknet(state_dict, yaml_config, feature_map, expid=None):
     Returns:
       (model_config, weights, notes).
     """
-    state = {
-        k: v
-        for k, v in state_dict.items()
-        if not k.endswith(".num_batches_tracked")
-    }
+    state = checkpoints.without_counters(state_dict)
     params = _experiment(yaml_config, expid)
     for option in ("use_features", "feature_specs"):
         if params.get(option):
@@ -288,33 +261,26 @@ def import_masknet(state_dict, yaml_config, feature_map, expid=None):
 
     # The output: serial fc, or the parallel MLP_Block (whose last Linear is
     # the logit).
-    if parallel:
-        linears = _dense_stack(state, "mask_net.dnn.mlp.")
-    else:
-        linears = _dense_stack(state, "mask_net.fc.")
-    if not linears:
-        raise checkpoints.CheckpointError(
-            "missing tensors " +
-            ("mask_net.dnn.mlp.*" if parallel else "mask_net.fc.0.*"))
-    mlp = []
-    for j, (weight, bias, batch_norm) in enumerate(linears[:-1]):
-        weights[f"mlp.{j}.weight"], weights[f"mlp.{j}.bias"] = weight, bias
-        norm = None
-        if batch_norm is not None:
-            norm = config.batch_norm(checkpoints.TORCH_DEFAULT_EPS,
-                                     affine="weight" in batch_norm)
-            for name, tensor in batch_norm.items():
-                weights[f"mlp.{j}.batch_norm.{name}"] = tensor
-        mlp.append(config.dense_layer(weight.shape[0], config_pb2.RELU, norm))
-    weight, bias, batch_norm = linears[-1]
-    if batch_norm is not None or weight.shape[0] != 1:
+    source = "mask_net.dnn.mlp." if parallel else "mask_net.fc."
+    stack = checkpoints.map_dense_stack(
+        checkpoints.pop_prefixed(state, source), source, "mlp.")
+    mlp = checkpoints.dense_layers(stack, "mlp.", config_pb2.ACTIVATION_NONE)
+    if not mlp:
+        raise checkpoints.CheckpointError(f"missing tensors {source}*")
+    logit = mlp.pop()
+    if logit.HasField("batch_norm") or logit.output_size != 1:
         raise checkpoints.CheckpointError(
             "the last layer must be one Linear output (the logit)")
     labels = feature_map.get("labels")
     label = labels[0] if isinstance(labels, list) and labels else None
-    task = label if isinstance(label, str) and _NAME.fullmatch(label) else "score"
-    weights[f"tasks.{task}.0.weight"], weights[f"tasks.{task}.0.bias"] = (weight,
-                                                                      bias)
+    task = label if isinstance(label, str) and config.valid_name(
+        label) else "score"
+    for name, tensor in stack.items():  # the logit layer becomes the task's
+        prefix = f"mlp.{len(mlp)}."
+        if name.startswith(prefix):
+            weights[f"tasks.{task}.0." + name[len(prefix):]] = tensor
+        else:
+            weights[name] = tensor
     checkpoints.refuse_leftovers(state)
     model_config = config_pb2.ModelConfig(
         description="FuxiCTR MaskNet (imported)",

@@ -38,7 +38,6 @@ from masknet_tools import config
 from masknet_tools import textproto
 from masknet_tools.protos import config_pb2
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class TorchEasyRecImportError(checkpoints.CheckpointError):
@@ -114,11 +113,7 @@ def import_masknet(state_dict, pipeline_text, max_ids=1):
 
 def _import_masknet(state_dict, pipeline_text, max_ids):
     """The body of import_masknet."""
-    state = {
-        k: v
-        for k, v in state_dict.items()
-        if not k.endswith(".num_batches_tracked")
-    }
+    state = checkpoints.without_counters(state_dict)
     pipeline = textproto.parse(pipeline_text)
     model = textproto.first(pipeline, "model_config", kind=dict)
     if model is None:
@@ -170,7 +165,7 @@ def _import_masknet(state_dict, pipeline_text, max_ids):
                 f"feature {name!r} of the group has no feature_configs entry")
         kind, options = features[name]
         where = f"{kind} {name!r}"
-        if not _NAME.fullmatch(name):
+        if not config.valid_name(name):
             raise TorchEasyRecImportError(
                 f"{where}: a field name must be 1-128 letters, digits or '_'")
         if kind == "id_feature":

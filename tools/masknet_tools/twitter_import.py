@@ -38,52 +38,6 @@ _BLOCK_MODULES = {
 }
 
 
-def map_mlp(state_dict, source_prefix, target_prefix):
-    """Renames the tensors of one Twitter `Mlp`.
-
-    Args:
-      state_dict: a Twitter state dict.
-      source_prefix: the Mlp's prefix, e.g. "_backbone._dense_layers." or
-        "_towers.<task>.".
-      target_prefix: ours, e.g. "mlp." or "tasks.<task>.".
-
-    Returns:
-      A dict of only the Mlp's tensors under our names: Linear layer i as
-      `<target_prefix><i>.weight|bias`, the BatchNorm1d after it as
-      `<target_prefix><i>.batch_norm.*` (num_batches_tracked dropped).
-
-    Raises:
-      ValueError: a module of the Mlp is neither a Linear nor a BatchNorm1d
-        after a Linear.
-    """
-    pattern = re.compile(re.escape(source_prefix) + r"layers\.(\d+)\.(\w+)")
-    modules = collections.defaultdict(dict)
-    for key, value in state_dict.items():
-        match = pattern.fullmatch(key)
-        if match:
-            modules[int(match[1])][match[2]] = value
-    mapped, layer = {}, -1
-    for index in sorted(modules):
-        tensors = modules[index]
-        where = f"{source_prefix}layers.{index}"
-        if "running_mean" in tensors:
-            if layer < 0:
-                raise ValueError(f"{where}: a BatchNorm1d before any Linear")
-            batch_norm = f"{target_prefix}{layer}.batch_norm."
-            for name in ("running_mean", "running_var", "weight", "bias"):
-                if name in tensors:
-                    mapped[batch_norm + name] = tensors[name]
-        elif (set(tensors) == {"weight", "bias"} and
-              tensors["weight"].dim() == 2):
-            layer += 1
-            mapped[f"{target_prefix}{layer}.weight"] = tensors["weight"]
-            mapped[f"{target_prefix}{layer}.bias"] = tensors["bias"]
-        else:
-            raise ValueError(
-                f"{where}: unrecognised module tensors {sorted(tensors)}")
-    return mapped
-
-
 def map_masknet(state_dict, prefix=""):
     """Renames the tensors of a Twitter `MaskNet` found under `prefix`.
 
@@ -93,21 +47,17 @@ def map_masknet(state_dict, prefix=""):
 
     Returns:
       A new dict: the MaskNet's tensors under our names; every key not under
-      `prefix + "_mask_blocks."` or `prefix + "_dense_layers."` passed through.
+      `prefix + "_mask_blocks."` or `prefix + "_dense_layers.layers."` passed
+      through.
 
     Raises:
       ValueError: a MaskNet key is not one of the layout above.
     """
     block_pattern = re.compile(
         re.escape(prefix) + r"_mask_blocks\.(\d+)\.(.+)\.(weight|bias)")
-    mlp_prefix = prefix + "_dense_layers."
-    mapped = map_mlp(state_dict, mlp_prefix, "mlp.")
-    mlp_keys = [
-        key for key in state_dict if key.startswith(mlp_prefix) and
-        not key.endswith(".num_batches_tracked")
-    ]
-    if len(mlp_keys) != len(mapped):
-        raise ValueError(f"unrecognised tensors under {mlp_prefix!r}")
+    # An Mlp: Linear, [BatchNorm1d], ReLU, [Dropout] per layer in `layers`.
+    mlp_prefix = prefix + "_dense_layers.layers."
+    mapped = checkpoints.map_dense_stack(state_dict, mlp_prefix, "mlp.")
     for key, value in state_dict.items():
         if key.startswith(mlp_prefix):
             continue
@@ -137,7 +87,12 @@ def masknet_config(state_dict, prefix, mode, final_layer_activation=False):
     Returns:
       (masknet, mlp): a config_pb2.MaskNet and a list of config_pb2.DenseLayer.
     """
-    mapped = map_masknet(state_dict, prefix)
+    return _masknet_config_of(map_masknet(state_dict, prefix), mode,
+                              final_layer_activation)
+
+
+def _masknet_config_of(mapped, mode, final_layer_activation):
+    """masknet_config of tensors map_masknet has renamed."""
     blocks = []
     while f"masknet.blocks.{len(blocks)}.hidden.weight" in mapped:
         block = f"masknet.blocks.{len(blocks)}."
@@ -155,22 +110,9 @@ def masknet_config(state_dict, prefix, mode, final_layer_activation=False):
                               input_norm=norm,
                               input_norm_eps=checkpoints.TORCH_DEFAULT_EPS,
                               layer_norm_eps=checkpoints.TORCH_DEFAULT_EPS))
-    mlp = []
-    while f"mlp.{len(mlp)}.weight" in mapped:
-        layer = f"mlp.{len(mlp)}."
-        batch_norm = None
-        if layer + "batch_norm.running_mean" in mapped:
-            batch_norm = config.batch_norm(
-                checkpoints.TORCH_DEFAULT_EPS,
-                affine=layer + "batch_norm.weight" in mapped)
-        is_last = f"mlp.{len(mlp) + 1}.weight" not in mapped
-        if is_last and not final_layer_activation:
-            activation = config_pb2.ACTIVATION_NONE
-        else:
-            activation = config_pb2.RELU
-        mlp.append(
-            config.dense_layer(mapped[layer + "weight"].shape[0], activation,
-                               batch_norm))
+    mlp = checkpoints.dense_layers(
+        mapped, "mlp.", config_pb2.RELU
+        if final_layer_activation else config_pb2.ACTIVATION_NONE)
     return config.masknet(mode, blocks), mlp
 
 
@@ -253,14 +195,6 @@ def _mlp_options(options, where):
     return options
 
 
-def _pop_prefixed(state, prefix):
-    """Removes and returns the tensors under `prefix`, names kept whole."""
-    taken = {k: v for k, v in state.items() if k.startswith(prefix)}
-    for k in taken:
-        del state[k]
-    return taken
-
-
 def _layer_norm_tensors(state, prefix, width, where):
     """(weight, bias) of a LayerNorm under `prefix` (ones, zeros if absent)."""
     weight = state.pop(prefix + "weight", None)
@@ -311,11 +245,7 @@ def import_recap(state_dict, yaml_config):
       RecapImportError: an option we cannot serve (named), or a missing,
         unexpected or inconsistent tensor (named by its checkpoint name).
     """
-    state = {
-        k: v
-        for k, v in state_dict.items()
-        if not k.endswith(".num_batches_tracked")
-    }
+    state = checkpoints.without_counters(state_dict)
     notes = []
     model = _options(
         _model_section(yaml_config), "model", {
@@ -356,16 +286,16 @@ def import_recap(state_dict, yaml_config):
                                ) if mask_net.get("mlp") else None
 
     # The backbone (with its MLP).
-    backbone_state = _pop_prefixed(state, "_backbone.")
+    backbone_state = checkpoints.pop_prefixed(state, "_backbone.")
     if not backbone_state:
         raise RecapImportError("missing the backbone: no _backbone.* tensors")
     try:
-        masknet_message, mlp = masknet_config(
-            backbone_state, "_backbone.", mode,
-            bool(backbone_mlp and backbone_mlp.get("final_layer_activation")))
         weights = map_masknet(backbone_state, "_backbone.")
     except ValueError as e:
         raise RecapImportError(str(e)) from None
+    masknet_message, mlp = _masknet_config_of(
+        weights, mode,
+        bool(backbone_mlp and backbone_mlp.get("final_layer_activation")))
     if bool(mlp) != bool(backbone_mlp):
         raise RecapImportError(
             "model.backbone.mask_net_config.mlp is " +
@@ -502,7 +432,7 @@ def import_recap(state_dict, yaml_config):
     tasks_yaml = model.get("tasks")
     if not isinstance(tasks_yaml, dict) or not tasks_yaml:
         raise RecapImportError("model.tasks is missing or empty")
-    tasks = []
+    tasks, task_names = [], {}
     for task_name, task_options in tasks_yaml.items():
         safe = str(task_name).replace(".", "__")
         where = f"model.tasks.{task_name}"
@@ -518,33 +448,18 @@ def import_recap(state_dict, yaml_config):
             raise RecapImportError(
                 f"{where}.mlp_config.final_layer_activation: a ReLU after the "
                 "logit is not supported (a task's last layer is its logit)")
-        tower_state = _pop_prefixed(state, f"_towers.{safe}.")
+        tower_state = checkpoints.pop_prefixed(state, f"_towers.{safe}.")
         if not tower_state:
             raise RecapImportError(
                 f"{where}: missing tensors _towers.{safe}.layers.*")
-        try:
-            mapped = map_mlp(tower_state, f"_towers.{safe}.", f"tasks.{safe}.")
-        except ValueError as e:
-            raise RecapImportError(str(e)) from None
-        if len(mapped) != len(tower_state):
-            raise RecapImportError(
-                f"unrecognised tensors under _towers.{safe}.")
+        mapped = checkpoints.map_dense_stack(tower_state,
+                                             f"_towers.{safe}.layers.",
+                                             f"tasks.{safe}.")
         head = config_pb2.TaskHead(name=safe)
-        count = 0
-        while f"tasks.{safe}.{count}.weight" in mapped:
-            count += 1
-        for i in range(count):
-            layer = f"tasks.{safe}.{i}."
-            norm = None
-            if layer + "batch_norm.running_mean" in mapped:
-                norm = config.batch_norm(checkpoints.TORCH_DEFAULT_EPS,
-                                         layer + "batch_norm.weight" in mapped)
-            head.layers.append(
-                config.dense_layer(
-                    mapped[layer + "weight"].shape[0],
-                    config_pb2.ACTIVATION_NONE
-                    if i == count - 1 else config_pb2.RELU, norm))
-        last = f"tasks.{safe}.{count - 1}."
+        head.layers.extend(
+            checkpoints.dense_layers(mapped, f"tasks.{safe}.",
+                                     config_pb2.ACTIVATION_NONE))
+        last = f"tasks.{safe}.{len(head.layers) - 1}."
         scale = state.pop(f"_affine_maps.{safe}.weight", None)
         shift = state.pop(f"_affine_maps.{safe}.bias", None)
         if (scale is None) != (task_options.get("affine_map") is None):
@@ -570,6 +485,8 @@ def import_recap(state_dict, yaml_config):
             head.negative_sampling_rate = r
         weights.update(mapped)
         tasks.append(head)
+        if safe != task_name:
+            task_names[safe] = str(task_name)
 
     checkpoints.refuse_leftovers(state)
     model_config = config_pb2.ModelConfig(
@@ -580,8 +497,6 @@ def import_recap(state_dict, yaml_config):
         mlp=mlp,
         tasks=tasks)
     model_config.metadata["imported_from"] = "the-algorithm-ml"
-    for task_name in tasks_yaml:
-        safe = str(task_name).replace(".", "__")
-        if safe != task_name:
-            model_config.metadata["task." + safe] = str(task_name)
+    for safe, task_name in task_names.items():
+        model_config.metadata["task." + safe] = task_name
     return model_config, weights, notes
