@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,41 +40,29 @@ PYTHON = "/usr/bin/python3"
 MODEL_ROOT = os.path.join(ROOT, "tests", "fixtures", MODEL, "models")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from server_process import ServerProcess  # noqa: E402
+
 
 def log(message):
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-class Server:
-    """masknet_server on a free port, for a `with` block."""
+class Server(ServerProcess):
+    """masknet_server on a port the system picks, for a `with` block."""
 
     def __init__(self, *flags, env=None):
         self.flags = list(flags)
         self.env = dict(os.environ, **(env or {}))
 
     def __enter__(self):
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
-        self.process = subprocess.Popen(
-            [SERVER, f"--model_root={MODEL_ROOT}", "--port=0", "--host=127.0.0.1",
-             "--shutdown_grace_period=2s", "--metrics_port=0"] + self.flags,
-            stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            self.log.seek(0)
-            m = re.search(r"serving on [^ ]*:(\d+)", self.log.read())
-            if m:
-                self.port = int(m.group(1))
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.log.seek(0)
-        raise RuntimeError(f"masknet_server did not start: {self.log.read()}")
+        super().__init__(SERVER, [f"--model_root={MODEL_ROOT}", "--port=0", "--host=127.0.0.1",
+                                  "--shutdown_grace_period=2s", "--metrics_port=0"] + self.flags, env=self.env)
+        self.wait_serving()
+        return self
 
     def __exit__(self, *exc):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-        self.log.close()
+        self.stop()
 
     def cpu_seconds(self):
         with open(f"/proc/{self.process.pid}/stat") as f:

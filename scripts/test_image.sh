@@ -19,12 +19,16 @@ trap cleanup EXIT
 
 podman run -d --health-interval=disable --name "$name" -p "127.0.0.1:$grpc_port:50051" -p "127.0.0.1:$http_port:8080" "$image" >/dev/null 2>&1 \
   || { echo "test_image: podman run failed" >&2; exit 1; }
-for _ in $(seq 1 120); do
-  if curl -sf "http://127.0.0.1:$http_port/readyz" >/dev/null; then break; fi
-  sleep 0.5
+/usr/bin/python3 tests/waiting.py "http://127.0.0.1:$http_port/readyz" --body ready --what "the container's /readyz" \
+  || { podman logs "$name"; echo "test_image: not ready" >&2; exit 1; }
+# Healthy as Docker judges it: the HEALTHCHECK passes within its 3 retries
+# (Docker spaces them by its 10 s interval; 5 s here).
+healthy=0
+for try in 1 2 3; do
+  if podman healthcheck run "$name"; then healthy=1; break; fi
+  if ((try < 3)); then sleep 5; fi
 done
-curl -sf "http://127.0.0.1:$http_port/readyz" >/dev/null || { podman logs "$name"; echo "test_image: not ready" >&2; exit 1; }
-podman healthcheck run "$name" || { echo "test_image: HEALTHCHECK failed" >&2; exit 1; }
+((healthy)) || { echo "test_image: HEALTHCHECK failed 3 times" >&2; exit 1; }
 build/tools/masknet_client --target="127.0.0.1:$grpc_port" --candidates=3 | tail -4
 curl -sf "http://127.0.0.1:$http_port/metrics" | grep -q '^masknet_rank_calls_total{code="OK"' \
   || { echo "test_image: the Rank call is not in /metrics" >&2; exit 1; }

@@ -28,7 +28,7 @@ from masknet_tools import metrics  # noqa: E402
 from masknet_tools import synthetic  # noqa: E402
 from masknet_tools import train  # noqa: E402
 from masknet_tools.protos import ranker_pb2  # noqa: E402
-from server_process import ServerProcess, free_port  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
 
 ARGS = None
 MODEL_ROOT = os.path.join(ROOT, "models")
@@ -39,10 +39,9 @@ class Server(ServerProcess):
     """masknet_server on the demo model at `precision`, with gRPC stubs."""
 
     def __init__(self, precision):
-        self.port = free_port()
-        super().__init__(ARGS.server, [f"--model_root={MODEL_ROOT}", "--host=127.0.0.1", f"--port={self.port}",
+        super().__init__(ARGS.server, [f"--model_root={MODEL_ROOT}", "--host=127.0.0.1", "--port=0",
                                        "--metrics_port=0", "--model_poll_interval=0", f"--precision={precision}"])
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.wait_serving()}")
         grpc.channel_ready_future(self.channel).result(timeout=60)
         self.rank = self.channel.unary_unary(
             "/masknet.serving.v1.Ranker/Rank",

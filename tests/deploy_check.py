@@ -24,38 +24,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.parse
-import urllib.request
 
 import yaml
 
-from server_process import ServerProcess, free_port
+from server_process import ServerProcess, flag_default, free_port, server_help
+from waiting import NotYet, http_get, http_json, http_ok, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")
 ARGS = None
-
-
-def http_get(url, timeout=5):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_for(predicate, seconds, what):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def load_yaml(*path):
@@ -77,25 +56,17 @@ def flag_names(args):
     return [a.split("=", 1)[0] for a in args if a.startswith("--")]
 
 
-def server_help():
-    out = subprocess.run([ARGS.server, "--help"], capture_output=True, text=True).stdout
-    return out
-
-
-def default_of(help_text, flag):
-    m = re.search(r"--" + flag + r" \(.*?\); default: (\S+);", help_text.replace("\n", " "))
-    return m.group(1) if m else None
-
-
 class Server(ServerProcess):
     """masknet_server with the Deployment's arguments, on free ports."""
 
     def __init__(self, args):
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.http_port = free_port()
         args = [a for a in args if not a.startswith(("--model_root", "--port", "--metrics_port", "--host"))]
         super().__init__(ARGS.server, [f"--model_root={ARGS.model_root}", "--host=127.0.0.1",
-                                       f"--port={self.grpc_port}", f"--metrics_port={self.http_port}"] + args)
-        wait_for(lambda: http_get(self.url("/readyz"))[0] == 200, 60, "the server to be ready")
+                                       "--port=0", f"--metrics_port={self.http_port}"] + args)
+        self.grpc_port = self.wait_serving()
+        wait_until(lambda: http_ok(self.url("/readyz")) == "ready\n", what="the server's /readyz",
+                   process=self.process)
 
     def url(self, path):
         return f"http://127.0.0.1:{self.http_port}{path}"
@@ -104,7 +75,7 @@ class Server(ServerProcess):
 class DeployTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.help = server_help()
+        cls.help = server_help(ARGS.server)
         cls.server = Server(container()["args"])
         # One Rank call, so that per-call series exist.
         subprocess.run([ARGS.client, f"--target=127.0.0.1:{cls.server.grpc_port}", "--candidates=2"],
@@ -128,8 +99,8 @@ class DeployTest(unittest.TestCase):
     def test_ports_and_probes_are_what_the_server_serves(self):
         c = container()
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        self.assertEqual(str(ports["grpc"]), default_of(self.help, "port"))
-        self.assertEqual(str(ports["http"]), default_of(self.help, "metrics_port"))
+        self.assertEqual(str(ports["grpc"]), flag_default(self.help, "port"))
+        self.assertEqual(str(ports["http"]), flag_default(self.help, "metrics_port"))
         with open(os.path.join(ROOT, "proto", "masknet", "serving", "v1", "ranker.proto")) as f:
             proto = f.read()
         service = re.search(r"^package ([\w.]+);", proto, re.M).group(1) + "." + \
@@ -172,27 +143,35 @@ class DeployTest(unittest.TestCase):
             with open(os.path.join(work, "prometheus.yml"), "w") as f:
                 yaml.safe_dump(config, f)
             port = free_port()
-            prometheus = subprocess.Popen(
-                ["prometheus", f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={work}/data",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with open(os.path.join(work, "prometheus.log"), "w") as log:
+                prometheus = subprocess.Popen(
+                    [ARGS.prometheus, f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={work}/data",
+                     f"--web.listen-address=127.0.0.1:{port}"],
+                    stdout=log, stderr=subprocess.STDOUT)
             try:
                 def query(expr):
                     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-                    return json.loads(http_get(url)[1])
+                    return http_json(url)
 
                 def scraped():
                     result = query("masknet_ready")["data"]["result"]
-                    return result and result[0]["value"][1] == "1"
+                    if not result or result[0]["value"][1] != "1":
+                        raise NotYet(f"masknet_ready: {result}")
+                    return True
 
-                wait_for(scraped, 60, "Prometheus to scrape masknet_ready")
+                # A first start on a new machine answers 503 (and worse) for a while.
+                wait_until(scraped, what="Prometheus to scrape masknet_ready", process=prometheus)
                 # Every dashboard query is valid PromQL against the real series.
                 for expr in dashboard_queries():
                     answer = query(expr.replace("$model", ".*"))
                     self.assertEqual(answer["status"], "success", f"{expr}: {answer}")
+            except AssertionError:
+                with open(os.path.join(work, "prometheus.log")) as log:
+                    print("Prometheus's log ends with:\n" + log.read()[-3000:], file=sys.stderr)
+                raise
             finally:
                 prometheus.terminate()
-                prometheus.wait(timeout=30)
+                prometheus.wait(timeout=60)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -222,5 +201,6 @@ if __name__ == "__main__":
     parser.add_argument("--server", required=True)
     parser.add_argument("--client", required=True)
     parser.add_argument("--model_root", required=True)
+    parser.add_argument("--prometheus", default="prometheus", help="the Prometheus binary (default: from PATH)")
     ARGS, rest = parser.parse_known_args()
     unittest.main(argv=[sys.argv[0]] + rest)

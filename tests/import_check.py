@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 import grpc  # noqa: E402
 
 from masknet_tools.protos import ranker_pb2  # noqa: E402
-from server_process import ServerProcess, free_port  # noqa: E402
+from server_process import ServerProcess  # noqa: E402
 from tests.python import fuxictr  # noqa: E402
 from tests.python import torcheasyrec  # noqa: E402
 from tests.python import twitter_recap  # noqa: E402
@@ -150,11 +150,9 @@ class ImportCheck(unittest.TestCase):
                     capture_output=True, text=True, check=False)
                 self.assertEqual(result.returncode, 0, result.stderr)
                 print(f"\n{name}: {result.stdout.strip()}", end="")
-            port = free_port()
             server = ServerProcess(ARGS.server, [f"--model_root={model_root}", "--host=127.0.0.1",
-                                                 f"--port={port}", "--metrics_port=0",
-                                                 "--model_poll_interval=0"])
-            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+                                                 "--port=0", "--metrics_port=0", "--model_poll_interval=0"])
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.wait_serving()}")
             try:
                 grpc.channel_ready_future(channel).result(timeout=60)
                 rank = channel.unary_unary(
