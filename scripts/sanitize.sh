@@ -42,5 +42,5 @@ cmake --build build-tsan -j "$jobs" --target "${tsan_tests[@]}"
 for t in "${tsan_tests[@]}"; do
   echo "ThreadSanitizer: $t"
   OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
-    "build-tsan/tests/$t" --gtest_brief=1
+    timeout --kill-after=30 1800 "build-tsan/tests/$t" --gtest_brief=1
 done

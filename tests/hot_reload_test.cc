@@ -15,6 +15,7 @@
 #include "loader/model_repository.h"
 #include "tests/server_harness.h"
 #include "tests/test_util.h"
+#include "tests/waiting.h"
 
 namespace masknet {
 namespace {
@@ -37,12 +38,13 @@ class HotReloadTest : public ::testing::Test {
     return r;
   }
 
-  // The safe way: write beside, then rename into place.
+  // The safe way: write elsewhere on the same file system, then rename into
+  // place, so that the watcher never sees a version half-written.
   void Publish(int64_t version, const TensorMap& weights) {
-    const std::string staging = absl::StrCat(root_, "/tiny/.tmp-", version);
-    testing::WriteModelVersion(root_, "tiny", version, testing::kTinyConfig, weights);
-    std::filesystem::rename(absl::StrCat(root_, "/tiny/", version), staging);
-    std::filesystem::rename(staging, absl::StrCat(root_, "/tiny/", version));
+    const std::string staging = testing::MakeTempDir();
+    const std::string written = testing::WriteModelVersion(staging, "tiny", version, testing::kTinyConfig, weights);
+    std::filesystem::create_directories(root_ + "/tiny");
+    std::filesystem::rename(written, absl::StrCat(root_, "/tiny/", version));
   }
 
   // Calls from `threads` threads until Stop; counts answers by status and by
@@ -71,15 +73,11 @@ class HotReloadTest : public ::testing::Test {
     absl::MutexLock lock(&mu_);
     return by_version_[version];
   }
-  // Waits until `version` has answered more than `after` calls (up to 30 s;
-  // the sanitizer builds are slow).
-  bool WaitForAnswersFrom(int64_t version, int64_t after = 20) {
-    const absl::Time give_up = absl::Now() + absl::Seconds(30);
-    while (Answered(version) <= after) {
-      if (absl::Now() > give_up) return false;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return true;
+  // Waits until `version` has answered more than `after` calls.
+  ::testing::AssertionResult WaitForAnswersFrom(int64_t version, int64_t after = 20) {
+    return testing::WaitUntil(
+        absl::StrCat("more than ", after, " answers from version ", version), [&] { return Answered(version); },
+        [&](int64_t answered) { return answered > after; });
   }
 
   std::string root_;
@@ -115,8 +113,8 @@ TEST_F(HotReloadTest, VersionsPublishedBrokenAndRemovedUnderLoadFailNoCall) {
   // Removing the newest version rolls back to the one before.
   std::filesystem::remove_all(root_ + "/tiny/3");
   std::filesystem::remove_all(root_ + "/tiny/2");
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (harness.repository().List().size() != 1 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_TRUE(testing::WaitUntil("versions 2 and 3 to be unloaded",
+                                  [&] { return harness.repository().List().size() == 1; }));
   EXPECT_THAT(harness.repository().List(), ::testing::ElementsAre(std::make_pair(std::string("tiny"), int64_t{1})));
   EXPECT_TRUE(WaitForAnswersFrom(1, Answered(1)));
 

@@ -3,7 +3,9 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/waiting.h"
 
 namespace masknet {
 namespace {
@@ -91,12 +93,9 @@ TEST(MemoryReleaserTest, ItsThreadReleasesWithinAnInterval) {
   absl::SleepFor(absl::Milliseconds(100));  // seen in use
   const int64_t resident_in_burst = ResidentBytes();
   auto pins = FreeAllButPins(blocks);
-  bool released = false;
-  for (int i = 0; i < 200 && !released; ++i) {
-    absl::SleepFor(absl::Milliseconds(20));
-    released = ResidentBytes() < resident_in_burst - 2 * kThreshold;
-  }
-  EXPECT_TRUE(released);
+  EXPECT_TRUE(testing::WaitUntil(
+      absl::StrCat("resident memory to fall from ", resident_in_burst, " bytes by ", 2 * kThreshold),
+      [] { return ResidentBytes(); }, [&](int64_t resident) { return resident < resident_in_burst - 2 * kThreshold; }));
 }
 
 }  // namespace

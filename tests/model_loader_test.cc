@@ -16,6 +16,7 @@
 #include "loader/model_repository.h"
 #include "model/masknet_model.h"
 #include "tests/test_util.h"
+#include "tests/waiting.h"
 
 namespace masknet {
 namespace {
@@ -407,8 +408,7 @@ TEST_F(WatchedRepositoryTest, AWatcherPollsOnItsOwnThread) {
   TakeEvents();
   RepositoryWatcher watcher(repo.get(), absl::Milliseconds(10));
   Write("tiny", 2);
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (Versions(*repo).size() < 2 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_TRUE(testing::WaitUntil("the watcher to load version 2", [&] { return Versions(*repo).size() == 2; }));
   EXPECT_THAT(Versions(*repo), ElementsAre(1, 2));
 }
 

@@ -16,6 +16,7 @@
 #include "tests/fixtures.h"
 #include "tests/server_harness.h"
 #include "tests/test_util.h"
+#include "tests/waiting.h"
 
 namespace masknet {
 namespace {
@@ -122,6 +123,14 @@ class SlowModelTest : public ::testing::Test {
     return RandomRankRequest(spec_, model, candidates, seed);
   }
 
+  // `n` calls of kHuge candidates to the parallel model, all built before
+  // the first is sent (building one takes a while under a sanitizer).
+  std::vector<RankRequest> HugeRequests(int n) {
+    std::vector<RankRequest> out;
+    for (int i = 0; i < n; ++i) out.push_back(Request(kParallel, kHuge, 1 + i));
+    return out;
+  }
+
   static BatchQueueStats Stats(ServerHarness& h, const std::string& model) {
     return h.server().service().QueueStats(model, 0).value_or(BatchQueueStats{});
   }
@@ -129,13 +138,17 @@ class SlowModelTest : public ::testing::Test {
   static int64_t Accepted(const BatchQueueStats& s) {
     return s.queued_candidates + s.running_candidates + s.processed_candidates;
   }
+  // Waits until `done` holds for a model's queue statistics.
   template <typename Predicate>
-  static void WaitFor(ServerHarness& h, const std::string& model, Predicate done) {
-    const absl::Time give_up = absl::Now() + absl::Seconds(30);
-    while (!done(Stats(h, model))) {
-      ASSERT_LT(absl::Now(), give_up) << "timed out waiting for the queue";
-      absl::SleepFor(absl::Microseconds(200));
-    }
+  static ::testing::AssertionResult WaitFor(ServerHarness& h, const std::string& model, Predicate done) {
+    return testing::WaitUntil(
+        absl::StrCat(model, "'s queue"),
+        [&] {
+          const BatchQueueStats s = Stats(h, model);
+          return absl::StrCat("queued ", s.queued_candidates, ", running ", s.running_candidates, ", processed ",
+                              s.processed_candidates, " in ", s.batches, " batches");
+        },
+        [&](const std::string&) { return done(Stats(h, model)); });
   }
 
   ModelSpec spec_;
@@ -144,13 +157,13 @@ class SlowModelTest : public ::testing::Test {
 TEST_F(SlowModelTest, ACancelledCallLeavesItsQueueAtOnceUnscored) {
   ServerHarness h(MakeRoot(), Options(4 * kHuge, /*admit_by_deadline=*/true), kBatch);
   std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (int i = 0; i < 3; ++i) huge.push_back(std::make_unique<AsyncRank>(h.stub(), Request(kParallel, kHuge, 1 + i)));
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; });
+  for (const RankRequest& r : HugeRequests(3)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; }));
   AsyncRank doomed(h.stub(), Request(kParallel, 100, 9));
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge + 100; });
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge + 100; }));
   doomed.Cancel();
   EXPECT_EQ(doomed.Wait().error_code(), grpc::StatusCode::CANCELLED);
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; });
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; }));
   EXPECT_LT(Stats(h, kParallel).processed_candidates, 3 * kHuge) << "the huge calls ended first";
   for (auto& call : huge) EXPECT_TRUE(call->Wait().ok()) << call->Wait().error_message();
   EXPECT_EQ(Stats(h, kParallel).processed_candidates, 3 * kHuge);  // never the cancelled one's
@@ -159,11 +172,11 @@ TEST_F(SlowModelTest, ACancelledCallLeavesItsQueueAtOnceUnscored) {
 TEST_F(SlowModelTest, ACallWhoseDeadlinePassesInTheQueueIsNotScoredAndFreesItsCapacity) {
   ServerHarness h(MakeRoot(), Options(3 * kHuge + 100, /*admit_by_deadline=*/false), kBatch);
   std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (int i = 0; i < 3; ++i) huge.push_back(std::make_unique<AsyncRank>(h.stub(), Request(kParallel, kHuge, 1 + i)));
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; });
+  for (const RankRequest& r : HugeRequests(3)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; }));
   AsyncRank late(h.stub(), Request(kParallel, 100, 9), absl::Milliseconds(100));
   EXPECT_EQ(late.Wait().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; });
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; }));
   // Its capacity is free again: a call as large is accepted.
   EXPECT_LT(Stats(h, kParallel).processed_candidates, 3 * kHuge) << "the huge calls ended first";
   AsyncRank next(h.stub(), Request(kParallel, 100, 10));
@@ -173,23 +186,32 @@ TEST_F(SlowModelTest, ACallWhoseDeadlinePassesInTheQueueIsNotScoredAndFreesItsCa
 }
 
 TEST_F(SlowModelTest, AFullQueueAnswersResourceExhausted) {
-  ServerHarness h(MakeRoot(), Options(kHuge + 100, /*admit_by_deadline=*/true), kBatch);
-  AsyncRank huge(h.stub(), Request(kParallel, kHuge, 1));
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return s.running_candidates > 0; });
+  ServerHarness h(MakeRoot(), Options(2 * kHuge + 100, /*admit_by_deadline=*/true), kBatch);
+  const RankRequest another = Request(kParallel, kHuge, 3);
+  std::vector<std::unique_ptr<AsyncRank>> huge;
+  for (const RankRequest& r : HugeRequests(2)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 2 * kHuge; }));
+  // Refused as long as the first two calls have more than 100 candidates
+  // queued, however many of their batches ran before this one arrived.
   RankResponse response;
-  const grpc::Status s = h.Rank(Request(kParallel, 400, 2), &response);
+  const grpc::Status s = h.Rank(another, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("--max_queued_candidates"));
-  EXPECT_TRUE(huge.Wait().ok());
+  for (auto& call : huge) EXPECT_TRUE(call->Wait().ok());
 }
 
 TEST_F(SlowModelTest, ACallThatWouldMissItsDeadlineIsRefusedAtOnce) {
   ServerHarness h(MakeRoot(), Options(4 * kHuge, /*admit_by_deadline=*/true), kBatch);
   std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (int i = 0; i < 3; ++i) huge.push_back(std::make_unique<AsyncRank>(h.stub(), Request(kParallel, kHuge, 1 + i)));
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return s.batches >= 2; });  // cost measured
+  for (const RankRequest& r : HugeRequests(3)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  const RankRequest request = Request(kParallel, 64, 2);
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) {
+    return Accepted(s) == 3 * kHuge && s.batches >= 2;  // all queued, cost measured
+  }));
   RankResponse response;
-  const grpc::Status s = h.Rank(Request(kParallel, 64, 2), &response, absl::Milliseconds(50));
+  // Most of three huge calls ahead (about a second on the fastest machine
+  // seen); 500 ms is ample for the call itself to arrive.
+  const grpc::Status s = h.Rank(request, &response, absl::Milliseconds(500));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("would miss its deadline"));
   for (auto& call : huge) EXPECT_TRUE(call->Wait().ok());
@@ -198,14 +220,19 @@ TEST_F(SlowModelTest, ACallThatWouldMissItsDeadlineIsRefusedAtOnce) {
 TEST_F(SlowModelTest, AHugeCallOnOneModelDelaysAnotherModelsCallByAtMostOneBatch) {
   ServerHarness h(MakeRoot(), Options(4 * kHuge, /*admit_by_deadline=*/true), kBatch);
   std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (int i = 0; i < 2; ++i) huge.push_back(std::make_unique<AsyncRank>(h.stub(), Request(kParallel, kHuge, 1 + i)));
-  WaitFor(h, kParallel, [](const BatchQueueStats& s) { return s.running_candidates > 0; });
+  for (const RankRequest& r : HugeRequests(2)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return s.running_candidates > 0; }));
+  AsyncRank call(h.stub(), Request(kSerial, 5, 3));
+  // Counted from when the server has the call, however long it took to
+  // arrive (batches go on running meanwhile).
+  ASSERT_TRUE(WaitFor(h, kSerial, [](const BatchQueueStats& s) { return Accepted(s) == 5; }));
   const int64_t before = Stats(h, kParallel).processed_candidates;
-  RankResponse response;
-  const grpc::Status s = h.Rank(Request(kSerial, 5, 3), &response);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_EQ(response.candidates_size(), 5);
+  // ... to when the server has scored it (not when its answer arrives).
+  ASSERT_TRUE(WaitFor(h, kSerial, [](const BatchQueueStats& s) { return s.processed_candidates == 5; }));
   const int64_t after = Stats(h, kParallel).processed_candidates;
+  const grpc::Status s = call.Wait();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(call.response().candidates_size(), 5);
   ASSERT_LT(after, 2 * kHuge) << "the huge calls ended first";
   // The batch running when the call came, and at most one more that a
   // worker was already taking.

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +34,7 @@
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "tests/fixtures.h"
 #include "tests/test_util.h"
+#include "tests/waiting.h"
 
 namespace masknet {
 namespace {
@@ -91,19 +93,21 @@ class ChildProcess {
     return s.str();
   }
 
-  // The port from the "serving on" line, waiting up to 60 s; 0 if it exited.
+  // The port from the "serving on" line; 0 if it exits first or does not
+  // log it within kWaitTimeout.
   int WaitForPort() {
-    for (int i = 0; i < 600; ++i) {
-      if (const int port = ServingPort(Log()); port != 0) return port;
-      int status;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        exited_ = true;
-        status_ = status;
-        return 0;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return 0;
+    int port = 0;
+    const bool done = testing::WaitUntil("the server to log 'serving on'", [&] {
+      port = ServingPort(Log());
+      return port != 0 || Exited();
+    });
+    return done ? port : 0;
+  }
+
+  // Whether it has exited (without waiting).
+  bool Exited() {
+    if (!exited_ && waitpid(pid_, &status_, WNOHANG) == pid_) exited_ = true;
+    return exited_;
   }
 
   void Signal(int sig) { kill(pid_, sig); }
@@ -140,6 +144,66 @@ class ServerProcess : public ChildProcess {
     return args;
   }
 };
+
+// A TCP port that was free a moment ago.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+
+// GET http://127.0.0.1:port/path; status 0 if nothing answers.
+HttpResponse HttpGet(int port, const std::string& path) {
+  HttpResponse out;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const timeval timeout{10, 0};  // a server that accepts and never answers fails the read
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return out;
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return out;
+  }
+  std::string raw;
+  char buffer[65536];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) raw.append(buffer, n);
+  close(fd);
+  // "HTTP/1.x NNN ..."
+  if (absl::StartsWith(raw, "HTTP/1.0 ") || absl::StartsWith(raw, "HTTP/1.1 ")) {
+    (void)absl::SimpleAtoi(LeadingNumber(absl::string_view(raw).substr(9), "0123456789"), &out.status);
+  }
+  const size_t body = raw.find("\r\n\r\n");
+  if (body != std::string::npos) out.body = raw.substr(body + 4);
+  return out;
+}
+
+// The value of a sample of the Prometheus text `metrics`, e.g.
+// MetricValue(text, "masknet_ready"); -1 if absent.
+double MetricValue(const std::string& metrics, const std::string& sample) {
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
+  }
+  return -1;
+}
 
 TEST(ServerProcessTest, HelpListsEveryLimit) {
   ServerProcess server({"--help"});
@@ -205,7 +269,9 @@ TEST(ServerProcessTest, BadModelExitsWithTheLoaderError) {
 
 TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
   const std::string name = "paper-criteo-parallel";
-  ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1"});
+  const int http_port = FreePort();
+  ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1",
+                        absl::StrCat("--metrics_port=", http_port)});
   const int port = server.WaitForPort();
   ASSERT_GT(port, 0) << server.Log();
   grpc::ChannelArguments args;
@@ -220,7 +286,8 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
   std::atomic<bool> signalled{false};
   std::atomic<int> ok_after_signal{0}, ok{0}, failed{0};
   std::vector<std::thread> calls;
-  for (int i = 0; i < 6; ++i) {
+  constexpr int kCalls = 6;
+  for (int i = 0; i < kCalls; ++i) {
     calls.emplace_back([&] {
       grpc::ClientContext context;
       serving::v1::RankResponse response;
@@ -235,13 +302,26 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
       }
     });
   }
-  while (ok == 0 && failed == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Signalled once the server has every call (however slowly the client's
+  // threads sent them): all of them must then be answered. The answered
+  // calls are counted before the server's are read, so that no call counts
+  // twice.
+  ASSERT_TRUE(testing::WaitUntil(
+      "the server to hold or have answered every call",
+      [&] {
+        const int answered = ok + failed;
+        const HttpResponse metrics = HttpGet(http_port, "/metrics");
+        return metrics.status == 200 ? MetricValue(metrics.body, "masknet_calls_in_flight") + answered : -1;
+      },
+      [](double held_or_answered) { return held_or_answered >= kCalls; }))
+      << server.Log();
   signalled = true;
   server.Signal(SIGTERM);
   for (auto& t : calls) t.join();
   EXPECT_EQ(server.Wait(), 0) << server.Log();
   EXPECT_GE(ok_after_signal.load(), 1) << "no call was in flight at SIGTERM";
   EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(ok.load(), kCalls);
   EXPECT_THAT(server.Log(), HasSubstr("received SIGTERM"));
 }
 
@@ -249,8 +329,10 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
 // client does: each stops sending once health reports NOT_SERVING.
 TEST(ServerProcessTest, SigtermUnderLoadFailsNoCallOfClientsThatFollowHealth) {
   const std::string name = "paper-criteo-serial";
+  // The drain delay is the clients' time to see NOT_SERVING: ample on a
+  // loaded machine.
   ServerProcess server({"--model_root=" + testing::FixtureModelRoot(name), "--port=0", "--host=127.0.0.1",
-                        "--drain_delay=1s", "--shutdown_grace_period=2s"});
+                        "--drain_delay=3s", "--shutdown_grace_period=5s"});
   const int port = server.WaitForPort();
   ASSERT_GT(port, 0) << server.Log();
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
@@ -269,7 +351,10 @@ TEST(ServerProcessTest, SigtermUnderLoadFailsNoCallOfClientsThatFollowHealth) {
       grpc::health::v1::HealthCheckResponse response;
       grpc::ClientContext context;
       const grpc::Status s = health->Check(&context, check, &response);
-      if (!s.ok() || response.status() != grpc::health::v1::HealthCheckResponse::SERVING) not_serving = true;
+      // Before SIGTERM, a failed check is not a verdict: try again.
+      if ((!s.ok() && signalled) || (s.ok() && response.status() != grpc::health::v1::HealthCheckResponse::SERVING)) {
+        not_serving = true;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
@@ -291,7 +376,9 @@ TEST(ServerProcessTest, SigtermUnderLoadFailsNoCallOfClientsThatFollowHealth) {
       }
     });
   }
-  while (ok < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(testing::WaitUntil(
+      "50 calls answered", [&] { return ok.load(); }, [](int n) { return n >= 50; }))
+      << server.Log();
   signalled = true;
   server.Signal(SIGTERM);
   for (auto& t : callers) t.join();
@@ -299,7 +386,7 @@ TEST(ServerProcessTest, SigtermUnderLoadFailsNoCallOfClientsThatFollowHealth) {
   EXPECT_EQ(server.Wait(), 0) << server.Log();
   EXPECT_THAT(failures, ::testing::IsEmpty());
   EXPECT_GE(ok_after_signal.load(), 1) << "no call was answered after SIGTERM";
-  EXPECT_THAT(server.Log(), HasSubstr("NOT_SERVING, still answering calls for 1s"));
+  EXPECT_THAT(server.Log(), HasSubstr("NOT_SERVING, still answering calls for 3s"));
 }
 
 TEST(ServerProcessTest, ServesHealthAndReflection) {
@@ -404,64 +491,6 @@ TEST_F(LoadgenProcessTest, AnOpenLoopOfFeedsSendsEachFeedAsSeveralCalls) {
   EXPECT_THAT(json, HasSubstr("\"errors\": {}"));
 }
 
-// A TCP port that was free a moment ago.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-struct HttpResponse {
-  int status = 0;
-  std::string body;
-};
-
-// GET http://127.0.0.1:port/path; status 0 if nothing answers.
-HttpResponse HttpGet(int port, const std::string& path) {
-  HttpResponse out;
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return out;
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return out;
-  }
-  std::string raw;
-  char buffer[65536];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) raw.append(buffer, n);
-  close(fd);
-  // "HTTP/1.x NNN ..."
-  if (absl::StartsWith(raw, "HTTP/1.0 ") || absl::StartsWith(raw, "HTTP/1.1 ")) {
-    (void)absl::SimpleAtoi(LeadingNumber(absl::string_view(raw).substr(9), "0123456789"), &out.status);
-  }
-  const size_t body = raw.find("\r\n\r\n");
-  if (body != std::string::npos) out.body = raw.substr(body + 4);
-  return out;
-}
-
-// The value of a sample of the Prometheus text `metrics`, e.g.
-// MetricValue(text, "masknet_ready"); -1 if absent.
-double MetricValue(const std::string& metrics, const std::string& sample) {
-  std::istringstream in(metrics);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return -1;
-}
-
 // Runs promtool check metrics on `metrics`; returns its output and sets *ok.
 std::string PromtoolCheck(const std::string& metrics, bool* ok) {
   const std::string dir = testing::MakeTempDir();
@@ -490,10 +519,9 @@ TEST(ServerProcessTest, ReadyOnlyOnceAModelIsAndMetricsMoveWithTrafficAndPassPro
   // Publish a version; the server turns ready.
   auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
   testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
-  for (int i = 0; i < 600 && HttpGet(http_port, "/readyz").status != 200; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_EQ(HttpGet(http_port, "/readyz").status, 200) << server.Log();
+  ASSERT_TRUE(testing::WaitUntil(
+      "/readyz to answer 200", [&] { return HttpGet(http_port, "/readyz").status; }, [](int s) { return s == 200; }))
+      << server.Log();
 
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
   auto stub = serving::v1::Ranker::NewStub(channel);
