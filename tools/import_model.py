@@ -28,14 +28,16 @@ import argparse
 import json
 import sys
 
-import torch
-import yaml
+sys.dont_write_bytecode = True  # a tool writes its output and nothing else
 
-from masknet_tools import checkpoints
-from masknet_tools import export
-from masknet_tools import fuxictr_import
-from masknet_tools import torcheasyrec_import
-from masknet_tools import twitter_import
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from masknet_tools import checkpoints  # noqa: E402
+from masknet_tools import export  # noqa: E402
+from masknet_tools import fuxictr_import  # noqa: E402
+from masknet_tools import torcheasyrec_import  # noqa: E402
+from masknet_tools import twitter_import  # noqa: E402
 
 FRAMEWORKS = ("the-algorithm-ml", "fuxictr", "torcheasyrec")
 

@@ -3,6 +3,7 @@ heavy-ranker stand-in (tests/python/twitter_recap.py)."""
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -266,6 +267,60 @@ class ImportModelCommandTest(unittest.TestCase):
                     self.assertNotEqual(result.returncode, 0)
                     self.assertIn(message, result.stderr)
             self.assertFalse(os.path.exists(os.path.join(tmp, "models", "m")))
+
+    def test_runs_from_a_read_only_checkout_without_tests_and_writes_nothing_there(self):
+        recap, widths, rates = twitter_recap.example()
+        with tempfile.TemporaryDirectory() as tmp:
+            # The tool's own files only (no tests/), unwritable; as root,
+            # the tool runs as nobody so that this means something.
+            checkout = os.path.join(tmp, "checkout")
+            for part in ("tools", "proto"):
+                shutil.copytree(os.path.join(ROOT, part),
+                                os.path.join(checkout, part),
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            work = os.path.join(tmp, "work")
+            os.makedirs(work)
+            checkpoint = os.path.join(work, "recap.pt")
+            torch.save(twitter_recap.build(recap, widths, rates).state_dict(),
+                       checkpoint)
+            yaml_path = os.path.join(work, "recap.yaml")
+            with open(yaml_path, "w") as f:
+                yaml.safe_dump(recap, f, sort_keys=False)
+            for path, mode in ((tmp, 0o755), (work, 0o777),
+                               (checkpoint, 0o644), (yaml_path, 0o644)):
+                os.chmod(path, mode)
+            for dirpath, dirnames, filenames in os.walk(checkout):
+                os.chmod(dirpath, 0o555)
+                for name in filenames:
+                    os.chmod(os.path.join(dirpath, name), 0o444)
+            prefix = []
+            if os.geteuid() == 0:
+                prefix = ["setpriv", "--reuid=65534", "--regid=65534",
+                          "--clear-groups"]
+
+            def listing():
+                return sorted((d, tuple(sorted(f)), os.stat(d).st_mtime_ns)
+                              for d, _, f in os.walk(checkout))
+            before = listing()
+            tool = os.path.join(checkout, "tools", "import_model.py")
+            try:
+                help_run = subprocess.run(prefix + [sys.executable, tool, "--help"],
+                                          capture_output=True, text=True, check=False)
+                self.assertEqual(help_run.returncode, 0, help_run.stderr)
+                self.assertIn("--checkpoint", help_run.stdout)
+                result = subprocess.run(
+                    prefix + [sys.executable, tool, "--from", "the-algorithm-ml",
+                              "--checkpoint", checkpoint, "--config", yaml_path,
+                              "--model_root", os.path.join(work, "models"),
+                              "--model_name", "recap"],
+                    capture_output=True, text=True, check=False)
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertTrue(os.path.exists(os.path.join(
+                    work, "models", "recap", "1", "weights.safetensors")))
+                self.assertEqual(listing(), before)
+            finally:
+                for dirpath, _, _ in os.walk(checkout):
+                    os.chmod(dirpath, 0o755)
 
     def test_a_misshaped_tensor_is_named_by_its_checkpoint_name(self):
         text = torcheasyrec.pipeline_config()
