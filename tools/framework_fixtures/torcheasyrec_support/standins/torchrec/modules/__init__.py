@@ -1,0 +1,1 @@
+"""Stand-in for torchrec.modules (see ../__init__.py)."""

@@ -1,0 +1,1 @@
+"""Stand-in for torchrec.sparse (see ../__init__.py)."""
