@@ -25,65 +25,15 @@ checkpoint" lists what each framework's import supports.
 """
 
 import argparse
-import json
 import sys
 
 sys.dont_write_bytecode = True  # a tool writes its output and nothing else
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from masknet_tools import checkpoints  # noqa: E402
 from masknet_tools import export  # noqa: E402
-from masknet_tools import fuxictr_import  # noqa: E402
-from masknet_tools import torcheasyrec_import  # noqa: E402
-from masknet_tools import twitter_import  # noqa: E402
-
-FRAMEWORKS = ("the-algorithm-ml", "fuxictr", "torcheasyrec")
-
-
-def _read(path, parse=None, kind="UTF-8 text"):
-    """The file at `path`, parsed by `parse` (which raises ValueError)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-        return parse(text) if parse else text
-    except OSError as e:
-        raise checkpoints.CheckpointError(f"{path}: {e.strerror}") from None
-    except (ValueError, yaml.YAMLError) as e:
-        raise checkpoints.CheckpointError(f"{path}: not {kind}: {e}") from None
-
-
-def _read_yaml(path):
-    return _read(path, yaml.safe_load, "YAML")
-
-
-def _read_json(path):
-    return _read(path, json.loads, "JSON")
-
-
-def import_checkpoint(args):
-    """(model_config, weights, notes, checkpoint) of one framework's model."""
-    if (args.feature_map is None) != (args.framework != "fuxictr"):
-        raise checkpoints.CheckpointError(
-            "--feature_map (FuxiCTR's feature_map.json) is needed with --from "
-            "fuxictr, and only there")
-    checkpoint = checkpoints.strip_wrapper_prefix(
-        checkpoints.load_state_dict(args.checkpoint))
-    checkpoints.check_framework(checkpoint, args.framework)
-    if args.framework == "the-algorithm-ml":
-        result = twitter_import.import_recap(checkpoint,
-                                             _read_yaml(args.config))
-    elif args.framework == "fuxictr":
-        result = fuxictr_import.import_masknet(checkpoint,
-                                               _read_yaml(args.config),
-                                               _read_json(args.feature_map),
-                                               args.expid)
-    else:
-        result = torcheasyrec_import.import_masknet(checkpoint,
-                                                    _read(args.config),
-                                                    args.max_ids)
-    return result + (checkpoint,)
+from masknet_tools import importers  # noqa: E402
 
 
 def main():
@@ -91,7 +41,7 @@ def main():
     parser.add_argument("--from",
                         dest="framework",
                         required=True,
-                        choices=FRAMEWORKS,
+                        choices=importers.FRAMEWORKS,
                         help="the framework the model was trained with")
     parser.add_argument("--checkpoint",
                         required=True,
@@ -117,7 +67,9 @@ def main():
 
     weights, checkpoint = {}, {}
     try:
-        model_config, weights, notes, checkpoint = import_checkpoint(args)
+        model_config, weights, notes, checkpoint = importers.import_state(
+            args.framework, checkpoints.load_state_dict(args.checkpoint),
+            args.config, args.feature_map, args.expid, args.max_ids)
         for note in notes:
             print(f"import_model: note: {note}", file=sys.stderr)
         version_dir = export.export_to_flags(args, model_config, weights)

@@ -1,177 +1,167 @@
-"""Tests of masknet_tools.fuxictr_import on the stand-in of FuxiCTR's MaskNet
-(tests/python/fuxictr.py)."""
+"""masknet_tools.fuxictr_import on models FuxiCTR's own code built
+(tests/fixtures/frameworks/fuxictr/): the architecture comes from
+model_config.yaml and feature_map.json, the checkpoint must be exactly that
+model, and what FuxiCTR cannot build or we cannot serve is refused by name.
+That the imported models score as FuxiCTR does is
+tests/framework_import_check.py's."""
 
 import copy
-import os
-import subprocess
-import sys
-import tempfile
+import json
 import unittest
 
-import numpy as np
 import torch
+import yaml
 
 from masknet_tools import checkpoints
-from masknet_tools import config
-from masknet_tools import export
-from masknet_tools import features
-from masknet_tools import fuxictr_import
-from masknet_tools import reference
 from masknet_tools.protos import config_pb2
-from tests.python import fuxictr
+from tests.python.framework_fixtures import Fixture
 
-CONTEXT_FIELDS = ("user_id", "user_age")
-
-
-def request_of(model_config, inputs):
-    """(context, candidates) Features: user fields are the context."""
-    n = len(inputs["item_id"])
-
-    def values(name, i):
-        v = inputs[name][i]
-        if name in ("item_tags", "clicks"):
-            return fuxictr.unpadded(v)
-        return [v.item()]
-
-    context = features.make_features(model_config, config_pb2.CONTEXT,
-                                     {f: values(f, 0) for f in CONTEXT_FIELDS})
-    candidates = [
-        features.make_features(
-            model_config, config_pb2.CANDIDATE,
-            {f: values(f, i) for f in inputs if f not in CONTEXT_FIELDS},
-            explicit_counts=True) for i in range(n)
-    ]
-    return context, candidates
+CASE = "serial_two_blocks_layernorms"
+EXPERIMENT = "MaskNet_" + CASE
+TABLES = "embedding_layer.embedding_layer.embedding_layers."
 
 
-class FuxiCtrImportTest(unittest.TestCase):
+def _fixture(case=CASE):
+    return Fixture("fuxictr", case)
 
-    def _assert_same_scores(self, yaml_config, seed, batch_norm=False):
-        model = fuxictr.build(yaml_config, seed, batch_norm)
-        model_config, weights, _ = fuxictr_import.import_masknet(
-            model.state_dict(), yaml_config, fuxictr.feature_map())
-        config.validate(model_config)
-        export.check_weights(model_config, weights)
-        ours = reference.MaskNetReference(model_config).double()
-        ours.load_state_dict(weights, strict=True)
-        inputs = fuxictr.random_inputs(10, seed + 1)
-        with torch.no_grad():
-            expected = model(inputs)
-            got = ours(*request_of(model_config, inputs))
-        np.testing.assert_allclose(got, expected.double(), atol=1e-5)
-        self.assertGreater(float(expected.std()), 0.01)
-        return model_config
 
-    def test_serial_masknet_scores_as_the_stand_in(self):
-        model_config = self._assert_same_scores(
-            fuxictr.model_config("SerialMaskNet"), 0)
+def _feature_map(fixture, change):
+    """The fixture's feature map with change(name -> spec) applied."""
+    with open(fixture.path("--feature_map")) as f:
+        feature_map = json.load(f)
+    specs = {name: spec for entry in feature_map["features"]
+             for name, spec in entry.items()}
+    change(specs)
+    return feature_map
+
+
+class FuxiCtrConfigTest(unittest.TestCase):
+
+    def test_the_config_says_what_fuxictr_computes(self):
+        model_config, _, notes, _ = _fixture().import_()
         self.assertEqual(
             [(f.name, f.scope, f.WhichOneof("kind")) for f in model_config.fields],
             [("user_id", config_pb2.CONTEXT, "categorical"),
              ("user_age", config_pb2.CONTEXT, "dense"),
              ("item_id", config_pb2.CANDIDATE, "categorical"),
+             ("user_hist", config_pb2.CONTEXT, "categorical"),
              ("item_price", config_pb2.CANDIDATE, "dense"),
              ("item_tags", config_pb2.CANDIDATE, "categorical"),
-             ("clicks", config_pb2.CANDIDATE, "categorical")])
-        self.assertEqual(model_config.fields[1].dense.embedding_dim, 6)
-        self.assertEqual(model_config.masknet.input_norm,
-                         config_pb2.FIELD_LAYER_NORM)
-        # int(36 * 0.7) = 25 for block 0, int(20 * 0.7) = 14 for block 1.
-        self.assertEqual([b.aggregation_size for b in model_config.masknet.blocks],
-                         [25, 14])
+             ("hour", config_pb2.CANDIDATE, "categorical")])
+        fields = {f.name: f for f in model_config.fields}
+        self.assertEqual(fields["item_id"].categorical.num_buckets, 20)
+        self.assertEqual(fields["user_hist"].categorical.pooling, config_pb2.SUM)
+        self.assertEqual(fields["item_tags"].categorical.pooling, config_pb2.MEAN)
+        self.assertEqual(fields["item_tags"].categorical.max_ids, 4)
+        self.assertEqual(model_config.masknet.mode, config_pb2.SERIAL)
+        self.assertEqual([b.output_size for b in model_config.masknet.blocks],
+                         [8, 6])
         self.assertEqual([t.name for t in model_config.tasks], ["clk"])
+        self.assertEqual(notes, [])
 
-    def test_parallel_without_layer_norms_with_batch_norm(self):
-        model_config = self._assert_same_scores(
-            fuxictr.model_config("ParallelMaskNet", emb_layernorm=False,
-                                 net_layernorm=False), 2, batch_norm=True)
-        self.assertTrue(all(b.no_layer_norm for b in model_config.masknet.blocks))
-        self.assertEqual(len(model_config.mlp), 2)
+    def test_a_table_of_another_size_than_vocab_size_is_refused(self):
+        fixture = _fixture()
+        for rows in (19, 21):
+            with self.subTest(rows=rows):
+                feature_map = _feature_map(
+                    fixture, lambda s: s["item_id"].update(vocab_size=rows))
+                with self.assertRaisesRegex(
+                        checkpoints.CheckpointError,
+                        f"'{TABLES}item_id.weight' has shape \\[20, 3\\], "
+                        f"expected \\[{rows}, 3\\]"):
+                    fixture.import_(feature_map=feature_map)
 
-    def _import(self, yaml_config=None, feature_map=None, edit_state=None,
-                expid=None):
-        yaml_config = yaml_config or fuxictr.model_config("SerialMaskNet")
-        state = fuxictr.build(fuxictr.model_config("SerialMaskNet"),
-                              0).state_dict()
-        if edit_state:
-            edit_state(state)
-        return fuxictr_import.import_masknet(
-            state, yaml_config, feature_map or fuxictr.feature_map(), expid)
+    def test_options_fuxictrs_masknet_ignores_are_noted_and_ignored(self):
+        fixture = _fixture()
+        config = fixture.yaml_config()
+        config[EXPERIMENT].update(batch_norm=True, some_option=1)
+        _, _, notes, _ = fixture.import_(config_text=yaml.safe_dump(config))
+        self.assertEqual(len(notes), 1)
+        self.assertIn("ignored here too: batch_norm, some_option", notes[0])
 
-    def test_missing_and_unexpected_tensors_are_named(self):
-        name = "embedding_layer.embedding_layer.embedding_layers.item_tags.weight"
-        with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                    f"missing tensor '{name}'"):
-            self._import(edit_state=lambda s: s.pop(name))
-        with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                    "missing tensor 'emb_norm.5.bias'"):
-            self._import(edit_state=lambda s: s.pop("emb_norm.5.bias"))
-        with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                    "unexpected tensors.*feature_encoders"):
-            self._import(edit_state=lambda s: s.update(
-                {"feature_encoders.x.weight": torch.ones(2, 2)}))
 
-    def test_options_that_cannot_be_served_are_refused_by_name(self):
-        base = fuxictr.model_config("SerialMaskNet")
-        cases = []
-        for key, value, pattern in (
-                ("dnn_hidden_activations", "tanh", "'tanh' is not supported"),
-                ("task", "regression", "task 'regression'"),
-                ("model_type", "DeepMaskNet", "model_type 'DeepMaskNet'"),
-                ("attention_dim", 8, "option 'attention_dim'")):
-            yaml_config = copy.deepcopy(base)
-            yaml_config["MaskNet_tiny"][key] = value
-            cases.append((yaml_config, None, pattern))
-        for key, value in (("use_features", ["item_id", "user_id"]),
-                           ("feature_specs", [{"name": "item_tags"}])):
-            yaml_config = copy.deepcopy(base)
-            yaml_config["MaskNet_tiny"][key] = value
-            cases.append((yaml_config, None, f"option '{key}' is not supported"))
-        feature_map = fuxictr.feature_map()
-        feature_map["features"][0] = {"user_id": 5}
-        cases.append((base, feature_map, "is not {name: {spec}}"))
-        feature_map = fuxictr.feature_map()
-        feature_map["features"][5]["item_tags"]["max_len"] = None
-        cases.append((base, feature_map, "max_len None"))
-        feature_map = fuxictr.feature_map()
-        feature_map["features"][0]["user_id"]["pretrained_emb"] = "u.h5"
-        cases.append((base, feature_map, "pretrained embeddings"))
-        feature_map = fuxictr.feature_map()
-        feature_map["features"][5]["item_tags"]["feature_encoder"] = (
-            "layers.MaskedMaxPooling()")
-        cases.append((base, feature_map, "MaskedMaxPooling"))
-        two = copy.deepcopy(base)
-        two["MaskNet_other"] = dict(two["MaskNet_tiny"])
-        cases.append((two, None, "2 MaskNet experiments.*--expid"))
-        for yaml_config, feature_map, pattern in cases:
+class RefusedFuxiCtrConfigTest(unittest.TestCase):
+
+    def assert_feature_map_refused(self, change, pattern):
+        fixture = _fixture()
+        with self.assertRaisesRegex(checkpoints.CheckpointError, pattern):
+            fixture.import_(feature_map=_feature_map(fixture, change))
+
+    def assert_params_refused(self, params, pattern, case=CASE):
+        fixture = _fixture(case)
+        config = copy.deepcopy(fixture.yaml_config())
+        experiment = next(k for k in config if k != "Base")
+        config[experiment].update(params)
+        with self.assertRaisesRegex(checkpoints.CheckpointError, pattern):
+            fixture.import_(config_text=yaml.safe_dump(config))
+
+    def test_feature_options_that_change_the_embedding_are_refused_by_name(self):
+        cases = [
+            (lambda s: s["item_id"].update(feature_encoder="nn.Tanh()"),
+             "feature 'item_id' \\(categorical\\): feature_encoder 'nn.Tanh\\(\\)'"),
+            (lambda s: s["user_age"].update(feature_encoder="nn.Sigmoid()"),
+             "feature 'user_age' \\(numeric\\): feature_encoder"),
+            (lambda s: s["item_tags"].pop("feature_encoder"),
+             "feature 'item_tags' \\(sequence\\): no feature_encoder"),
+            (lambda s: s["item_tags"].update(
+                feature_encoder="layers.MaskedMaxPooling()"),
+             "feature_encoder 'layers.MaskedMaxPooling\\(\\)' is not supported"),
+            (lambda s: s["item_id"].update(embedding_dim=4),
+             "feature 'item_id' \\(categorical\\): embedding_dim 4 differs"),
+            (lambda s: s["item_id"].update(pretrained_emb="emb.npz"),
+             "pretrained embeddings are not supported"),
+            (lambda s: s["hour"].update(type="embedding"),
+             "type 'embedding' is not supported"),
+        ]
+        for change, pattern in cases:
             with self.subTest(pattern=pattern):
-                with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                            pattern):
-                    self._import(yaml_config, feature_map)
-        self._import(two, expid="MaskNet_other")  # chosen: imports
+                self.assert_feature_map_refused(change, pattern)
+
+    def test_model_options_that_cannot_be_served_are_refused_by_name(self):
+        cases = [
+            ({"task": "regression"}, "task 'regression' is not supported"),
+            ({"model_type": "OtherMaskNet"}, "model_type 'OtherMaskNet'"),
+            ({"dnn_hidden_activations": "tanh"},
+             "dnn_hidden_activations 'tanh' is not supported"),
+            ({"use_features": ["item_id"]}, "option 'use_features'"),
+            ({"dnn_hidden_units": []}, "dnn_hidden_units \\[\\] has no mask"),
+            ({"reduction_ratio": 0.01}, "makes block 0's mask layer"),
+        ]
+        for params, pattern in cases:
+            with self.subTest(params=params):
+                self.assert_params_refused(params, pattern)
+
+    def test_lists_fuxictrs_parallel_masknet_cannot_build_are_refused(self):
+        self.assert_params_refused(
+            {"dnn_hidden_activations": ["relu", "relu"]},
+            "dnn_hidden_activations as a list is not a model FuxiCTR's "
+            "ParallelMaskNet can build", case="parallel_emb_layernorm_mlp")
+
+    def test_a_checkpoint_of_another_model_type_names_every_difference(self):
+        fixture = _fixture()
+        config = fixture.yaml_config()
+        config[EXPERIMENT]["model_type"] = "ParallelMaskNet"
+        with self.assertRaises(checkpoints.CheckpointError) as caught:
+            fixture.import_(config_text=yaml.safe_dump(config))
+        message = str(caught.exception)
+        self.assertIn("missing 'mask_net.dnn.mlp.", message)
+        self.assertIn("unexpected 'mask_net.fc.0.bias'", message)
 
 
-class FuxiCtrCommandTest(unittest.TestCase):
+class SharedTablesTest(unittest.TestCase):
 
-    def test_the_feature_map_is_required_and_only_for_fuxictr(self):
-        root = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = os.path.join(tmp, "MaskNet_tiny.model")
-            torch.save(
-                fuxictr.build(fuxictr.model_config("SerialMaskNet"),
-                              0).state_dict(), checkpoint)
-            for framework, extra in (("fuxictr", []),
-                                     ("torcheasyrec",
-                                      ["--feature_map", "x.json"])):
-                result = subprocess.run(
-                    [sys.executable,
-                     os.path.join(root, "tools", "import_model.py"), "--from",
-                     framework, "--checkpoint", checkpoint, "--config",
-                     "unused.yaml", "--model_root", tmp, "--model_name", "m"] +
-                    extra, capture_output=True, text=True, check=False)
-                self.assertNotEqual(result.returncode, 0)
-                self.assertIn("--feature_map", result.stderr)
+    def test_a_shared_table_is_one_table_under_each_name(self):
+        fixture = _fixture("serial_shared_embedding")
+        state = fixture.state()
+        _, weights, _, _ = fixture.import_(state)
+        tables = [n for n in state if n.startswith(TABLES)]
+        shared = [n for n in tables if sum(
+            state[m].data_ptr() == state[n].data_ptr() for m in tables) > 1]
+        self.assertEqual(len(shared), 3)  # item_id's, under three names
+        for name in shared:
+            field = name[len(TABLES):-len(".weight")]
+            self.assertTrue(torch.equal(weights[f"fields.{field}.embedding"],
+                                        state[name]))
 
 
 if __name__ == "__main__":

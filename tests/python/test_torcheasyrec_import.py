@@ -1,169 +1,139 @@
-"""Tests of masknet_tools.torcheasyrec_import and textproto on the stand-in
-of TorchEasyRec's MaskNet (tests/python/torcheasyrec.py)."""
+"""masknet_tools.torcheasyrec_import on models TorchEasyRec's own code built
+(tests/fixtures/frameworks/torcheasyrec/): the architecture comes from the
+pipeline config, the checkpoint must be exactly that model, and what we
+cannot serve is refused by name. That the imported models score as
+TorchEasyRec does is tests/framework_import_check.py's."""
 
 import unittest
 
-import numpy as np
-import torch
-
 from masknet_tools import checkpoints
-from masknet_tools import config
-from masknet_tools import export
-from masknet_tools import features
-from masknet_tools import reference
 from masknet_tools import textproto
 from masknet_tools import torcheasyrec_import
 from masknet_tools.protos import config_pb2
-from tests.python import torcheasyrec
+from tests.python.framework_fixtures import Fixture
+
+TABLES = "model.embedding_group.emb_impls.__BASE__.ebc.embedding_bags."
 
 
-def candidates_of(model_config, inputs):
-    """The candidates' Features of the stand-in's inputs (no context)."""
-    n = len(next(iter(inputs.values())))
-    return [
-        features.make_features(model_config, config_pb2.CANDIDATE,
-                               {name: v[i].tolist() for name, v in inputs.items()})
-        for i in range(n)
-    ]
+def _fixture(case):
+    return Fixture("torcheasyrec", case)
 
 
-class TextProtoTest(unittest.TestCase):
+class TorchEasyRecConfigTest(unittest.TestCase):
 
-    def test_reads_nested_repeated_and_scalar_fields(self):
-        message = textproto.parse("""
-            a: 1  b: -2.5e1 c: "x\\"y" # comment
-            d { e: true f: [1, 2] f: 3 } d < e: false >
-            g: ENUM_NAME h: 'single'""")
-        self.assertEqual(message["a"], [1])
-        self.assertEqual(message["b"], [-25.0])
-        self.assertEqual(message["c"], ['x"y'])
-        self.assertEqual(message["d"], [{"e": [True], "f": [1, 2, 3]},
-                                        {"e": [False]}])
-        self.assertEqual(textproto.first(message, "g"), "ENUM_NAME")
-        self.assertEqual(textproto.first(message, "h"), "single")
-        self.assertIsNone(textproto.first(message, "missing"))
+    def test_without_top_mlp_the_blocks_feed_the_logit(self):
+        for case in ("no_top_mlp", "serial_no_top_mlp"):
+            with self.subTest(case=case):
+                model_config, weights, _, _ = _fixture(case).import_()
+                self.assertEqual(list(model_config.mlp), [])
+                blocks = model_config.masknet.blocks
+                reads = sum(b.output_size for b in blocks) \
+                    if model_config.masknet.mode == config_pb2.PARALLEL \
+                    else blocks[-1].output_size
+                self.assertEqual(list(weights["tasks.probs.0.weight"].shape),
+                                 [1, reads])
 
-    def test_reads_every_spelling_of_a_bool_and_checks_types(self):
-        message = textproto.parse(
-            'a: True b: f c: t d: False e: 1 s: "caf\\303\\251 é" n: "3"')
-        self.assertEqual([textproto.first(message, k, kind=bool)
-                          for k in "abcde"], [True, False, True, False, True])
-        self.assertEqual(textproto.first(message, "s"), "café é")
-        with self.assertRaisesRegex(textproto.TextProtoError,
-                                    "n: expected int, got '3'"):
-            textproto.first(message, "n", kind=int)
-
-    def test_malformed_text_names_the_line(self):
-        for text, pattern in (("a {\n b: 1", "missing '}'"),
-                              ("a: 1\n}", "line 2"), ("a: 1\n$", "line 2")):
-            with self.assertRaisesRegex(textproto.TextProtoError, pattern):
-                textproto.parse(text)
-
-
-class TorchEasyRecImportTest(unittest.TestCase):
-
-    def _assert_same_scores(self, text, seed):
-        wrapper = torcheasyrec.build(text, seed)
-        state = checkpoints.strip_wrapper_prefix(wrapper.state_dict())
-        model_config, weights, _ = torcheasyrec_import.import_masknet(
-            state, text, max_ids=2)
-        config.validate(model_config)
-        export.check_weights(model_config, weights)
-        ours = reference.MaskNetReference(model_config).double()
-        ours.load_state_dict(weights, strict=True)
-        inputs = torcheasyrec.random_inputs(12, seed + 1)
-        with torch.no_grad():
-            expected = wrapper.model(inputs)
-            got = ours(
-                features.make_features(model_config, config_pb2.CONTEXT, {}),
-                candidates_of(model_config, inputs))
-        np.testing.assert_allclose(got, expected.double(), atol=1e-5)
-        self.assertGreater(float(expected.std()), 0.01)
-        return model_config
-
-    def test_parallel_masknet_scores_as_the_stand_in(self):
-        model_config = self._assert_same_scores(
-            torcheasyrec.pipeline_config(parallel=True), 0)
+    def test_the_config_says_what_torcheasyrec_computes(self):
+        model_config, _, _, _ = _fixture("no_top_mlp").import_()
         self.assertEqual(
             [(f.name, f.WhichOneof("kind")) for f in model_config.fields],
-            [("c1", "categorical"), ("c2", "categorical"), ("i1", "dense"),
-             ("c3", "categorical"), ("c4", "categorical"), ("i2", "dense")])
-        self.assertEqual(model_config.fields[1].categorical.pooling,
-                         config_pb2.MEAN)
-        self.assertEqual(model_config.masknet.input_norm,
-                         config_pb2.LAYER_NORM)
-        self.assertEqual(model_config.masknet.mask_input,
-                         config_pb2.MASK_INPUT_RAW)
-        # int(22 * 1.3) = 28, truncated: the width comes from the tensors.
-        self.assertEqual(model_config.masknet.blocks[0].aggregation_size, 28)
+            [("uid", "categorical"), ("price", "dense"), ("iid", "categorical")])
+        fields = {f.name: f for f in model_config.fields}
+        self.assertEqual(fields["uid"].categorical.num_buckets, 7)
+        # vocab_list of four: TorchEasyRec adds the default value and <OOV>.
+        self.assertEqual(fields["iid"].categorical.num_buckets, 6)
+        self.assertEqual(fields["iid"].categorical.pooling, config_pb2.MEAN)
+        # reduction_ratio 1.5 of V = 3 + 1 + 5.
+        self.assertEqual([b.aggregation_size
+                          for b in model_config.masknet.blocks], [13, 13])
+        self.assertTrue(all(f.scope == config_pb2.CANDIDATE
+                            for f in model_config.fields))
 
-    def test_serial_masknet_with_batch_norm_scores_as_the_stand_in(self):
-        text = torcheasyrec.pipeline_config(parallel=False, use_bn=True)
-        model_config = self._assert_same_scores(text, 3)
-        self.assertEqual(model_config.masknet.mode, config_pb2.SERIAL)
-        # Protobuf text's other spellings of false mean the same model.
-        wrapper = torcheasyrec.build(text, 3)
-        state = checkpoints.strip_wrapper_prefix(wrapper.state_dict())
-        for spelling in ("False", "f", "0"):
-            other, _, _ = torcheasyrec_import.import_masknet(
-                state,
-                text.replace("use_parallel: false", f"use_parallel: {spelling}"),
-                max_ids=2)
-            self.assertEqual(other, model_config)
+    def test_table_rows_are_counted_as_torcheasyrecs_id_feature_counts_them(self):
+        cases = [
+            ("num_buckets: 7", 7),
+            ("hash_bucket_size: 11", 11),
+            ('vocab_list: "a" vocab_list: "b"', 4),
+            ('vocab_list: "a" vocab_list: "b" default_bucketize_value: 1', 2),
+            ('vocab_dict { key: "a" value: 2 } vocab_dict { key: "b" value: 5 }',
+             6),
+            ('vocab_file: "v.txt"', "rows of id_feature 'f'"),
+        ]
+        for text, rows in cases:
+            with self.subTest(text=text):
+                options = textproto.parse(text)
+                self.assertEqual(torcheasyrec_import._rows(
+                    options, "id_feature 'f'"), rows)
 
-    def _import(self, text, edit_state=None):
-        wrapper = torcheasyrec.build(torcheasyrec.pipeline_config(), 0)
-        state = checkpoints.strip_wrapper_prefix(wrapper.state_dict())
-        if edit_state:
-            edit_state(state)
-        return torcheasyrec_import.import_masknet(state, text)
 
-    def test_missing_and_unexpected_tensors_are_named(self):
-        text = torcheasyrec.pipeline_config()
+class DamagedTorchEasyRecCheckpointTest(unittest.TestCase):
+
+    def test_a_top_mlp_layer_without_its_bias_is_refused(self):
+        fixture = _fixture("serial_default_ratio")
+        state = fixture.state()
+        bias = [k for k in state if k.startswith("model.mask_net_layer.top_mlp.")
+                and k.endswith("perceptron.0.bias")]
+        self.assertTrue(bias)
+        del state[bias[0]]
         with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                    "missing tensor 'output_linear.weight'"):
-            self._import(text, lambda s: s.pop("output_linear.weight"))
-        with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                    "embedding_bags.shared_emb.weight"):
-            self._import(
-                text, lambda s: s.pop("embedding_group.emb_impls.__BASE__.ebc."
-                                      "embedding_bags.shared_emb.weight"))
-        with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                    "unexpected tensors.*extra.weight"):
-            self._import(text, lambda s: s.update({"extra.weight": torch.ones(1)}))
+                                    f"missing '{bias[0]}'"):
+            fixture.import_(state)
+
+    def test_fewer_mask_blocks_than_n_mask_blocks_are_named(self):
+        fixture = _fixture("serial_aggdim_nobias")
+        state = {k: v for k, v in fixture.state().items()
+                 if ".mask_blocks.2." not in k}
+        with self.assertRaisesRegex(
+                checkpoints.CheckpointError,
+                "missing 'model.mask_net_layer.mask_blocks.2.mask_generator"):
+            fixture.import_(state)
+
+
+class RefusedTorchEasyRecConfigTest(unittest.TestCase):
+
+    def assert_refused(self, case, old, new, pattern):
+        fixture = _fixture(case)
+        text = fixture.config_text()
+        self.assertIn(old, text)
+        with self.assertRaisesRegex(checkpoints.CheckpointError, pattern):
+            fixture.import_(config_text=text.replace(old, new, 1))
 
     def test_options_that_cannot_be_served_are_refused_by_name(self):
-        base = torcheasyrec.pipeline_config()
         cases = [
-            (base.replace('use_bn: false', 'use_bn: false use_ln: true'),
-             "top_mlp.use_ln"),
-            (base.replace('feature_name: "i1"',
-                          'feature_name: "i1" boundaries: [0.5, 1.5]'),
-             "raw_feature 'i1': boundaries"),
-            (base.replace('num_class: 1', 'num_class: 2'), "num_class 2"),
-            (base.replace('mask_net {', 'dlrm {} mask_net {', 1)
-             .replace('mask_net {', 'maskless {', 1), "not a MaskNet"),
-            (base.replace('pooling: "mean"', 'pooling: "max"'),
-             "pooling 'max'"),
-            (base.replace('n_mask_blocks: 3', 'n_mask_blocks: 4'),
-             "n_mask_blocks is 4 but the checkpoint has 3"),
-            (base.replace('n_mask_blocks: 3', 'n_mask_blocks: "3"'),
-             "n_mask_blocks: expected int"),
-            (base.replace('feature_name: "c1"', 'feature_name: "c1" weighted: true'),
-             "id_feature 'c1': weighted is not supported"),
+            ("parallel_bn_shared", "use_bn: true", "use_bn: true\n        use_ln: true",
+             "top_mlp.use_ln is not supported"),
+            ("parallel_bn_shared", "group_type: DEEP", "group_type: WIDE",
+             "only a DEEP group is supported"),
+            ("parallel_bn_shared", "num_buckets: 10", "num_buckets: 10\n    weighted: true",
+             "id_feature 'cat_a': weighted is not supported"),
+            ("parallel_bn_shared", 'normalizer: "method=expression,expr=log(x+3)"',
+             "boundaries: 1.0", "raw_feature 'vec_c': boundaries is not supported"),
+            ("parallel_bn_shared", "model_config {", "model_config {\n  num_class: 2",
+             "num_class 2"),
+            ("parallel_bn_shared", "mask_block {", "mask_block {\n        gate: 1",
+             "mask_block.gate is not supported"),
+            ("parallel_bn_shared", "num_buckets: 10", "embedding_dim: 3",
+             "no hash_bucket_size, num_buckets, vocab_list"),
         ]
-        for text, pattern in cases:
+        for case, old, new, pattern in cases:
             with self.subTest(pattern=pattern):
-                with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                            pattern):
-                    self._import(text)
+                self.assert_refused(case, old, new, pattern)
 
-    def test_another_frameworks_checkpoint_is_named(self):
+    def test_use_ln_false_is_served(self):
+        fixture = _fixture("parallel_bn_shared")
+        text = fixture.config_text().replace(
+            "use_bn: true", "use_bn: true\n        use_ln: false", 1)
+        model_config, _, _, _ = fixture.import_(config_text=text)
+        self.assertEqual(len(model_config.mlp), 2)
+
+    def test_a_second_feature_group_is_refused_by_name(self):
+        fixture = _fixture("parallel_bn_shared")
+        text = fixture.config_text().replace(
+            "  losses {", '  feature_groups {\n    group_name: "other"\n'
+            '    feature_names: "cat_a"\n    group_type: DEEP\n  }\n  losses {', 1)
         with self.assertRaisesRegex(checkpoints.CheckpointError,
-                                    "is a the-algorithm-ml model"):
-            checkpoints.check_framework(
-                {"_towers.a.layers.0.weight": torch.ones(1, 1)},
-                "torcheasyrec")
+                                    "model_config has 2 feature_groups"):
+            fixture.import_(config_text=text)
 
 
 if __name__ == "__main__":

@@ -80,12 +80,18 @@ def load_state_dict(path):
     return dict(saved)
 
 
-def strip_wrapper_prefix(state_dict):
-    """`state_dict` without a training wrapper's prefix on every name."""
+def wrapper_prefix(state_dict):
+    """The training wrapper's prefix every name of `state_dict` has, or ""."""
     for prefix in WRAPPER_PREFIXES:
         if all(key.startswith(prefix) for key in state_dict):
-            return {key[len(prefix):]: v for key, v in state_dict.items()}
-    return dict(state_dict)
+            return prefix
+    return ""
+
+
+def strip_wrapper_prefix(state_dict):
+    """`state_dict` without a training wrapper's prefix on every name."""
+    prefix = wrapper_prefix(state_dict)
+    return {key[len(prefix):]: v for key, v in state_dict.items()}
 
 
 def framework_of(state_dict):
@@ -251,3 +257,184 @@ def take_mask_block(state, weights, k, source, modules, **options):
         aggregation_size=weights[target + "mask.aggregation.weight"].shape[0],
         layer_norm_eps=TORCH_DEFAULT_EPS,
         **options)
+
+
+class Derived:
+    """A dimension computed from other widths once they are known, e.g. the
+    aggregation width int(D x 0.5) of a block given a reduction factor."""
+
+    def __init__(self, compute, text):
+        self.compute = compute  # widths dict -> int
+        self.text = text        # how it reads in a message, e.g. "int(D × 0.5)"
+
+
+class ExpectedTensors:
+    """The tensors a configuration says a checkpoint holds, with their shapes.
+
+    A shape is a tuple of dimensions; a dimension is an int (the
+    configuration gives it), a width's name (a str: the data gives it, e.g.
+    the number of continuous features, and every tensor with that name must
+    agree on it) or a Derived. `match` compares a checkpoint with all of it
+    at once and names every missing, unexpected and mis-shaped tensor by its
+    name in the checkpoint file.
+    """
+
+    def __init__(self, name_prefix=""):
+        # name_prefix: what the file's names have before the names given
+        # here (a training wrapper's "model."), for messages.
+        self._shapes = {}
+        self._optional = set()
+        self._relations = []
+        self._prefix = name_prefix
+
+    def add(self, name, shape, optional=False):
+        """Expects tensor `name` of `shape`; `optional`: it may be absent
+        (a buffer evaluation never reads, such as num_batches_tracked)."""
+        if name in self._shapes:
+            raise ValueError(f"tensor {name!r} expected twice")
+        self._shapes[name] = tuple(shape)
+        if optional:
+            self._optional.add(name)
+
+    def add_batch_norm(self, prefix, width, affine):
+        """A BatchNorm1d's tensors under `prefix` (ending in ".")."""
+        if affine:
+            self.add(prefix + "weight", (width,))
+            self.add(prefix + "bias", (width,))
+        self.add(prefix + "running_mean", (width,))
+        self.add(prefix + "running_var", (width,))
+        self.add(prefix + "num_batches_tracked", (), optional=True)
+
+    def add_linear(self, prefix, inputs, outputs, bias=True):
+        """An nn.Linear's tensors under `prefix`."""
+        self.add(prefix + "weight", (outputs, inputs))
+        if bias:
+            self.add(prefix + "bias", (outputs,))
+
+    def add_layer_norm(self, prefix, width, affine=True):
+        """An nn.LayerNorm's tensors under `prefix` (none without affine)."""
+        if affine:
+            self.add(prefix + "weight", (width,))
+            self.add(prefix + "bias", (width,))
+
+    def add_relation(self, width, compute, text):
+        """Requires width `width` to equal compute(widths) once the tensors
+        have given their widths; `text` says how the other side reads, e.g.
+        "continuous + binary + user_embedding"."""
+        self._relations.append((width, compute, text))
+
+    def __contains__(self, name):
+        return name in self._shapes
+
+    def _quote(self, name):
+        return repr(self._prefix + name)
+
+    def match(self, state, widths=None):
+        """Checks `state` (name -> tensor) against the expected tensors.
+
+        Args:
+          state: the checkpoint's tensors (names without name_prefix).
+          widths: widths already known (name -> int), e.g. from files the
+            configuration names.
+
+        Returns:
+          Every width's value (name -> int).
+
+        Raises:
+          CheckpointError: naming, in one message, every missing,
+            unexpected and mis-shaped tensor.
+        """
+        widths = dict(widths or {})
+        missing = [n for n in self._shapes
+                   if n not in state and n not in self._optional]
+        unexpected = sorted(n for n in state if n not in self._shapes)
+        present = [n for n in self._shapes if n in state]
+        wrong_rank = [n for n in present
+                      if state[n].dim() != len(self._shapes[n])]
+        # Each width takes the value most tensors give it; the others are
+        # the mis-shaped ones (a tie names every tensor that has it).
+        votes = collections.defaultdict(collections.Counter)
+        holders = collections.defaultdict(list)
+        for n in present:
+            if n in wrong_rank:
+                continue
+            for dim, size in zip(self._shapes[n], state[n].shape):
+                if isinstance(dim, str):
+                    votes[dim][int(size)] += 1
+                    holders[dim].append(n)
+        ties = {}
+        for width, counter in votes.items():
+            if width in widths:
+                continue
+            ranked = counter.most_common()
+            if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+                ties[width] = sorted(counter)
+            widths[width] = ranked[0][0]
+        misshaped = []
+        for n in present:
+            if n in wrong_rank:
+                misshaped.append(n)
+                continue
+            expected = self._expected_shape(n, widths)
+            if any(isinstance(dim, str) and dim in ties
+                   for dim in self._shapes[n]) or any(
+                       e is not None and e != size
+                       for e, size in zip(expected, state[n].shape)):
+                misshaped.append(n)
+        problems = []
+        if missing:
+            problems.append("missing " + ", ".join(map(self._quote, missing)))
+        if unexpected:
+            problems.append("unexpected " + ", ".join(map(self._quote, unexpected)))
+        for n in misshaped:
+            problems.append(f"{self._quote(n)} has shape {list(state[n].shape)}, "
+                            f"expected {self._describe(n, widths, ties)}")
+        for width, compute, text in self._relations:
+            try:
+                other = compute(widths)
+            except KeyError:  # a width no tensor gave: reported above
+                continue
+            if width in widths and widths[width] != other:
+                problems.append(
+                    f"{width} = {widths[width]} (from "
+                    f"{', '.join(map(self._quote, holders[width][:3]))}), but "
+                    f"{text} = {other}")
+        if problems:
+            raise CheckpointError(
+                "the checkpoint does not hold the model its configuration "
+                "describes: " + "; ".join(problems))
+        return widths
+
+    @staticmethod
+    def _derived(dim, widths):
+        """A Derived dimension's value, or None while a width it needs is
+        unknown."""
+        try:
+            return dim.compute(widths)
+        except KeyError:
+            return None
+
+    def _expected_shape(self, name, widths):
+        """The shape `name` must have; None for a dimension not known."""
+        out = []
+        for dim in self._shapes[name]:
+            if isinstance(dim, Derived):
+                out.append(self._derived(dim, widths))
+            elif isinstance(dim, str):
+                out.append(widths.get(dim))
+            else:
+                out.append(dim)
+        return out
+
+    def _describe(self, name, widths, ties):
+        parts = []
+        for dim in self._shapes[name]:
+            if isinstance(dim, Derived):
+                parts.append(f"{dim.text} = {self._derived(dim, widths)}")
+            elif isinstance(dim, str):
+                parts.append(f"{dim} (its tensors disagree: "
+                              f"{' or '.join(map(str, ties[dim]))})"
+                              if dim in ties else f"{dim} = {widths.get(dim, '?')}")
+            else:
+                parts.append(str(dim))
+        return "[" + ", ".join(parts) + "]"
