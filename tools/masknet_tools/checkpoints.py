@@ -13,8 +13,6 @@ import re
 
 import torch
 
-from masknet_tools import config
-from masknet_tools.protos import config_pb2
 
 # torch's default eps of BatchNorm1d and LayerNorm, which the frameworks keep.
 TORCH_DEFAULT_EPS = 1e-5
@@ -126,12 +124,6 @@ def without_counters(state_dict):
     }
 
 
-def pop_prefixed(state, prefix):
-    """Removes and returns the tensors under `prefix`, names kept whole."""
-    taken = {k: v for k, v in state.items() if k.startswith(prefix)}
-    for k in taken:
-        del state[k]
-    return taken
 
 
 def map_dense_stack(state_dict, source_prefix, target_prefix):
@@ -181,23 +173,6 @@ def map_dense_stack(state_dict, source_prefix, target_prefix):
     return mapped
 
 
-def dense_layers(mapped, prefix, last_activation):
-    """The DenseLayers of the layers map_dense_stack named `<prefix><i>.*`:
-    ReLU after all but the last, `last_activation` after it; a batch norm
-    (torch's eps, affine when it has a weight) where it has one."""
-    layers = []
-    while f"{prefix}{len(layers)}.weight" in mapped:
-        layer = f"{prefix}{len(layers)}."
-        batch_norm = None
-        if layer + "batch_norm.running_mean" in mapped:
-            batch_norm = config.batch_norm(
-                TORCH_DEFAULT_EPS, affine=layer + "batch_norm.weight" in mapped)
-        is_last = f"{prefix}{len(layers) + 1}.weight" not in mapped
-        layers.append(
-            config.dense_layer(mapped[layer + "weight"].shape[0],
-                               last_activation if is_last else config_pb2.RELU,
-                               batch_norm))
-    return layers
 
 
 def with_checkpoint_names(message, checkpoint, weights):
@@ -216,47 +191,10 @@ def with_checkpoint_names(message, checkpoint, weights):
     return message
 
 
-def take(state, name):
-    """Removes and returns tensor `name` of `state`; an error if missing."""
-    if name not in state:
-        raise CheckpointError(f"missing tensor {name!r}")
-    return state.pop(name)
 
 
-def refuse_leftovers(state):
-    """Raises CheckpointError naming the tensors left in `state`, if any."""
-    leftover = sorted(state)
-    if leftover:
-        raise CheckpointError(
-            "unexpected tensors (not part of a model this config describes): "
-            + ", ".join(leftover[:10]) + (" ..." if len(leftover) > 10 else ""))
 
 
-def take_mask_block(state, weights, k, source, modules, **options):
-    """Moves block `k`'s tensors from `state` into `weights`, renamed.
-
-    Args:
-      state: the checkpoint's remaining tensors.
-      weights: our tensors, to which masknet.blocks.<k>.* are added.
-      k: the block's index.
-      source: the block's prefix in the checkpoint.
-      modules: (their module, our module, tensor names) triples, e.g.
-        ("mask_layer.0", "mask.aggregation", ("weight", "bias")).
-      **options: config.mask_block's options besides the widths.
-
-    Returns:
-      The block's MaskBlock, widths taken from the tensors' shapes.
-    """
-    target = f"masknet.blocks.{k}."
-    for theirs, ours, tensors in modules:
-        for tensor in tensors:
-            weights[f"{target}{ours}.{tensor}"] = take(
-                state, f"{source}{theirs}.{tensor}")
-    return config.mask_block(
-        output_size=weights[target + "hidden.weight"].shape[0],
-        aggregation_size=weights[target + "mask.aggregation.weight"].shape[0],
-        layer_norm_eps=TORCH_DEFAULT_EPS,
-        **options)
 
 
 class Derived:
