@@ -7,8 +7,9 @@
 #include "model/limits.h"
 
 // The server's limits' defaults, in one place: the flags of main.cc and the
-// Options structs of server/ take them from here. README's flag table
-// repeats them for readers.
+// Options structs of server/ take them from here (the batching queues' from
+// BatchScheduler::QueueOptions). README's flag table repeats them for
+// readers.
 namespace masknet::defaults {
 
 inline constexpr int32_t kPort = 50051;
@@ -18,10 +19,6 @@ inline constexpr int64_t kMaxCandidates = 8192;
 inline constexpr int64_t kMaxRequestBytes = int64_t{64} << 20;
 inline constexpr int64_t kMaxBatchSize = limits::kDefaultMaxBatchSize;
 inline constexpr int64_t kMaxWorkspaceBytes = limits::kDefaultMaxWorkspaceBytes;
-// Per model version. A safety net for calls without a deadline; calls with
-// one are refused earlier, when the queue ahead would make them miss it.
-inline constexpr int64_t kMaxQueuedCandidates = 65536;
-inline constexpr int64_t kMaxQueuedBytes = int64_t{1} << 30;
 // Server-wide: Rank calls held at once (each holds gRPC's call state and its
 // request beyond what the queues count).
 inline constexpr int64_t kMaxCallsInFlight = 20000;
@@ -31,12 +28,6 @@ inline constexpr int32_t kMaxConcurrentStreams = 1000;
 // of calls passed, say); checked every kMemoryReleaseInterval.
 inline constexpr int64_t kMaxIdleHeapBytes = int64_t{64} << 20;
 inline constexpr absl::Duration kMemoryReleaseInterval = absl::Seconds(1);
-// How long a batch that is not full waits for more calls (README,
-// "Batching", says why this value).
-inline constexpr absl::Duration kBatchTimeout = absl::ZeroDuration();
-// Admission by deadline keeps this share of a call's time to its deadline
-// free for estimation error (docs/benchmarks.md, "Overload").
-inline constexpr double kDeadlineHeadroom = 0.25;
 // OpenMP threads per worker's forward pass.
 inline constexpr int kIntraOpThreads = 1;
 inline constexpr int64_t kShutdownGraceSeconds = 25;

@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "batching/batch_scheduler.h"
 #include "loader/model_repository.h"
 #include "model/limits.h"
 #include "server/cpu_budget.h"
@@ -67,7 +68,7 @@ ABSL_FLAG(int64_t, max_batch_size, masknet::defaults::kMaxBatchSize,
           "Most candidates in one batch (one forward pass). A batch merges calls to the same model "
           "version; a larger call is split over several batches, which run on several workers at "
           "once.");
-ABSL_FLAG(absl::Duration, batch_timeout, masknet::defaults::kBatchTimeout,
+ABSL_FLAG(absl::Duration, batch_timeout, masknet::BatchScheduler::QueueOptions().batch_timeout,
           "How long a batch that is not full waits for more calls before it runs. Under load "
           "batches fill while the workers are busy, so waiting only adds latency (README, "
           "\"Batching\").");
@@ -85,10 +86,10 @@ ABSL_FLAG(int32_t, intra_op_threads, masknet::defaults::kIntraOpThreads,
           "OpenMP threads each worker's forward pass uses. 1 (several single-threaded workers) "
           "gives the most candidates per second; more lowers a lone large batch's latency. Set "
           "OMP_WAIT_POLICY=PASSIVE with more than 1, or idle OpenMP threads spin.");
-ABSL_FLAG(int64_t, max_queued_candidates, masknet::defaults::kMaxQueuedCandidates,
+ABSL_FLAG(int64_t, max_queued_candidates, masknet::BatchScheduler::QueueOptions().max_queued_candidates,
           "Per model version: most candidates accepted and not yet in a batch; beyond it Rank "
           "answers RESOURCE_EXHAUSTED.");
-ABSL_FLAG(int64_t, max_queued_bytes, masknet::defaults::kMaxQueuedBytes,
+ABSL_FLAG(int64_t, max_queued_bytes, masknet::BatchScheduler::QueueOptions().max_queued_bytes,
           "Per model version: most bytes of feature values held by queued calls; beyond it Rank "
           "answers RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_calls_in_flight, masknet::defaults::kMaxCallsInFlight,
@@ -105,7 +106,7 @@ ABSL_FLAG(int64_t, max_idle_heap_bytes, masknet::defaults::kMaxIdleHeapBytes,
 ABSL_FLAG(bool, admit_by_deadline, true,
           "Refuse at once (RESOURCE_EXHAUSTED) a call that, by the measured cost of recent "
           "batches, would miss its deadline behind the work queued ahead of it.");
-ABSL_FLAG(double, deadline_headroom, masknet::defaults::kDeadlineHeadroom,
+ABSL_FLAG(double, deadline_headroom, masknet::BatchScheduler::QueueOptions().deadline_headroom,
           "With --admit_by_deadline: the share of a call's time to its deadline kept free for "
           "estimation error; a call is admitted if its estimated finish falls within the rest.");
 ABSL_FLAG(int64_t, max_workspace_bytes, masknet::defaults::kMaxWorkspaceBytes,

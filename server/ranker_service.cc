@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "server/logging.h"
 #include "server/rank_request.h"
@@ -143,7 +144,7 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
     accepted_ = absl::Now();
     handed_off_ = true;
     const absl::Status s = StatusFromExceptions("queueing the call", [&] { return queue_->Schedule(this); });
-    if (!s.ok()) Answer(s);
+    if (!s.ok()) Answer(WithFlagNames(s));
   }
 
   // Finishes the call with `status` and records it. Never throws: without
@@ -291,7 +292,24 @@ void DescribeField(const FieldSpec& f, FeatureField* out) {
   }
 }
 
+// The scheduler's options, its internal errors logged.
+BatchScheduler::Options WithErrorLog(BatchScheduler::Options options) {
+  if (!options.on_internal_error) {
+    options.on_internal_error = [](absl::string_view message) {
+      Log(Severity::kError, message, {{"event", "internal_error"}});
+    };
+  }
+  return options;
+}
+
 }  // namespace
+
+absl::Status WithFlagNames(const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(),
+                      absl::StrReplaceAll(status.message(), {{"(max_queued_candidates=", "(--max_queued_candidates="},
+                                                             {"(max_queued_bytes=", "(--max_queued_bytes="}}));
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -319,7 +337,7 @@ RankerService::RankerService(const ModelRepository* repository, const Options& o
     : repository_(repository),
       options_(options),
       recorder_(std::make_unique<CallRecorder>(options.metrics)),
-      scheduler_(options.scheduler) {
+      scheduler_(WithErrorLog(options.scheduler)) {
   for (int i = 0; i < scheduler_.num_workers(); ++i) workers_.push_back(std::make_unique<Worker>());
 }
 

@@ -17,7 +17,7 @@
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
-#include "server/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 #include "server/defaults.h"
 #include "server/metrics.h"
 
@@ -121,6 +121,10 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
 
 // Describes a servable as GetModelInfo answers.
 serving::v1::ModelInfo DescribeModel(const Servable& servable);
+
+// `status` with the batching library's option names, as in
+// "(max_queued_candidates=...)", turned into the server's flags.
+absl::Status WithFlagNames(const absl::Status& status);
 
 // absl::Status -> grpc::Status; the codes share their numbering.
 grpc::Status ToGrpcStatus(const absl::Status& status);

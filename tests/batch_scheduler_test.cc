@@ -1,4 +1,4 @@
-#include "server/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 
 #include <atomic>
 #include <new>
@@ -272,10 +272,10 @@ TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
   absl::Status s = queue->Schedule(&too_many);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(s.message()),
-              HasSubstr("8 candidates are queued for this model and the call adds 3 (--max_queued_candidates=10)"));
+              HasSubstr("8 candidates are queued for this model and the call adds 3 (max_queued_candidates=10)"));
   s = queue->Schedule(&too_big);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("hold 100 bytes and the call adds 901 (--max_queued_bytes=1000)"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("hold 100 bytes and the call adds 901 (max_queued_bytes=1000)"));
   EXPECT_EQ(queue->queued_candidates(), 8);
   gate.Open();
   EXPECT_TRUE(first.Wait().ok());
@@ -505,7 +505,7 @@ TEST(BatchSchedulerTest, AnExceptionInTheProcessorFailsItsBatchAndTheWorkersGoOn
   EXPECT_TRUE(second.Wait().ok());
 }
 
-TEST(BatchSchedulerTest, ATaskWhoseDoneThrowsDoesNotStopTheWorkers) {
+TEST(BatchSchedulerTest, ATaskWhoseDoneThrowsDoesNotStopTheWorkersAndIsReported) {
   // Done builds a response; an allocation failing there must not end the
   // process or the worker.
   class ThrowingTask : public TestTask {
@@ -516,7 +516,14 @@ TEST(BatchSchedulerTest, ATaskWhoseDoneThrowsDoesNotStopTheWorkers) {
       throw std::bad_alloc();
     }
   };
-  BatchScheduler scheduler({1});
+  absl::Mutex mu;
+  std::vector<std::string> reported;
+  BatchScheduler::Options options;
+  options.on_internal_error = [&](absl::string_view message) {
+    absl::MutexLock lock(&mu);
+    reported.emplace_back(message);
+  };
+  BatchScheduler scheduler(options);
   auto queue = scheduler.AddQueue(QueueOptions(4), [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); });
   ThrowingTask first(3);
   ASSERT_TRUE(queue->Schedule(&first).ok());
@@ -541,6 +548,9 @@ TEST(BatchSchedulerTest, ATaskWhoseDoneThrowsDoesNotStopTheWorkers) {
   ASSERT_TRUE(queue->Schedule(&second).ok());
   EXPECT_TRUE(second.Wait().ok());
   EXPECT_EQ(first.done_calls(), 1);
+  absl::MutexLock lock(&mu);  // the worker reported `first` before it took `second`
+  EXPECT_THAT(reported, ElementsAre(HasSubstr("a finished task's Done threw: std::bad_alloc"),
+                                    HasSubstr("a finished task's Done threw: std::bad_alloc")));
 }
 
 TEST(BatchSchedulerTest, ShutdownFinishesAcceptedTasksThenRefusesNewOnes) {

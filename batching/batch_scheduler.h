@@ -1,5 +1,5 @@
-#ifndef MASKNET_SERVER_BATCH_SCHEDULER_H_
-#define MASKNET_SERVER_BATCH_SCHEDULER_H_
+#ifndef MASKNET_BATCHING_BATCH_SCHEDULER_H_
+#define MASKNET_BATCHING_BATCH_SCHEDULER_H_
 
 // Cross-request dynamic batching, shared by every model version served.
 //
@@ -24,13 +24,17 @@
 // withdrawn (Cancel) at any time. Either way its queued candidates leave the
 // queue, and give their capacity back, at once.
 //
-// The library knows nothing of the model: a queue hands each batch to its
-// BatchProcessor, with the index of the worker running it, so the caller can
-// keep per-worker scratch state (such as a forward pass's workspace).
+// The library knows nothing of the model or the server (it depends on Abseil
+// alone): a queue hands each batch to its BatchProcessor, with the index of
+// the worker running it, so the caller can keep per-worker scratch state
+// (such as a forward pass's workspace). Its errors name its own options
+// (QueueOptions::max_queued_candidates, ...); a server that sets them from
+// flags names the flags when it answers.
 //
 // Thread-safe: every method may be called from any thread.
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -43,8 +47,8 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "server/defaults.h"
 
 namespace masknet {
 
@@ -130,6 +134,11 @@ class BatchScheduler {
   struct Options {
     // Worker threads, each running one batch at a time. At least 1.
     int num_workers = 1;
+    // Told of a failure the library can only report, never return: a task's
+    // Done that threw (the task is finished regardless). Called on the
+    // thread that finished the task (a worker's, or one calling Cancel),
+    // never under the scheduler's lock. Null: ignored.
+    std::function<void(absl::string_view)> on_internal_error;
   };
 
   // Starts the workers.
@@ -141,24 +150,30 @@ class BatchScheduler {
   BatchScheduler& operator=(const BatchScheduler&) = delete;
 
   struct QueueOptions {
-    // Most candidates in one batch. At least 1.
-    int64_t max_batch_size = defaults::kMaxBatchSize;
+    // Most candidates in one batch. At least 1. (A server sets it to what
+    // its model's forward pass was built for.)
+    int64_t max_batch_size = 256;
     // How long a batch that is not full waits for more tasks before it runs.
-    absl::Duration batch_timeout = defaults::kBatchTimeout;
+    // Zero: a batch runs as soon as a worker is free, and merges what queued
+    // while the workers were busy.
+    absl::Duration batch_timeout = absl::ZeroDuration();
     // Whether one batch may hold slices of several tasks. Off, every batch
     // holds part of one task only, and runs at once.
     bool merge_tasks = true;
-    // Most candidates accepted and not yet in a batch.
-    int64_t max_queued_candidates = defaults::kMaxQueuedCandidates;
+    // Most candidates accepted and not yet in a batch: a safety net for
+    // tasks without a deadline (those with one are refused earlier, when the
+    // queue ahead would make them miss it).
+    int64_t max_queued_candidates = 65536;
     // Most bytes (BatchTask::bytes) held by tasks with queued candidates.
-    int64_t max_queued_bytes = defaults::kMaxQueuedBytes;
+    int64_t max_queued_bytes = int64_t{1} << 30;
     // Whether to refuse a task that, by the measured cost of recent batches,
     // would miss its deadline behind the work queued ahead of it.
     bool admit_by_deadline = true;
     // The share of a task's time to its deadline that admission keeps free
     // for estimation error: a task is admitted when its estimated finish
     // falls within (1 - deadline_headroom) of that time. In [0, 1).
-    double deadline_headroom = defaults::kDeadlineHeadroom;
+    // 0.25: docs/benchmarks.md, "Overload", says why.
+    double deadline_headroom = 0.25;
   };
 
   // A new queue whose batches `processor` runs. The handle must be destroyed
@@ -180,8 +195,9 @@ class BatchScheduler {
 
   absl::Status Schedule(batching_internal::Queue* queue, BatchTask* task) ABSL_LOCKS_EXCLUDED(mu_);
   void Cancel(BatchTask* task, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
-  // Calls task->Done(status), logging an exception it throws.
-  static void Finish(BatchTask* task, absl::Status status);
+  // Calls task->Done(status), reporting an exception it throws to
+  // Options::on_internal_error.
+  void Finish(BatchTask* task, absl::Status status);
   void CloseQueue(batching_internal::Queue* queue) ABSL_LOCKS_EXCLUDED(mu_);
   // Takes closed queues whose tasks have all finished out of the
   // scheduler; the caller deletes them after releasing mu_ (a processor may
@@ -210,6 +226,7 @@ class BatchScheduler {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // waiting for work
   bool drained_ ABSL_GUARDED_BY(mu_) = false;  // a closed queue's last task ended
+  const std::function<void(absl::string_view)> on_internal_error_;
   std::vector<std::thread> workers_;
   std::once_flag joined_;
 };
@@ -253,4 +270,4 @@ class BatchQueue {
 
 }  // namespace masknet
 
-#endif  // MASKNET_SERVER_BATCH_SCHEDULER_H_
+#endif  // MASKNET_BATCHING_BATCH_SCHEDULER_H_

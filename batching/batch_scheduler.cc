@@ -1,4 +1,4 @@
-#include "server/batch_scheduler.h"
+#include "batching/batch_scheduler.h"
 
 #include <algorithm>
 #include <exception>
@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/logging.h"
 
 namespace masknet {
 namespace batching_internal {
@@ -53,7 +52,7 @@ struct BatchScheduler::Batch {
   int64_t size = 0;
 };
 
-BatchScheduler::BatchScheduler(const Options& options) {
+BatchScheduler::BatchScheduler(const Options& options) : on_internal_error_(options.on_internal_error) {
   const int n = std::max(1, options.num_workers);
   workers_.reserve(n);
   for (int i = 0; i < n; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
@@ -148,12 +147,12 @@ absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
   if (queue->queued_candidates + size > o.max_queued_candidates) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "overloaded: ", queue->queued_candidates, " candidates are queued for this model and the call adds ",
-        size, " (--max_queued_candidates=", o.max_queued_candidates, "); retry later"));
+        size, " (max_queued_candidates=", o.max_queued_candidates, "); retry later"));
   }
   if (queue->queued_bytes + bytes > o.max_queued_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "overloaded: queued calls for this model hold ", queue->queued_bytes, " bytes and the call adds ",
-        bytes, " (--max_queued_bytes=", o.max_queued_bytes, "); retry later"));
+        bytes, " (max_queued_bytes=", o.max_queued_bytes, "); retry later"));
   }
   const absl::Time now = absl::Now();
   const double cost = queue->SecondsPerCandidate();
@@ -208,9 +207,9 @@ void BatchScheduler::Finish(BatchTask* task, absl::Status status) {
   try {
     task->Done(std::move(status));
   } catch (const std::exception& e) {
-    Log(Severity::kError, absl::StrCat("a finished task's Done threw: ", e.what()), {{"event", "internal_error"}});
+    if (on_internal_error_) on_internal_error_(absl::StrCat("a finished task's Done threw: ", e.what()));
   } catch (...) {
-    Log(Severity::kError, "a finished task's Done threw an unknown exception", {{"event", "internal_error"}});
+    if (on_internal_error_) on_internal_error_("a finished task's Done threw an unknown exception");
   }
 }
 
@@ -292,7 +291,7 @@ void BatchScheduler::WorkerLoop(int worker) {
   Batch batch;
   std::vector<std::pair<BatchTask*, absl::Status>> finished;
   std::vector<std::unique_ptr<Queue>> drained;
-  auto finish = [&finished, &drained] {
+  auto finish = [this, &finished, &drained] {
     for (auto& [task, status] : finished) Finish(task, std::move(status));
     finished.clear();
     drained.clear();
