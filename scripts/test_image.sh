@@ -30,7 +30,12 @@ for try in 1 2 3; do
 done
 ((healthy)) || { echo "test_image: HEALTHCHECK failed 3 times" >&2; exit 1; }
 build/tools/masknet_client --target="127.0.0.1:$grpc_port" --candidates=3 | tail -4
-curl -sf "http://127.0.0.1:$http_port/metrics" | grep -q '^masknet_rank_calls_total{code="OK"' \
+# The body is read whole before it is searched: `curl | grep -q` under
+# pipefail fails when grep finds the line in a first chunk and exits while
+# curl still writes the rest (curl exits 23), as a loaded machine showed.
+metrics=$(curl -sf "http://127.0.0.1:$http_port/metrics") \
+  || { echo "test_image: GET /metrics failed (curl exit $?)" >&2; exit 1; }
+grep -q '^masknet_rank_calls_total{code="OK"' <<<"$metrics" \
   || { echo "test_image: the Rank call is not in /metrics" >&2; exit 1; }
 podman stop -t 30 "$name" >/dev/null 2>&1  # (podman complains here of no systemd for health timers)
 code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
