@@ -52,10 +52,37 @@ struct BatchScheduler::Batch {
   int64_t size = 0;
 };
 
+absl::Status BatchScheduler::Options::Validate() const {
+  if (num_workers < 1 || num_workers > kMaxWorkers) {
+    return absl::InvalidArgumentError(absl::StrCat("num_workers must be in [1, ", kMaxWorkers, "], got ", num_workers));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BatchScheduler::QueueOptions::Validate() const {
+  if (max_batch_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_batch_size must be at least 1, got ", max_batch_size));
+  }
+  if (batch_timeout < absl::ZeroDuration() || batch_timeout > kMaxBatchTimeout) {
+    return absl::InvalidArgumentError(absl::StrCat("batch_timeout must be in [0, ", absl::FormatDuration(kMaxBatchTimeout),
+                                                   "], got ", absl::FormatDuration(batch_timeout)));
+  }
+  if (max_queued_candidates < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_queued_candidates must be at least 1, got ", max_queued_candidates));
+  }
+  if (max_queued_bytes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_queued_bytes must be at least 1, got ", max_queued_bytes));
+  }
+  if (!(deadline_headroom >= 0 && deadline_headroom < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("deadline_headroom must be in [0, 1), got ", deadline_headroom));
+  }
+  return absl::OkStatus();
+}
+
 BatchScheduler::BatchScheduler(const Options& options) : on_internal_error_(options.on_internal_error) {
-  const int n = std::max(1, options.num_workers);
-  workers_.reserve(n);
-  for (int i = 0; i < n; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  workers_.reserve(options.num_workers);
+  for (int i = 0; i < options.num_workers; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
 BatchScheduler::~BatchScheduler() {
@@ -68,7 +95,6 @@ BatchScheduler::~BatchScheduler() {
 std::unique_ptr<BatchQueue> BatchScheduler::AddQueue(const QueueOptions& options, BatchProcessor processor) {
   auto* queue = new Queue();
   queue->options = options;
-  queue->options.max_batch_size = std::max<int64_t>(1, options.max_batch_size);
   queue->processor = std::move(processor);
   absl::MutexLock lock(&mu_);
   queues_.push_back(queue);

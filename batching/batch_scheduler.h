@@ -139,9 +139,14 @@ class BatchScheduler {
     // thread that finished the task (a worker's, or one calling Cancel),
     // never under the scheduler's lock. Null: ignored.
     std::function<void(absl::string_view)> on_internal_error;
-  };
 
-  // Starts the workers.
+    // INVALID_ARGUMENT naming the first option out of its bounds.
+    absl::Status Validate() const;
+  };
+  // Most worker threads.
+  static constexpr int kMaxWorkers = 1024;
+
+  // Starts the workers. REQUIRES: options.Validate().ok().
   explicit BatchScheduler(const Options& options);
   // Shuts down (see Shutdown). Queue handles must be gone first.
   ~BatchScheduler();
@@ -174,10 +179,16 @@ class BatchScheduler {
     // falls within (1 - deadline_headroom) of that time. In [0, 1).
     // 0.25: docs/benchmarks.md, "Overload", says why.
     double deadline_headroom = 0.25;
+
+    // INVALID_ARGUMENT naming the first option out of its bounds.
+    absl::Status Validate() const;
   };
+  // Longest batch_timeout: beyond it a queue would hold tasks longer than
+  // any ranking call waits.
+  static constexpr absl::Duration kMaxBatchTimeout = absl::Seconds(1);
 
   // A new queue whose batches `processor` runs. The handle must be destroyed
-  // before the scheduler. Thread-safe.
+  // before the scheduler. REQUIRES: options.Validate().ok(). Thread-safe.
   std::unique_ptr<BatchQueue> AddQueue(const QueueOptions& options, BatchProcessor processor)
       ABSL_LOCKS_EXCLUDED(mu_);
 

@@ -99,11 +99,17 @@ int64_t ParseVersion(absl::string_view name) {
   return absl::SimpleAtoi(name, &version) ? version : 0;
 }
 
+absl::Status ModelRepository::Options::Validate() const {
+  if (root.empty()) return absl::InvalidArgumentError("root is required");
+  if (keep_versions < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("keep_versions must be at least 1, got ", keep_versions));
+  }
+  return model.Validate();
+}
+
 absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const Options& options,
                                                                        std::vector<std::string>* warnings) {
-  if (options.keep_versions < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("keep_versions must be at least 1, got ", options.keep_versions));
-  }
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
   std::error_code ec;
   if (!fs::is_directory(options.root, ec)) {
     return absl::NotFoundError(absl::StrCat("model root '", options.root, "' is not a directory"));

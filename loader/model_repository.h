@@ -85,13 +85,18 @@ class ModelRepository {
     // Called for every load, unload and failed load, on the thread that
     // caused it (Load's or Poll's), never under the repository's lock.
     std::function<void(const RepositoryEvent&)> on_event;
+
+    // INVALID_ARGUMENT naming the first option out of its bounds (the
+    // model's included). Load checks it.
+    absl::Status Validate() const;
   };
   static constexpr int kDefaultKeepVersions = 2;
 
   // Loads the newest keep_versions loadable versions of every model under
   // options.root. Directories that are not valid model names or versions
   // are skipped and reported in `warnings` (hidden ones, starting with '.',
-  // silently). Errors: UNAVAILABLE when the root cannot be listed; NOT_FOUND
+  // silently). Errors: INVALID_ARGUMENT when options.Validate() fails;
+  // UNAVAILABLE when the root cannot be listed; NOT_FOUND
   // when it does not exist, or holds no model version (unless
   // options.allow_empty); the loader's error when a model has versions and
   // none of them loads; NOT_FOUND when options.default_model is set and not

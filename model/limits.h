@@ -18,6 +18,8 @@ inline constexpr uint64_t kMaxBuckets = uint64_t{1} << 32;
 inline constexpr uint32_t kMaxIdsPerField = 4096;
 // Largest max_batch_size a model can be built for.
 inline constexpr int64_t kMaxBatchSize = 16384;
+// Most OpenMP threads one forward pass may use.
+inline constexpr int kMaxThreads = 1024;
 
 // Defaults of MaskNetModel::Options (the server's flags refer to them).
 inline constexpr int64_t kDefaultMaxBatchSize = 256;

@@ -255,14 +255,7 @@ MaskNetModel::~MaskNetModel() = default;
 
 absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spec, TensorMap weights,
                                                                    const Options& options) {
-  if (options.max_batch_size < 1 || options.max_batch_size > limits::kMaxBatchSize) {
-    return absl::InvalidArgumentError(absl::StrCat("max_batch_size must be in [1, ", limits::kMaxBatchSize,
-                                                   "], got ", options.max_batch_size));
-  }
-  if (options.threads < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("threads must be 0 (OpenMP's default) or positive, got ",
-                                                   options.threads));
-  }
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
   Options resolved = options;
   if (resolved.threads == 0) resolved.threads = omp_get_max_threads();
   std::string precision_note;
@@ -724,6 +717,34 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
 }
 
 const char* PrecisionName(Precision precision) { return precision == Precision::kBf16 ? "bf16" : "fp32"; }
+
+bool AbslParseFlag(absl::string_view text, Precision* precision, std::string* error) {
+  for (const Precision p : {Precision::kF32, Precision::kBf16}) {
+    if (text == PrecisionName(p)) {
+      *precision = p;
+      return true;
+    }
+  }
+  *error = absl::StrCat("must be fp32 or bf16, got '", text, "'");
+  return false;
+}
+
+std::string AbslUnparseFlag(Precision precision) { return PrecisionName(precision); }
+
+absl::Status MaskNetModel::Options::Validate() const {
+  if (max_batch_size < 1 || max_batch_size > limits::kMaxBatchSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batch_size must be in [1, ", limits::kMaxBatchSize, "], got ", max_batch_size));
+  }
+  if (max_workspace_bytes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_workspace_bytes must be positive, got ", max_workspace_bytes));
+  }
+  if (threads < 0 || threads > limits::kMaxThreads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be in [0, ", limits::kMaxThreads, "] (0: OpenMP's default), got ", threads));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status MaskNetModel::WarmUp() const {
   auto zeros = [&](Scope scope, std::vector<float>& dense, std::vector<int64_t>& ids) {

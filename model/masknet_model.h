@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "model/feature_schema.h"
 #include "model/limits.h"
@@ -67,6 +68,10 @@ enum class Precision { kF32, kBf16 };
 
 // "fp32" or "bf16".
 const char* PrecisionName(Precision precision);
+// Precision as a flag's value (absl's flag marshalling finds them): "fp32"
+// or "bf16"; anything else is refused, naming the choices.
+bool AbslParseFlag(absl::string_view text, Precision* precision, std::string* error);
+std::string AbslUnparseFlag(Precision precision);
 
 class MaskNetModel {
  public:
@@ -97,6 +102,10 @@ class MaskNetModel {
     // shape (layer by layer). Same scores either way, to float32 rounding;
     // false runs every layer on its own (for comparison).
     bool merge_layers = true;
+
+    // INVALID_ARGUMENT naming the first option out of its bounds. Create
+    // checks it; a server checks it before it loads anything.
+    absl::Status Validate() const;
   };
 
   // Builds the network. `weights` must hold exactly spec.ExpectedTensors()

@@ -60,16 +60,19 @@ std::string Quote(absl::string_view text) {
 
 void SetLogFormat(LogFormat format) { log_format = format; }
 
-bool ParseLogFormat(absl::string_view text, LogFormat* format) {
+bool AbslParseFlag(absl::string_view text, LogFormat* format, std::string* error) {
   if (text == "text") {
     *format = LogFormat::kText;
   } else if (text == "json") {
     *format = LogFormat::kJson;
   } else {
+    *error = absl::StrCat("must be text or json, got '", text, "'");
     return false;
   }
   return true;
 }
+
+std::string AbslUnparseFlag(LogFormat format) { return format == LogFormat::kJson ? "json" : "text"; }
 
 void Log(Severity severity, absl::string_view message, LogFields fields) {
   const std::string time = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());

@@ -18,8 +18,10 @@ enum class LogFormat { kText, kJson };
 // Sets the format of later lines. Default: text.
 void SetLogFormat(LogFormat format);
 
-// Parses "text" or "json"; false for anything else.
-bool ParseLogFormat(absl::string_view text, LogFormat* format);
+// LogFormat as a flag's value (absl's flag marshalling finds them): "text"
+// or "json"; anything else is refused, naming the choices.
+bool AbslParseFlag(absl::string_view text, LogFormat* format, std::string* error);
+std::string AbslUnparseFlag(LogFormat format);
 
 // Extra key-value fields of a line (e.g. {"model", "home"}): text lines show
 // them as key=value after the message, JSON lines as string members.

@@ -25,6 +25,17 @@ ProcessMemory CurrentProcessMemory() {
   return ProcessMemory{pages_total * page, pages_resident * page};
 }
 
+absl::Status MemoryReleaser::Options::Validate() const {
+  if (max_idle_heap_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_idle_heap_bytes must not be negative, got ", max_idle_heap_bytes));
+  }
+  if (interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("interval must be positive, got ", absl::FormatDuration(interval)));
+  }
+  return absl::OkStatus();
+}
+
 MemoryReleaser::MemoryReleaser(const Options& options) : options_(options) {
   if (options_.max_idle_heap_bytes > 0) thread_ = std::thread([this] { Loop(); });
 }

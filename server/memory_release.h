@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/defaults.h"
@@ -40,8 +41,12 @@ class MemoryReleaser {
   struct Options {
     int64_t max_idle_heap_bytes = defaults::kMaxIdleHeapBytes;  // 0: never release
     absl::Duration interval = defaults::kMemoryReleaseInterval;
+
+    // INVALID_ARGUMENT naming the first option out of its bounds.
+    absl::Status Validate() const;
   };
 
+  // REQUIRES: options.Validate().ok().
   explicit MemoryReleaser(const Options& options);
   ~MemoryReleaser();  // stops the thread
   MemoryReleaser(const MemoryReleaser&) = delete;

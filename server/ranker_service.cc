@@ -311,6 +311,20 @@ absl::Status WithFlagNames(const absl::Status& status) {
                                                              {"(max_queued_bytes=", "(--max_queued_bytes="}}));
 }
 
+absl::Status RankerService::Options::Validate() const {
+  if (max_candidates < 1) return absl::InvalidArgumentError(absl::StrCat("max_candidates must be at least 1, got ", max_candidates));
+  if (max_calls_in_flight < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_calls_in_flight must be at least 1, got ", max_calls_in_flight));
+  }
+  if (absl::Status s = scheduler.Validate(); !s.ok()) return s;
+  if (absl::Status s = queue.Validate(); !s.ok()) return s;
+  if (queue.max_queued_candidates < max_candidates) {
+    return absl::InvalidArgumentError(
+        "max_queued_candidates must be at least max_candidates, or a full-size request could never be accepted");
+  }
+  return absl::OkStatus();
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));

@@ -53,9 +53,13 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // Where calls, batches and queues are counted; null: nowhere. Must
     // outlive the service.
     ServerMetrics* metrics = nullptr;
+
+    // INVALID_ARGUMENT naming the first option out of its bounds (the
+    // scheduler's and queue's included).
+    absl::Status Validate() const;
   };
 
-  // `repository` must outlive the service.
+  // `repository` must outlive the service. REQUIRES: options.Validate().ok().
   RankerService(const ModelRepository* repository, const Options& options);
   ~RankerService() override;
 

@@ -6,8 +6,27 @@
 
 namespace masknet {
 
+absl::Status RankingServer::Options::Validate() const {
+  constexpr int64_t kMaxMessageBytes = (int64_t{1} << 31) - 1;  // gRPC's limits are ints
+  if (max_request_bytes < 1024 || max_request_bytes > kMaxMessageBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_request_bytes must be in [1024, ", kMaxMessageBytes, "], got ", max_request_bytes));
+  }
+  if (max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_concurrent_streams must be at least 1, got ", max_concurrent_streams));
+  }
+  if (absl::Status s = service.Validate(); !s.ok()) return s;
+  if (service.queue.max_queued_bytes < max_request_bytes) {
+    return absl::InvalidArgumentError(
+        "max_queued_bytes must be at least max_request_bytes, or a full-size request could never be accepted");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelRepository* repository,
                                                                     const Options& options) {
+  if (absl::Status s = options.Validate(); !s.ok()) return s;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<RankingServer> server(new RankingServer());
@@ -48,10 +67,6 @@ void RankingServer::Shutdown(absl::Duration grace) {
   server_->GetHealthCheckService()->Shutdown();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   service_->Shutdown();
-}
-
-void RankingServer::Wait() {
-  if (server_ != nullptr) server_->Wait();
 }
 
 }  // namespace masknet

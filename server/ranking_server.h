@@ -31,11 +31,16 @@ class RankingServer {
     // TLS or mTLS (see MakeServerCredentials); null: plaintext.
     std::shared_ptr<grpc::ServerCredentials> credentials;
     RankerService::Options service;
+
+    // INVALID_ARGUMENT naming the first option out of its bounds (the
+    // service's included).
+    absl::Status Validate() const;
   };
 
   // Starts serving; health answers SERVING if the repository is ready (see
-  // SetServing for later changes). `repository` must outlive the server. Errors: UNAVAILABLE when the address cannot be
-  // bound.
+  // SetServing for later changes). `repository` must outlive the server.
+  // Errors: INVALID_ARGUMENT when options.Validate() fails; UNAVAILABLE when
+  // the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<RankingServer>> Start(const ModelRepository* repository,
                                                               const Options& options);
   ~RankingServer();
@@ -56,9 +61,6 @@ class RankingServer {
   // flight finish (those still running after `grace` are cancelled), then
   // the scoring workers stop. Idempotent.
   void Shutdown(absl::Duration grace);
-
-  // Blocks until the server has shut down.
-  void Wait();
 
  private:
   RankingServer() = default;

@@ -1,6 +1,8 @@
 #include "batching/batch_scheduler.h"
 
 #include <atomic>
+#include <cmath>
+#include <functional>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -90,6 +92,12 @@ class Gate {
   absl::Notification open_;
 };
 
+BatchScheduler::Options Workers(int num_workers) {
+  BatchScheduler::Options o;
+  o.num_workers = num_workers;
+  return o;
+}
+
 BatchScheduler::QueueOptions QueueOptions(int64_t max_batch_size, int64_t max_queued = 1000) {
   BatchScheduler::QueueOptions o;
   o.max_batch_size = max_batch_size;
@@ -105,7 +113,7 @@ BatchScheduler::QueueOptions QueueOptions(int64_t max_batch_size, int64_t max_qu
 }
 
 TEST(BatchSchedulerTest, SplitsALargeTaskIntoBatchesOfAtMostMaxBatchSize) {
-  BatchScheduler scheduler({/*num_workers=*/1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice> batch) {
     log.Add(batch);
@@ -119,7 +127,7 @@ TEST(BatchSchedulerTest, SplitsALargeTaskIntoBatchesOfAtMostMaxBatchSize) {
 }
 
 TEST(BatchSchedulerTest, OneBatchMergesSeveralTasksAndSplitsTheOneThatOverflows) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   Gate gate;
   TestTask blocker(1);
@@ -140,7 +148,7 @@ TEST(BatchSchedulerTest, OneBatchMergesSeveralTasksAndSplitsTheOneThatOverflows)
 }
 
 TEST(BatchSchedulerTest, WithoutMergingABatchHoldsOneTask) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   Gate gate;
   TestTask blocker(1);
@@ -161,7 +169,7 @@ TEST(BatchSchedulerTest, WithoutMergingABatchHoldsOneTask) {
 }
 
 TEST(BatchSchedulerTest, ABatchThatIsNotFullWaitsForItsTimeoutAndAFullOneRunsAtOnce) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   BatchScheduler::QueueOptions options = QueueOptions(4);
   options.batch_timeout = absl::Hours(1);
@@ -180,7 +188,7 @@ TEST(BatchSchedulerTest, ABatchThatIsNotFullWaitsForItsTimeoutAndAFullOneRunsAtO
 }
 
 TEST(BatchSchedulerTest, ASplitTaskRunsOnSeveralWorkersAtOnce) {
-  BatchScheduler scheduler({/*num_workers=*/2});
+  BatchScheduler scheduler(Workers(2));
   absl::Mutex mu;
   int inside = 0, most_inside = 0;
   std::vector<int> workers;
@@ -203,7 +211,7 @@ TEST(BatchSchedulerTest, ASplitTaskRunsOnSeveralWorkersAtOnce) {
 }
 
 TEST(BatchSchedulerTest, IdleWorkersShareACallSmallerThanABatch) {
-  BatchScheduler scheduler({/*num_workers=*/2});
+  BatchScheduler scheduler(Workers(2));
   BatchLog log;
   absl::Mutex mu;
   int entered = 0;
@@ -228,7 +236,7 @@ TEST(BatchSchedulerTest, IdleWorkersShareACallSmallerThanABatch) {
 }
 
 TEST(BatchSchedulerTest, QueuesTakeTurnsSoABacklogDelaysAnotherQueueByOneBatch) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   Gate gate;
   TestTask huge(400), small(2);
@@ -256,7 +264,7 @@ TEST(BatchSchedulerTest, QueuesTakeTurnsSoABacklogDelaysAnotherQueueByOneBatch) 
 }
 
 TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   Gate gate;
   TestTask blocker(1);
   BatchScheduler::QueueOptions options = QueueOptions(4, /*max_queued=*/10);
@@ -284,7 +292,7 @@ TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
 }
 
 TEST(BatchSchedulerTest, ACancelledTaskLeavesTheQueueAtOnceUnscoredAndFreesItsCapacity) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   Gate gate;
   TestTask blocker(1);
@@ -313,7 +321,7 @@ TEST(BatchSchedulerTest, ACancelledTaskLeavesTheQueueAtOnceUnscoredAndFreesItsCa
 }
 
 TEST(BatchSchedulerTest, ATaskCancelledWhileABatchHoldsItEndsWhenThatBatchDoes) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   Gate gate;
   absl::Notification running;
@@ -335,7 +343,7 @@ TEST(BatchSchedulerTest, ATaskCancelledWhileABatchHoldsItEndsWhenThatBatchDoes) 
 }
 
 TEST(BatchSchedulerTest, ATaskWhoseDeadlinePassesInTheQueueIsNotScored) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   Gate gate;
   TestTask blocker(1);
@@ -359,7 +367,7 @@ TEST(BatchSchedulerTest, ATaskWhoseDeadlinePassesInTheQueueIsNotScored) {
 }
 
 TEST(BatchSchedulerTest, ATaskThatWouldMissItsDeadlineBehindTheQueueIsRefusedAtOnce) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   Gate gate;
   TestTask warmup(4), blocker(1);
   // 20 ms per batch of 4: at least 5 ms per candidate.
@@ -387,7 +395,7 @@ TEST(BatchSchedulerTest, ATaskThatWouldMissItsDeadlineBehindTheQueueIsRefusedAtO
 }
 
 TEST(BatchSchedulerTest, ATaskWhoseDeadlineWouldPassBeforeItsBatchEndsIsNotScored) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   BatchLog log;
   Gate gate;
   TestTask warmup(4), blocker(1);
@@ -415,7 +423,7 @@ TEST(BatchSchedulerTest, ATaskWhoseDeadlineWouldPassBeforeItsBatchEndsIsNotScore
 }
 
 TEST(BatchSchedulerTest, AdmissionKeepsTheDeadlineHeadroomFree) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   Gate gate;
   TestTask warmup(4), blocker(1), backlog(40);
   auto processor = [&](int, absl::Span<TaskSlice> batch) {
@@ -455,7 +463,7 @@ TEST(BatchSchedulerTest, AdmissionKeepsTheDeadlineHeadroomFree) {
 }
 
 TEST(BatchSchedulerTest, ASliceStatusFailsOnlyItsTask) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   Gate gate;
   TestTask blocker(1), bad(2), good(2);
   auto queue = scheduler.AddQueue(QueueOptions(8), [&](int, absl::Span<TaskSlice> batch) {
@@ -475,7 +483,7 @@ TEST(BatchSchedulerTest, ASliceStatusFailsOnlyItsTask) {
 }
 
 TEST(BatchSchedulerTest, AFailingBatchFailsItsTasksAndStopsTheirRemainingSlices) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   int calls = 0;
   auto queue = scheduler.AddQueue(QueueOptions(2), [&](int, absl::Span<TaskSlice>) {
     ++calls;
@@ -489,7 +497,7 @@ TEST(BatchSchedulerTest, AFailingBatchFailsItsTasksAndStopsTheirRemainingSlices)
 }
 
 TEST(BatchSchedulerTest, AnExceptionInTheProcessorFailsItsBatchAndTheWorkersGoOn) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   int calls = 0;
   auto queue = scheduler.AddQueue(QueueOptions(4), [&](int, absl::Span<TaskSlice>) -> absl::Status {
     if (++calls == 1) throw std::runtime_error("out of memory");
@@ -553,8 +561,36 @@ TEST(BatchSchedulerTest, ATaskWhoseDoneThrowsDoesNotStopTheWorkersAndIsReported)
                                     HasSubstr("a finished task's Done threw: std::bad_alloc")));
 }
 
+TEST(BatchSchedulerTest, OptionsOutOfBoundsAreRefusedNamingTheOption) {
+  EXPECT_TRUE(BatchScheduler::Options().Validate().ok());
+  EXPECT_TRUE(BatchScheduler::QueueOptions().Validate().ok());
+  EXPECT_THAT(std::string(Workers(0).Validate().message()), HasSubstr("num_workers must be in [1, 1024], got 0"));
+  EXPECT_THAT(std::string(Workers(1025).Validate().message()), HasSubstr("num_workers must be in [1, 1024]"));
+  struct Case {
+    std::function<void(BatchScheduler::QueueOptions&)> change;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {[](auto& o) { o.max_batch_size = 0; }, "max_batch_size must be at least 1, got 0"},
+      {[](auto& o) { o.batch_timeout = absl::Milliseconds(-1); }, "batch_timeout must be in [0, 1s], got -1ms"},
+      {[](auto& o) { o.batch_timeout = absl::Seconds(2); }, "batch_timeout must be in [0, 1s], got 2s"},
+      {[](auto& o) { o.max_queued_candidates = 0; }, "max_queued_candidates must be at least 1, got 0"},
+      {[](auto& o) { o.max_queued_bytes = -5; }, "max_queued_bytes must be at least 1, got -5"},
+      {[](auto& o) { o.deadline_headroom = 1; }, "deadline_headroom must be in [0, 1), got 1"},
+      {[](auto& o) { o.deadline_headroom = -0.5; }, "deadline_headroom must be in [0, 1), got -0.5"},
+      {[](auto& o) { o.deadline_headroom = std::nan(""); }, "deadline_headroom must be in [0, 1), got nan"},
+  };
+  for (const Case& c : cases) {
+    BatchScheduler::QueueOptions o;
+    c.change(o);
+    const absl::Status s = o.Validate();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.error;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(c.error));
+  }
+}
+
 TEST(BatchSchedulerTest, ShutdownFinishesAcceptedTasksThenRefusesNewOnes) {
-  BatchScheduler scheduler({2});
+  BatchScheduler scheduler(Workers(2));
   std::atomic<int64_t> scored{0};
   BatchScheduler::QueueOptions options = QueueOptions(16);
   options.batch_timeout = absl::Hours(1);  // shutdown does not wait for it
@@ -577,7 +613,7 @@ TEST(BatchSchedulerTest, ShutdownFinishesAcceptedTasksThenRefusesNewOnes) {
 }
 
 TEST(BatchSchedulerTest, ClosingAQueueLetsItsTasksFinishAndKeepsItsProcessorAliveUntilThen) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   Gate gate;
   TestTask task(5);
   auto held = std::make_shared<int>(0);
@@ -599,7 +635,7 @@ TEST(BatchSchedulerTest, ClosingAQueueLetsItsTasksFinishAndKeepsItsProcessorAliv
 }
 
 TEST(BatchSchedulerTest, AnEmptyTaskIsRefused) {
-  BatchScheduler scheduler({1});
+  BatchScheduler scheduler(Workers(1));
   auto queue = scheduler.AddQueue(QueueOptions(2), [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); });
   TestTask empty(0);
   EXPECT_EQ(queue->Schedule(&empty).code(), absl::StatusCode::kInvalidArgument);

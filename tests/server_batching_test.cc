@@ -131,6 +131,13 @@ class SlowModelTest : public ::testing::Test {
     return out;
   }
 
+  // `n` calls of kHuge candidates to the parallel model, sent at once.
+  std::vector<std::unique_ptr<AsyncRank>> SendHuge(ServerHarness& h, int n) {
+    std::vector<std::unique_ptr<AsyncRank>> calls;
+    for (const RankRequest& r : HugeRequests(n)) calls.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+    return calls;
+  }
+
   static BatchQueueStats Stats(ServerHarness& h, const std::string& model) {
     return h.server().service().QueueStats(model, 0).value_or(BatchQueueStats{});
   }
@@ -156,8 +163,7 @@ class SlowModelTest : public ::testing::Test {
 
 TEST_F(SlowModelTest, ACancelledCallLeavesItsQueueAtOnceUnscored) {
   ServerHarness h(MakeRoot(), Options(4 * kHuge, /*admit_by_deadline=*/true), kBatch);
-  std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (const RankRequest& r : HugeRequests(3)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 3);
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; }));
   AsyncRank doomed(h.stub(), Request(kParallel, 100, 9));
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge + 100; }));
@@ -171,8 +177,7 @@ TEST_F(SlowModelTest, ACancelledCallLeavesItsQueueAtOnceUnscored) {
 
 TEST_F(SlowModelTest, ACallWhoseDeadlinePassesInTheQueueIsNotScoredAndFreesItsCapacity) {
   ServerHarness h(MakeRoot(), Options(3 * kHuge + 100, /*admit_by_deadline=*/false), kBatch);
-  std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (const RankRequest& r : HugeRequests(3)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 3);
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 3 * kHuge; }));
   AsyncRank late(h.stub(), Request(kParallel, 100, 9), absl::Milliseconds(100));
   EXPECT_EQ(late.Wait().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
@@ -188,8 +193,7 @@ TEST_F(SlowModelTest, ACallWhoseDeadlinePassesInTheQueueIsNotScoredAndFreesItsCa
 TEST_F(SlowModelTest, AFullQueueAnswersResourceExhausted) {
   ServerHarness h(MakeRoot(), Options(2 * kHuge + 100, /*admit_by_deadline=*/true), kBatch);
   const RankRequest another = Request(kParallel, kHuge, 3);
-  std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (const RankRequest& r : HugeRequests(2)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 2);
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 2 * kHuge; }));
   // Refused as long as the first two calls have more than 100 candidates
   // queued, however many of their batches ran before this one arrived.
@@ -200,10 +204,29 @@ TEST_F(SlowModelTest, AFullQueueAnswersResourceExhausted) {
   for (auto& call : huge) EXPECT_TRUE(call->Wait().ok());
 }
 
+TEST_F(SlowModelTest, CallsBeyondMaxCallsInFlightAreRefusedAtOnce) {
+  RankingServer::Options options = Options(4 * kHuge, /*admit_by_deadline=*/false);
+  options.service.max_calls_in_flight = 2;
+  ServerHarness h(MakeRoot(), options, kBatch);
+  const RankRequest another = Request(kParallel, 10, 3);
+  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 2);
+  ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 2 * kHuge; }));
+  // Refused as long as the two huge calls are not both answered.
+  RankResponse response;
+  const grpc::Status s = h.Rank(another, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("the server holds 2 calls (--max_calls_in_flight=2); retry later"));
+  EXPECT_LT(Stats(h, kParallel).processed_candidates, 2 * kHuge) << "the huge calls ended first";
+  for (auto& call : huge) EXPECT_TRUE(call->Wait().ok());
+  // Once they are answered there is room again.
+  ASSERT_TRUE(testing::WaitUntil(
+      "no call in flight", [&] { return h.server().service().calls_in_flight(); }, [](int64_t n) { return n == 0; }));
+  EXPECT_TRUE(h.Rank(another, &response).ok());
+}
+
 TEST_F(SlowModelTest, ACallThatWouldMissItsDeadlineIsRefusedAtOnce) {
   ServerHarness h(MakeRoot(), Options(4 * kHuge, /*admit_by_deadline=*/true), kBatch);
-  std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (const RankRequest& r : HugeRequests(3)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 3);
   const RankRequest request = Request(kParallel, 64, 2);
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) {
     return Accepted(s) == 3 * kHuge && s.batches >= 2;  // all queued, cost measured
@@ -219,8 +242,7 @@ TEST_F(SlowModelTest, ACallThatWouldMissItsDeadlineIsRefusedAtOnce) {
 
 TEST_F(SlowModelTest, AHugeCallOnOneModelDelaysAnotherModelsCallByAtMostOneBatch) {
   ServerHarness h(MakeRoot(), Options(4 * kHuge, /*admit_by_deadline=*/true), kBatch);
-  std::vector<std::unique_ptr<AsyncRank>> huge;
-  for (const RankRequest& r : HugeRequests(2)) huge.push_back(std::make_unique<AsyncRank>(h.stub(), r));
+  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 2);
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return s.running_candidates > 0; }));
   AsyncRank call(h.stub(), Request(kSerial, 5, 3));
   // Counted from when the server has the call, however long it took to

@@ -205,32 +205,39 @@ double MetricValue(const std::string& metrics, const std::string& sample) {
   return -1;
 }
 
-TEST(ServerProcessTest, HelpListsEveryLimit) {
-  ServerProcess server({"--help"});
-  server.Wait();
-  const std::string log = server.Log();
-  for (const char* flag : {"--model_root", "--default_model", "--port", "--max_candidates", "--max_request_bytes",
-                           "--max_batch_size", "--batch_timeout", "--batch_merging", "--num_workers",
-                           "--intra_op_threads", "--max_queued_candidates", "--max_queued_bytes",
-                           "--admit_by_deadline", "--deadline_headroom", "--max_workspace_bytes",
-                           "--model_poll_interval", "--keep_versions", "--log_format", "--drain_delay",
-                           "--shutdown_grace_period", "--fail_on_model_error", "--tls_cert", "--tls_key",
-                           "--tls_client_ca", "--tls_reload_interval", "--max_calls_in_flight",
-                           "--max_idle_heap_bytes", "--max_concurrent_streams"}) {
-    EXPECT_THAT(log, HasSubstr(flag));
-  }
-}
-
 TEST(ServerProcessTest, MissingModelRootExitsWithAMessage) {
   ServerProcess server({});
   EXPECT_EQ(server.Wait(), 2);
   EXPECT_THAT(server.Log(), HasSubstr("--model_root is required"));
 }
 
-TEST(ServerProcessTest, InvalidLimitExitsWithAMessage) {
-  ServerProcess server({"--model_root=/nonexistent", "--max_batch_size=0"});
-  EXPECT_EQ(server.Wait(), 2);
-  EXPECT_THAT(server.Log(), HasSubstr("--max_batch_size must be in [1, 16384], got 0"));
+TEST(ServerProcessTest, InvalidLimitExitsWithAMessageNamingTheFlags) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--max_batch_size=0"}, "--max_batch_size must be in [1, 16384], got 0"},
+      {{"--intra_op_threads=0"}, "--intra_op_threads must be at least 1 (each worker's OpenMP threads), got 0"},
+      {{"--max_candidates=100", "--max_queued_candidates=99"},
+       "--max_queued_candidates must be at least --max_candidates, or a full-size request could never be accepted"},
+      {{"--deadline_headroom=1"}, "--deadline_headroom must be in [0, 1), got 1"},
+      {{"--batch_timeout=2s"}, "--batch_timeout must be in [0, 1s], got 2s"},
+      {{"--drain_delay=-1s"}, "--drain_delay must not be negative, got -1s"},
+  };
+  for (const auto& [flags, error] : cases) {
+    std::vector<std::string> args = {"--model_root=/nonexistent"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    ServerProcess server(args);
+    EXPECT_EQ(server.Wait(), 2) << error;
+    EXPECT_THAT(server.Log(), HasSubstr("invalid flags: " + error));
+  }
+}
+
+TEST(ServerProcessTest, AChoiceFlagRefusesWhatIsNotAChoice) {
+  for (const auto& [flag, error] : std::vector<std::pair<std::string, std::string>>{
+           {"--precision=int4", "must be fp32 or bf16, got 'int4'"},
+           {"--log_format=xml", "must be text or json, got 'xml'"}}) {
+    ServerProcess server({"--model_root=/nonexistent", flag});
+    EXPECT_NE(server.Wait(), 0) << flag;
+    EXPECT_THAT(server.Log(), HasSubstr(error));
+  }
 }
 
 TEST(ServerProcessTest, ATlsKeyWithoutACertificateExitsWithAMessage) {

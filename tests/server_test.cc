@@ -20,6 +20,7 @@
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "server/ranker_service.h"
 #include "server/ranking_server.h"
+#include "server/server.h"
 #include "tests/fixtures.h"
 #include "tests/server_harness.h"
 #include "tests/test_util.h"
@@ -249,16 +250,20 @@ TEST(ServerLimitsTest, CallsBeyondMaxCallsInFlightAreRefusedAtOnce) {
         "no call in flight", [&] { return service.calls_in_flight(); }, [](int64_t n) { return n == 0; });
   };
   {
-    // The call itself counts: a limit of 0 leaves room for none.
+    // The call itself counts: a limit of 0 would leave room for none.
     RankingServer::Options options;
     options.service.max_calls_in_flight = 0;
-    ServerHarness harness(root, options);
-    const grpc::Status status = harness.Rank(request, &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-    EXPECT_THAT(status.error_message(), HasSubstr("the server holds 0 calls (--max_calls_in_flight=0); retry later"));
-    EXPECT_TRUE(drained(harness.server().service()));
+    ModelRepository::Options repository_options;
+    repository_options.root = root;
+    std::vector<std::string> warnings;
+    auto repository = ModelRepository::Load(repository_options, &warnings);
+    ASSERT_TRUE(repository.ok()) << repository.status();
+    auto server = RankingServer::Start(repository->get(), options);
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(server.status().message(), HasSubstr("max_calls_in_flight must be at least 1, got 0"));
   }
   {
+    // A limit of 1 leaves room for the call itself.
     RankingServer::Options options;
     options.service.max_calls_in_flight = 1;
     ServerHarness harness(root, options);
@@ -380,6 +385,88 @@ TEST(ServerShutdownTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
   EXPECT_EQ(ok, kCalls);
   RankResponse response;
   EXPECT_EQ(harness.Rank(request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// The composition root, in process: what masknet_server's main runs.
+class WholeServerTest : public ::testing::Test {
+ protected:
+  static Server::Options Options(const std::string& root) {
+    Server::Options options;
+    options.host = "127.0.0.1";
+    options.port = 0;
+    options.metrics_port = 0;  // off: the process tests cover HTTP
+    options.repository.root = root;
+    options.num_workers = 1;
+    options.model_poll_interval = absl::Milliseconds(50);
+    return options;
+  }
+
+  static grpc::health::v1::HealthCheckResponse::ServingStatus Health(const Server& server) {
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server.grpc_port()),
+                                       grpc::InsecureChannelCredentials());
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    const grpc::Status s = grpc::health::v1::Health::NewStub(channel)->Check(&context, request, &response);
+    return s.ok() ? response.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  }
+};
+
+TEST_F(WholeServerTest, CreateRefusesBadOptionsNamingThemAndStartsNothing) {
+  Server::Options options = Options(testing::MakeTempDir());
+  options.repository.model.max_batch_size = 0;
+  auto server = Server::Create(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(server.status().message(), HasSubstr("max_batch_size must be in [1, 16384], got 0"));
+  options = Options("");
+  EXPECT_THAT(Server::Create(options).status().message(), HasSubstr("root is required"));
+  options = Options(testing::MakeTempDir());
+  options.tls.key = "/nonexistent.key";
+  EXPECT_EQ(Server::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(WholeServerTest, ReadyOnceAVersionIsPublishedAndNotWhileStopping) {
+  const std::string root = testing::MakeTempDir();
+  auto server = Server::Create(Options(root));
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::string why;
+  EXPECT_FALSE((*server)->Ready(&why));
+  EXPECT_EQ(why, "loading models");
+  ASSERT_TRUE((*server)->Start().ok());
+  EXPECT_GT((*server)->grpc_port(), 0);
+  EXPECT_EQ((*server)->metrics_port(), 0);
+  EXPECT_FALSE((*server)->Ready(&why));
+  EXPECT_EQ(why, "no model version loaded yet");
+  EXPECT_EQ(Health(**server), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  // Published as an operator would: written elsewhere, renamed into place.
+  const std::string staging = testing::MakeTempDir();
+  testing::WriteModelVersion(staging, "tiny", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
+  std::filesystem::rename(staging + "/tiny", root + "/tiny");
+  ASSERT_TRUE(testing::WaitUntil(
+      "the server to be ready",
+      [&] {
+        std::string reason;
+        return (*server)->Ready(&reason) ? std::string("ready") : reason;
+      },
+      [](const std::string& state) { return state == "ready"; }));
+  EXPECT_TRUE(testing::WaitUntil(
+      "gRPC health to say SERVING", [&] { return static_cast<int>(Health(**server)); },
+      [](int status) { return status == grpc::health::v1::HealthCheckResponse::SERVING; }));
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  RankRequest request = testing::RandomRequest(spec.schema, 4, 2).ToProto();
+  RankResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(Ranker::NewStub(channel)->Rank(&context, request, &response).ok());
+  EXPECT_EQ(response.candidates_size(), 4);
+
+  (*server)->Stop("the test");
+  EXPECT_FALSE((*server)->Ready(&why));
+  EXPECT_EQ(why, "shutting down");
+  (*server)->Stop("the test again");  // idempotent
 }
 
 }  // namespace

@@ -21,30 +21,30 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "loader/model_repository.h"
-#include "model/limits.h"
 
-ABSL_FLAG(int64_t, max_batch_size, masknet::limits::kDefaultMaxBatchSize,
+ABSL_FLAG(int64_t, max_batch_size, masknet::MaskNetModel::Options().max_batch_size,
           "As masknet_server's --max_batch_size: the model must fit its workspace limit at this batch size.");
-ABSL_FLAG(int64_t, max_workspace_bytes, masknet::limits::kDefaultMaxWorkspaceBytes,
+ABSL_FLAG(int64_t, max_workspace_bytes, masknet::MaskNetModel::Options().max_workspace_bytes,
           "As masknet_server's --max_workspace_bytes.");
-ABSL_FLAG(std::string, precision, "fp32", "As masknet_server's --precision: fp32 or bf16.");
+ABSL_FLAG(masknet::Precision, precision, masknet::Precision::kF32, "As masknet_server's --precision: fp32 or bf16.");
 
 namespace masknet {
 namespace {
 
 int Main(const std::vector<char*>& dirs) {
-  const int64_t batch = absl::GetFlag(FLAGS_max_batch_size);
-  const std::string precision = absl::GetFlag(FLAGS_precision);
-  if (dirs.empty() || batch < 1 || batch > limits::kMaxBatchSize || absl::GetFlag(FLAGS_max_workspace_bytes) < 1 ||
-      (precision != "fp32" && precision != "bf16")) {
+  MaskNetModel::Options options;
+  options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.max_workspace_bytes = absl::GetFlag(FLAGS_max_workspace_bytes);
+  options.precision = absl::GetFlag(FLAGS_precision);
+  options.threads = 1;
+  if (dirs.empty()) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;
   }
-  MaskNetModel::Options options;
-  options.max_batch_size = batch;
-  options.max_workspace_bytes = absl::GetFlag(FLAGS_max_workspace_bytes);
-  options.precision = precision == "bf16" ? Precision::kBf16 : Precision::kF32;
-  options.threads = 1;
+  if (absl::Status s = options.Validate(); !s.ok()) {
+    std::fprintf(stderr, "masknet_check_model: invalid flags: --%s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   int status = 0;
   for (const char* dir : dirs) {
     auto servable = LoadServable("checked", 1, dir, options);
