@@ -21,10 +21,6 @@ inline constexpr int64_t kMaxBatchSize = 16384;
 // Most OpenMP threads one forward pass may use.
 inline constexpr int kMaxThreads = 1024;
 
-// Defaults of MaskNetModel::Options (the server's flags refer to them).
-inline constexpr int64_t kDefaultMaxBatchSize = 256;
-inline constexpr int64_t kDefaultMaxWorkspaceBytes = int64_t{2} << 30;
-
 }  // namespace masknet::limits
 
 #endif  // MASKNET_MODEL_LIMITS_H_

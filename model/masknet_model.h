@@ -77,10 +77,10 @@ class MaskNetModel {
  public:
   struct Options {
     // Most candidates one Run may score.
-    int64_t max_batch_size = limits::kDefaultMaxBatchSize;
+    int64_t max_batch_size = 256;
     // Largest scratch memory a Workspace may need for this model (it grows
     // with max_batch_size and the layers' widths).
-    int64_t max_workspace_bytes = limits::kDefaultMaxWorkspaceBytes;
+    int64_t max_workspace_bytes = int64_t{2} << 30;
     // OpenMP threads one Run uses; the primitives are built for this count.
     // 0: OpenMP's default (OMP_NUM_THREADS, else every core), read when the
     // model is created.

@@ -8,7 +8,6 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/defaults.h"
 
 namespace masknet {
 
@@ -39,8 +38,11 @@ inline int64_t ResidentBytes() { return CurrentProcessMemory().resident_bytes; }
 class MemoryReleaser {
  public:
   struct Options {
-    int64_t max_idle_heap_bytes = defaults::kMaxIdleHeapBytes;  // 0: never release
-    absl::Duration interval = defaults::kMemoryReleaseInterval;
+    // Free heap memory kept once a burst of allocations (a flood of calls)
+    // has passed. 0: never release.
+    int64_t max_idle_heap_bytes = int64_t{64} << 20;
+    // How often the heap is looked at.
+    absl::Duration interval = absl::Seconds(1);
 
     // INVALID_ARGUMENT naming the first option out of its bounds.
     absl::Status Validate() const;

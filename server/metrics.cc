@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "model/limits.h"
 #include "prometheus/text_serializer.h"
 #include "server/memory_release.h"
 
@@ -23,7 +24,7 @@ Histogram::BucketBoundaries SecondsBuckets() {
 // be built for.
 Histogram::BucketBoundaries BatchSizeBuckets() {
   Histogram::BucketBoundaries b;
-  for (double x = 1; x <= 16384; x *= 2) b.push_back(x);
+  for (double x = 1; x <= limits::kMaxBatchSize; x *= 2) b.push_back(x);
   return b;
 }
 
@@ -31,7 +32,7 @@ Histogram::BucketBoundaries BatchSizeBuckets() {
 // an unknown number counts as UNKNOWN.
 int CodeIndex(absl::StatusCode code) {
   const int i = static_cast<int>(code);
-  return i >= 0 && i < 17 ? i : static_cast<int>(absl::StatusCode::kUnknown);
+  return i >= 0 && i < VersionMetrics::kStatusCodes ? i : static_cast<int>(absl::StatusCode::kUnknown);
 }
 
 }  // namespace

@@ -38,6 +38,10 @@ class ServerMetrics;
 // shared by the version's calls and queue.
 class VersionMetrics {
  public:
+  // Status codes counted, by number: absl's and gRPC's codes are 0 (OK)
+  // to 16 (UNAUTHENTICATED).
+  static constexpr int kStatusCodes = static_cast<int>(absl::StatusCode::kUnauthenticated) + 1;
+
   ~VersionMetrics();
   VersionMetrics(const VersionMetrics&) = delete;
   VersionMetrics& operator=(const VersionMetrics&) = delete;
@@ -63,8 +67,8 @@ class VersionMetrics {
   ServerMetrics* owner_;
   const std::string model_, version_;
   absl::Mutex mu_;  // guards creating the per-code counters
-  std::array<std::atomic<prometheus::Counter*>, 17> calls_{};
-  std::array<std::atomic<prometheus::Counter*>, 17> candidates_{};
+  std::array<std::atomic<prometheus::Counter*>, kStatusCodes> calls_{};
+  std::array<std::atomic<prometheus::Counter*>, kStatusCodes> candidates_{};
   prometheus::Histogram* latency_;
   prometheus::Histogram* queue_wait_ = nullptr;  // these four: null when not `queued`
   prometheus::Histogram* compute_ = nullptr;

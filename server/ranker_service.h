@@ -10,24 +10,18 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "batching/batch_scheduler.h"
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
-#include "batching/batch_scheduler.h"
-#include "server/defaults.h"
+#include "server/call_recorder.h"
 #include "server/metrics.h"
+#include "server/rank_call.h"
 
 namespace masknet {
-
-// Runs `fn` and returns its status; an exception escaping it becomes one
-// instead: RESOURCE_EXHAUSTED "<what>: out of memory" for std::bad_alloc,
-// INTERNAL "<what>: <message>" for any other. For code on gRPC's and the
-// workers' threads, where an exception would end the process.
-absl::Status StatusFromExceptions(absl::string_view what, absl::FunctionRef<absl::Status()> fn);
 
 // The masknet.serving.v1.Ranker service: resolves the model, validates the
 // request against its schema on the gRPC thread that received it, and
@@ -38,12 +32,13 @@ absl::Status StatusFromExceptions(absl::string_view what, absl::FunctionRef<absl
 class RankerService final : public serving::v1::Ranker::CallbackService {
  public:
   struct Options {
-    int64_t max_candidates = defaults::kMaxCandidates;
+    // Most candidates in one Rank call.
+    int64_t max_candidates = 8192;
     // Rank calls the service holds at once, from their arrival to their
     // answer, across every model; more are refused with RESOURCE_EXHAUSTED
     // at once. Bounds what a flood of calls can hold beyond the queues'
     // bytes: each call keeps gRPC's state and its request message.
-    int64_t max_calls_in_flight = defaults::kMaxCallsInFlight;
+    int64_t max_calls_in_flight = 20000;
     // The scoring workers, shared by every model version.
     BatchScheduler::Options scheduler;
     // Each model version's queue. Its max_batch_size is taken from the
@@ -86,11 +81,7 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   // server stopped accepting calls. Idempotent.
   void Shutdown();
 
- // Implementation details follow.
-  class CallRecorder;
-
  private:
-  struct Worker;
   // A served model version's queue and metrics.
   // Shared: a call holds its version's queue (to cancel itself) until it
   // ends, after the version may have been unloaded.
@@ -99,10 +90,6 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     std::shared_ptr<VersionMetrics> metrics;  // null without ServerMetrics
   };
 
-  // Scores a batch of slices of Rank calls with `model`, on `worker`'s
-  // scratch state, counting into `metrics` (if not null).
-  static absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Worker& worker,
-                                 absl::Span<TaskSlice> batch);
   // The queue and metrics of a model version, made on first use. Closes the
   // queues of versions the repository no longer serves (their calls still
   // finish).
@@ -114,7 +101,7 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   std::atomic<int64_t> calls_in_flight_{0};
   // Scratch state of each scheduler worker; only that worker touches it.
   // Destroyed last: the workers stop before.
-  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::unique_ptr<ScoringWorker>> workers_;
   BatchScheduler scheduler_;
   absl::Mutex queues_mu_;
   absl::flat_hash_map<const Servable*, VersionState> versions_ ABSL_GUARDED_BY(queues_mu_);
@@ -122,16 +109,6 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   // when a queue was made for a version already unloaded.
   int64_t checked_generation_ ABSL_GUARDED_BY(queues_mu_) = 0;
 };
-
-// Describes a servable as GetModelInfo answers.
-serving::v1::ModelInfo DescribeModel(const Servable& servable);
-
-// `status` with the batching library's option names, as in
-// "(max_queued_candidates=...)", turned into the server's flags.
-absl::Status WithFlagNames(const absl::Status& status);
-
-// absl::Status -> grpc::Status; the codes share their numbering.
-grpc::Status ToGrpcStatus(const absl::Status& status);
 
 }  // namespace masknet
 

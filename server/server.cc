@@ -91,7 +91,7 @@ absl::Status Server::Options::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("num_workers must be in [0, ", BatchScheduler::kMaxWorkers, "], got ", num_workers));
   }
-  RankingServer::Options resolved = grpc;  // as Create will set it
+  GrpcServer::Options resolved = grpc;  // as Create will set it
   resolved.service.scheduler.num_workers = std::max(1, num_workers);
   return resolved.Validate();
 }
@@ -157,9 +157,9 @@ absl::Status Server::Start() {
                                     default_model.empty() ? "; no default model"
                                                           : absl::StrCat("; default model '", default_model, "'")));
 
-  RankingServer::Options grpc = options_.grpc;
+  GrpcServer::Options grpc = options_.grpc;
   grpc.service.metrics = &metrics_;
-  auto started = RankingServer::Start(repository_.get(), grpc);
+  auto started = GrpcServer::Start(repository_.get(), grpc);
   if (!started.ok()) return started.status();
   grpc_ = *std::move(started);
   {

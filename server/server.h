@@ -13,12 +13,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "loader/model_repository.h"
-#include "server/defaults.h"
+#include "net/tls.h"
+#include "server/grpc_server.h"
 #include "server/http_endpoint.h"
 #include "server/memory_release.h"
 #include "server/metrics.h"
-#include "server/ranking_server.h"
-#include "server/tls.h"
 
 namespace masknet {
 
@@ -40,14 +39,16 @@ namespace masknet {
 class Server {
  public:
   struct Options {
-    Options() { repository.model.threads = defaults::kIntraOpThreads; }
+    // A server's workers run one OpenMP thread each by default: several
+    // single-threaded workers score the most candidates per second.
+    Options() { repository.model.threads = 1; }
 
     // Address of both ports.
     std::string host = "0.0.0.0";
     // gRPC port; 0 picks a free one (grpc_port()).
-    int port = defaults::kPort;
+    int port = 50051;
     // HTTP port of /metrics, /healthz and /readyz; 0 turns it off.
-    int metrics_port = defaults::kMetricsPort;
+    int metrics_port = 8080;
     // TLS of the gRPC port (the HTTP port stays plaintext).
     ServerTlsOptions tls;
     // The model root, the models' build options, versions kept. The
@@ -56,21 +57,23 @@ class Server {
     ModelRepository::Options repository;
     // How often the root is scanned for new and removed versions; 0: read
     // once at start (the root must then hold a model).
-    absl::Duration model_poll_interval = defaults::kModelPollInterval;
+    // A retrained model is picked up within it; scanning a few directories
+    // is cheap.
+    absl::Duration model_poll_interval = absl::Seconds(10);
     // Scoring workers, shared by every model; 0: the CPUs this process may
     // use divided by repository.model.threads.
     int num_workers = 0;
     // The gRPC server and the Ranker service. The server sets address
     // (host:port), credentials (tls), service.scheduler.num_workers
     // (num_workers) and service.metrics.
-    RankingServer::Options grpc;
+    GrpcServer::Options grpc;
     MemoryReleaser::Options memory;
     // Stop: how long to keep answering calls while health reports
     // NOT_SERVING, so that load balancers stop sending first.
     absl::Duration drain_delay = absl::ZeroDuration();
     // Stop: how long calls in flight may take to finish before they are
     // cancelled.
-    absl::Duration shutdown_grace_period = absl::Seconds(defaults::kShutdownGraceSeconds);
+    absl::Duration shutdown_grace_period = absl::Seconds(25);
 
     // INVALID_ARGUMENT naming the first option out of its bounds, its
     // components' included (by their own names, e.g. "max_batch_size").
@@ -120,7 +123,7 @@ class Server {
   ServerMetrics metrics_;
   std::unique_ptr<HttpEndpoint> http_;
   std::unique_ptr<ModelRepository> repository_;
-  std::unique_ptr<RankingServer> grpc_;
+  std::unique_ptr<GrpcServer> grpc_;
   std::unique_ptr<RepositoryWatcher> watcher_;
   std::unique_ptr<MemoryReleaser> releaser_;
 

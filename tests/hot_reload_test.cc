@@ -91,7 +91,7 @@ class HotReloadTest : public ::testing::Test {
 };
 
 TEST_F(HotReloadTest, VersionsPublishedBrokenAndRemovedUnderLoadFailNoCall) {
-  RankingServer::Options options;
+  GrpcServer::Options options;
   options.service.scheduler.num_workers = 2;
   testing::ServerHarness harness(root_, options, /*max_batch_size=*/32);
   RepositoryWatcher watcher(&harness.repository(), absl::Milliseconds(20));

@@ -180,7 +180,7 @@ TEST(RowBucketsTest, PadsByLessThanAFifth) {
 TEST(MaskNetModelTest, ScoresAreProbabilitiesPerCandidateAndTask) {
   auto model = TinyModel(64);
   const testing::OwnedRequest request = testing::RandomRequest(model->spec().schema, 50, 1);
-  const std::vector<float> scores = testing::ScoreAll(*model, request.view());
+  const std::vector<float> scores = testing::ScoreAllOrDie(*model, request.view());
   ASSERT_EQ(scores.size(), 100u);
   float lo = 1, hi = 0;
   for (float p : scores) {
@@ -198,9 +198,9 @@ TEST(MaskNetModelTest, ScoresDoNotDependOnBatchComposition) {
   auto single = TinyModel(1);
   const testing::OwnedRequest request = testing::RandomRequest(big->spec().schema, 61, 2);
   const RequestFeatures view = request.view();
-  const std::vector<float> a = testing::ScoreAll(*big, view);
-  const std::vector<float> b = testing::ScoreAll(*small, view);
-  const std::vector<float> c = testing::ScoreAll(*single, view);
+  const std::vector<float> a = testing::ScoreAllOrDie(*big, view);
+  const std::vector<float> b = testing::ScoreAllOrDie(*small, view);
+  const std::vector<float> c = testing::ScoreAllOrDie(*single, view);
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_NEAR(a[i], b[i], 1e-6) << i;
     EXPECT_NEAR(a[i], c[i], 1e-6) << i;
@@ -214,8 +214,8 @@ TEST(MaskNetModelTest, SlicesOfDifferentRequestsKeepTheirContexts) {
   const testing::OwnedRequest r1 = testing::RandomRequest(schema, 5, 10);
   const testing::OwnedRequest r2 = testing::RandomRequest(schema, 9, 11);
   const RequestFeatures v1 = r1.view(), v2 = r2.view();
-  const std::vector<float> alone1 = testing::ScoreAll(*model, v1);
-  const std::vector<float> alone2 = testing::ScoreAll(*model, v2);
+  const std::vector<float> alone1 = testing::ScoreAllOrDie(*model, v1);
+  const std::vector<float> alone2 = testing::ScoreAllOrDie(*model, v2);
   const BatchSlice slices[] = {{&v1, 1, 5}, {&v2, 0, 9}};
   std::vector<float> together(13 * 2);
   Workspace workspace;
@@ -230,8 +230,8 @@ TEST(MaskNetModelTest, OneWorkspaceServesModelsOfDifferentSizes) {
   ASSERT_LT(small->workspace_bytes(), big->workspace_bytes());
   const testing::OwnedRequest request = testing::RandomRequest(small->spec().schema, 4, 3);
   const RequestFeatures view = request.view();
-  const std::vector<float> small_alone = testing::ScoreAll(*small, view);
-  const std::vector<float> big_alone = testing::ScoreAll(*big, view);
+  const std::vector<float> small_alone = testing::ScoreAllOrDie(*small, view);
+  const std::vector<float> big_alone = testing::ScoreAllOrDie(*big, view);
   Workspace workspace;
   EXPECT_EQ(workspace.bytes(), 0);
   const BatchSlice slice{&view, 0, 4};
@@ -251,7 +251,7 @@ TEST(MaskNetModelTest, ConcurrentRunsOnTheirOwnWorkspacesGetTheSequentialScores)
   std::vector<std::vector<float>> expected;
   for (int i = 0; i < 16; ++i) {
     requests.push_back(testing::RandomRequest(model->spec().schema, 1 + (i * 37) % 64, 100 + i));
-    expected.push_back(testing::ScoreAll(*model, requests.back().view()));
+    expected.push_back(testing::ScoreAllOrDie(*model, requests.back().view()));
   }
   std::vector<std::thread> threads;
   std::atomic<int> mismatches{0};

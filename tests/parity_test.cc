@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "loader/model_repository.h"
 #include "model/bf16.h"
-#include "server/rank_request.h"
+#include "server/request_parser.h"
 #include "tests/fixtures.h"
 #include "tests/test_util.h"
 
@@ -52,7 +52,7 @@ TEST_P(ParityTest, ScoresEqualTheReference) {
     const MaskNetModel& model = *(*servable)->model;
     auto features = ParseRankRequest(c.request(), model.spec().schema, 1 << 20);
     ASSERT_TRUE(features.ok()) << features.status();
-    const std::vector<float> scores = testing::ScoreAll(model, *features);
+    const std::vector<float> scores = testing::ScoreAllOrDie(model, *features);
     ASSERT_EQ(c.expected().candidates_size(), c.request().candidates_size());
     ASSERT_EQ(c.expected().tasks_size(), model.num_tasks());
     for (int t = 0; t < model.num_tasks(); ++t) EXPECT_EQ(c.expected().tasks(t), model.spec().tasks[t].name);
@@ -123,7 +123,7 @@ TEST_P(ParityTest, MergedLayersAndSmallBatchKernelsScoreAsTheReference) {
       auto features = ParseRankRequest(c.request(), model.spec().schema, 1 << 20);
       ASSERT_TRUE(features.ok()) << features.status();
       scores.push_back(ScoreInSmallBatches(model, *features));
-      scores.push_back(testing::ScoreAll(model, *features));
+      scores.push_back(testing::ScoreAllOrDie(model, *features));
     }
     const int tasks = c.expected().tasks_size();
     for (size_t v = 0; v < scores.size(); ++v) {
@@ -171,7 +171,7 @@ TEST_P(ParityTest, Bf16ScoresStayWithinTheirBound) {
     ASSERT_EQ(model.precision(), Precision::kBf16);
     auto features = ParseRankRequest(c.request(), model.spec().schema, 1 << 20);
     ASSERT_TRUE(features.ok()) << features.status();
-    const std::vector<float> scores = testing::ScoreAll(model, *features);
+    const std::vector<float> scores = testing::ScoreAllOrDie(model, *features);
     for (int i = 0; i < c.expected().candidates_size(); ++i) {
       for (int t = 0; t < model.num_tasks(); ++t) {
         worst = std::max(worst, std::fabs(static_cast<double>(scores[i * model.num_tasks() + t]) -

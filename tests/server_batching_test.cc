@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loader/model_loader.h"
-#include "server/ranking_server.h"
+#include "server/grpc_server.h"
 #include "tests/fixtures.h"
 #include "tests/server_harness.h"
 #include "tests/test_util.h"
@@ -38,7 +38,7 @@ TEST(ServerBatchingTest, ConcurrentCallsOnTwoModelsGetTheScoresEachGetsAlone) {
   const ModelSpec spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
   testing::WriteModelVersion(root, "alpha", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
   testing::WriteModelVersion(root, "beta", 1, testing::kTinyConfig, testing::RandomWeights(spec, 2));
-  RankingServer::Options options;
+  GrpcServer::Options options;
   options.service.scheduler.num_workers = 2;
   options.service.queue.batch_timeout = absl::Milliseconds(2);  // merge eagerly
   ServerHarness harness(root, options, /*max_batch_size=*/32);
@@ -101,8 +101,8 @@ class SlowModelTest : public ::testing::Test {
     return root;
   }
 
-  static RankingServer::Options Options(int64_t max_queued_candidates, bool admit_by_deadline) {
-    RankingServer::Options options;
+  static GrpcServer::Options Options(int64_t max_queued_candidates, bool admit_by_deadline) {
+    GrpcServer::Options options;
     options.service.max_candidates = kHuge;
     options.service.scheduler.num_workers = 1;
     options.service.queue.max_queued_candidates = max_queued_candidates;
@@ -205,7 +205,7 @@ TEST_F(SlowModelTest, AFullQueueAnswersResourceExhausted) {
 }
 
 TEST_F(SlowModelTest, CallsBeyondMaxCallsInFlightAreRefusedAtOnce) {
-  RankingServer::Options options = Options(4 * kHuge, /*admit_by_deadline=*/false);
+  GrpcServer::Options options = Options(4 * kHuge, /*admit_by_deadline=*/false);
   options.service.max_calls_in_flight = 2;
   ServerHarness h(MakeRoot(), options, kBatch);
   const RankRequest another = Request(kParallel, 10, 3);

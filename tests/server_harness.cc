@@ -8,7 +8,7 @@
 
 namespace masknet::testing {
 
-ServerHarness::ServerHarness(const std::string& root, RankingServer::Options options, int64_t max_batch_size) {
+ServerHarness::ServerHarness(const std::string& root, GrpcServer::Options options, int64_t max_batch_size) {
   std::vector<std::string> warnings;
   ModelRepository::Options repo_options;
   repo_options.root = root;
@@ -18,7 +18,7 @@ ServerHarness::ServerHarness(const std::string& root, RankingServer::Options opt
   EXPECT_TRUE(repo.ok()) << repo.status();
   repository_ = *std::move(repo);
   options.address = "127.0.0.1:0";
-  auto server = RankingServer::Start(repository_.get(), options);
+  auto server = GrpcServer::Start(repository_.get(), options);
   EXPECT_TRUE(server.ok()) << server.status();
   server_ = *std::move(server);
   grpc::ChannelArguments args;

@@ -9,29 +9,29 @@
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
-#include "server/ranking_server.h"
+#include "server/grpc_server.h"
 
 namespace masknet::testing {
 
 // A repository loaded from `root` (models built for `max_batch_size`) and a
-// RankingServer on a free loopback port, with a client channel to it.
+// GrpcServer on a free loopback port, with a client channel to it.
 class ServerHarness {
  public:
-  explicit ServerHarness(const std::string& root, RankingServer::Options options = {},
+  explicit ServerHarness(const std::string& root, GrpcServer::Options options = {},
                          int64_t max_batch_size = 32);
 
   // A blocking call, with an optional deadline from now.
   grpc::Status Rank(const serving::v1::RankRequest& request, serving::v1::RankResponse* response,
                     absl::Duration timeout = absl::InfiniteDuration());
 
-  RankingServer& server() { return *server_; }
+  GrpcServer& server() { return *server_; }
   ModelRepository& repository() { return *repository_; }
   serving::v1::Ranker::Stub& stub() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
 
  private:
   std::unique_ptr<ModelRepository> repository_;
-  std::unique_ptr<RankingServer> server_;
+  std::unique_ptr<GrpcServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<serving::v1::Ranker::Stub> stub_;
 };

@@ -1,4 +1,4 @@
-// gRPC integration tests: a real RankingServer on a loopback port, called
+// gRPC integration tests: a real GrpcServer on a loopback port, called
 // through generated stubs.
 
 #include <atomic>
@@ -18,9 +18,10 @@
 #include "loader/model_loader.h"
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
+#include "server/grpc_server.h"
 #include "server/ranker_service.h"
-#include "server/ranking_server.h"
 #include "server/server.h"
+#include "server/status_conversion.h"
 #include "tests/fixtures.h"
 #include "tests/server_harness.h"
 #include "tests/test_util.h"
@@ -90,8 +91,8 @@ TEST(ServerParityTest, ScoresOverGrpcEqualTheReference) {
 // The tiny model of test_util (version 1 and 2) behind a server.
 class ServerTest : public ::testing::Test {
  protected:
-  static RankingServer::Options SmallLimits() {
-    RankingServer::Options options;
+  static GrpcServer::Options SmallLimits() {
+    GrpcServer::Options options;
     options.service.max_candidates = 100;
     options.max_request_bytes = 256 << 10;
     return options;
@@ -251,20 +252,20 @@ TEST(ServerLimitsTest, CallsBeyondMaxCallsInFlightAreRefusedAtOnce) {
   };
   {
     // The call itself counts: a limit of 0 would leave room for none.
-    RankingServer::Options options;
+    GrpcServer::Options options;
     options.service.max_calls_in_flight = 0;
     ModelRepository::Options repository_options;
     repository_options.root = root;
     std::vector<std::string> warnings;
     auto repository = ModelRepository::Load(repository_options, &warnings);
     ASSERT_TRUE(repository.ok()) << repository.status();
-    auto server = RankingServer::Start(repository->get(), options);
+    auto server = GrpcServer::Start(repository->get(), options);
     EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(server.status().message(), HasSubstr("max_calls_in_flight must be at least 1, got 0"));
   }
   {
     // A limit of 1 leaves room for the call itself.
-    RankingServer::Options options;
+    GrpcServer::Options options;
     options.service.max_calls_in_flight = 1;
     ServerHarness harness(root, options);
     ASSERT_TRUE(harness.Rank(request, &response).ok());
@@ -353,7 +354,7 @@ TEST(ServerShutdownTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
   const ModelSpec spec = *ModelSpec::FromConfig(*config);
   RankRequest request = testing::RandomRequest(spec.schema, 1000, 1).ToProto();
   request.set_model_name(name);
-  RankingServer::Options options;
+  GrpcServer::Options options;
   options.service.max_candidates = 1000;
   options.max_request_bytes = 64 << 20;
   ServerHarness harness(root, options);

@@ -61,8 +61,9 @@ OwnedFeatures RandomFeatures(const FeatureSchema& schema, Scope scope, uint32_t 
 OwnedRequest RandomRequest(const FeatureSchema& schema, int num_candidates, uint32_t seed);
 
 // Scores all of `request`'s candidates with `model`, in chunks of its
-// max_batch_size. Returns [candidates, tasks] row-major.
-std::vector<float> ScoreAll(const MaskNetModel& model, const RequestFeatures& request);
+// max_batch_size. Returns [candidates, tasks] row-major; aborts, printing
+// the error, when the model refuses the request.
+std::vector<float> ScoreAllOrDie(const MaskNetModel& model, const RequestFeatures& request);
 
 // The directory of committed parity fixtures (tests/fixtures).
 std::string FixtureRoot();

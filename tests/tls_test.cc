@@ -1,7 +1,7 @@
 // TLS and mTLS end to end: certificates made now with openssl, a server on
 // them, and clients with and without the right certificates.
 
-#include "server/tls.h"
+#include "net/tls.h"
 
 #include <cstdlib>
 #include <fstream>
@@ -83,7 +83,7 @@ class TlsTest : public ::testing::Test {
   std::unique_ptr<testing::ServerHarness> Serve(const ServerTlsOptions& tls) {
     auto credentials = MakeServerCredentials(tls);
     EXPECT_TRUE(credentials.ok()) << credentials.status();
-    RankingServer::Options options;
+    GrpcServer::Options options;
     options.credentials = *credentials;
     return std::make_unique<testing::ServerHarness>(root_, options);
   }

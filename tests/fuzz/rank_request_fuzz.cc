@@ -15,7 +15,7 @@
 
 #include "masknet/serving/v1/ranker.pb.h"
 #include "model/masknet_model.h"
-#include "server/rank_request.h"
+#include "server/request_parser.h"
 #include "tests/test_util.h"
 
 namespace {

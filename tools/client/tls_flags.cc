@@ -3,7 +3,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "server/tls.h"
+#include "net/tls.h"
 
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM CA certificates that signed the server's certificate: connect over TLS. Empty with "

@@ -1,5 +1,5 @@
-#ifndef MASKNET_SERVER_TLS_H_
-#define MASKNET_SERVER_TLS_H_
+#ifndef MASKNET_NET_TLS_H_
+#define MASKNET_NET_TLS_H_
 
 #include <memory>
 #include <string>
@@ -44,4 +44,4 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
 
 }  // namespace masknet
 
-#endif  // MASKNET_SERVER_TLS_H_
+#endif  // MASKNET_NET_TLS_H_

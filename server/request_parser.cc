@@ -1,4 +1,4 @@
-#include "server/rank_request.h"
+#include "server/request_parser.h"
 
 #include "absl/strings/str_cat.h"
 

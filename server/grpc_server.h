@@ -1,5 +1,5 @@
-#ifndef MASKNET_SERVER_RANKING_SERVER_H_
-#define MASKNET_SERVER_RANKING_SERVER_H_
+#ifndef MASKNET_SERVER_GRPC_SERVER_H_
+#define MASKNET_SERVER_GRPC_SERVER_H_
 
 #include <cstdint>
 #include <memory>
@@ -11,23 +11,25 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "loader/model_repository.h"
-#include "server/defaults.h"
 #include "server/ranker_service.h"
 
 namespace masknet {
 
 // The gRPC server: the Ranker service, grpc.health.v1.Health and server
 // reflection on one port. Owns the service; borrows the repository.
-class RankingServer {
+class GrpcServer {
  public:
   struct Options {
     // host:port; port 0 picks a free port (see port()).
     std::string address = "0.0.0.0:50051";
-    int64_t max_request_bytes = defaults::kMaxRequestBytes;
+    // Largest request message. gRPC's own 4 MiB is too small: 500
+    // twitter-recap candidates are ~4 MB.
+    int64_t max_request_bytes = int64_t{64} << 20;
     // Calls one client connection may have open at once (HTTP/2
     // SETTINGS_MAX_CONCURRENT_STREAMS): a client with more waits on its own
     // side, where its calls cost the server nothing.
-    int max_concurrent_streams = defaults::kMaxConcurrentStreams;
+    // gRPC's own default is unlimited.
+    int max_concurrent_streams = 1000;
     // TLS or mTLS (see MakeServerCredentials); null: plaintext.
     std::shared_ptr<grpc::ServerCredentials> credentials;
     RankerService::Options service;
@@ -41,12 +43,12 @@ class RankingServer {
   // SetServing for later changes). `repository` must outlive the server.
   // Errors: INVALID_ARGUMENT when options.Validate() fails; UNAVAILABLE when
   // the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<RankingServer>> Start(const ModelRepository* repository,
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const ModelRepository* repository,
                                                               const Options& options);
-  ~RankingServer();
+  ~GrpcServer();
 
-  RankingServer(const RankingServer&) = delete;
-  RankingServer& operator=(const RankingServer&) = delete;
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
 
   // The bound port.
   int port() const { return port_; }
@@ -63,7 +65,7 @@ class RankingServer {
   void Shutdown(absl::Duration grace);
 
  private:
-  RankingServer() = default;
+  GrpcServer() = default;
 
   std::unique_ptr<RankerService> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -74,4 +76,4 @@ class RankingServer {
 
 }  // namespace masknet
 
-#endif  // MASKNET_SERVER_RANKING_SERVER_H_
+#endif  // MASKNET_SERVER_GRPC_SERVER_H_

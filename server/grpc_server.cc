@@ -1,4 +1,4 @@
-#include "server/ranking_server.h"
+#include "server/grpc_server.h"
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -6,7 +6,7 @@
 
 namespace masknet {
 
-absl::Status RankingServer::Options::Validate() const {
+absl::Status GrpcServer::Options::Validate() const {
   constexpr int64_t kMaxMessageBytes = (int64_t{1} << 31) - 1;  // gRPC's limits are ints
   if (max_request_bytes < 1024 || max_request_bytes > kMaxMessageBytes) {
     return absl::InvalidArgumentError(
@@ -24,12 +24,12 @@ absl::Status RankingServer::Options::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelRepository* repository,
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const ModelRepository* repository,
                                                                     const Options& options) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  std::unique_ptr<RankingServer> server(new RankingServer());
+  std::unique_ptr<GrpcServer> server(new GrpcServer());
   server->service_ = std::make_unique<RankerService>(repository, options.service);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.address,
@@ -48,9 +48,9 @@ absl::StatusOr<std::unique_ptr<RankingServer>> RankingServer::Start(const ModelR
   return server;
 }
 
-RankingServer::~RankingServer() { Shutdown(absl::ZeroDuration()); }
+GrpcServer::~GrpcServer() { Shutdown(absl::ZeroDuration()); }
 
-void RankingServer::SetServing(bool serving) {
+void GrpcServer::SetServing(bool serving) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
@@ -58,7 +58,7 @@ void RankingServer::SetServing(bool serving) {
   health->SetServingStatus(serving::v1::Ranker::service_full_name(), serving);
 }
 
-void RankingServer::Shutdown(absl::Duration grace) {
+void GrpcServer::Shutdown(absl::Duration grace) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_ || server_ == nullptr) return;

@@ -1,4 +1,4 @@
-#include "server/tls.h"
+#include "net/tls.h"
 
 #include <cerrno>
 #include <cstring>

@@ -1,5 +1,5 @@
-#ifndef MASKNET_SERVER_RANK_REQUEST_H_
-#define MASKNET_SERVER_RANK_REQUEST_H_
+#ifndef MASKNET_SERVER_REQUEST_PARSER_H_
+#define MASKNET_SERVER_REQUEST_PARSER_H_
 
 #include <cstdint>
 
@@ -21,4 +21,4 @@ absl::StatusOr<RequestFeatures> ParseRankRequest(const serving::v1::RankRequest&
 
 }  // namespace masknet
 
-#endif  // MASKNET_SERVER_RANK_REQUEST_H_
+#endif  // MASKNET_SERVER_REQUEST_PARSER_H_
