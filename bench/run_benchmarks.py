@@ -517,7 +517,6 @@ def serving_section(bench, limits, plot_path):
     f80 = feeds80["feeds"]
     add(f"| timeline feeds at 80% of capacity | no failed feed | {f80['ok']:,} ok, **{f80['failed']} failed**; "
         f"feed p99 {ms(f80['latency_ms']['p99'])} ms | {'met' if f80['failed'] == 0 else 'missed'} |")
-    f200 = feeds200["feeds"]
     late = feeds200["latency_ms"]["max"] > 500 or "DEADLINE_EXCEEDED" in feeds200["errors"]
     add(f"| timeline feeds at 2 × capacity | RESOURCE_EXHAUSTED within 5 ms (p99); accepted calls meet the "
         f"deadline | refused p99 **{ms(feeds200_refused['latency_ms']['p99'])} ms**; accepted calls: p99 "

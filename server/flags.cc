@@ -102,6 +102,10 @@ ABSL_FLAG(absl::Duration, drain_delay, masknet::Server::Options().drain_delay,
           "On SIGTERM or SIGINT: how long to keep serving while health reports NOT_SERVING, so "
           "that load balancers and health-checking clients stop sending first (Kubernetes: a few "
           "seconds, within terminationGracePeriodSeconds).");
+ABSL_FLAG(std::string, ports_file, masknet::Server::Options().ports_file,
+          "Once serving, write the bound ports to this file as JSON, {\"grpc\": P, \"http\": Q} "
+          "(http 0: off), for whoever starts the server with --port=0; written whole (renamed "
+          "into place) and removed on stop. Empty: none.");
 ABSL_FLAG(absl::Duration, shutdown_grace_period, masknet::Server::Options().shutdown_grace_period,
           "On SIGTERM or SIGINT: how long calls in flight may take to finish before they are "
           "cancelled.");
@@ -141,6 +145,7 @@ Server::Options ServerOptionsFromFlags() {
   o.memory.max_idle_heap_bytes = absl::GetFlag(FLAGS_max_idle_heap_bytes);
   o.drain_delay = absl::GetFlag(FLAGS_drain_delay);
   o.shutdown_grace_period = absl::GetFlag(FLAGS_shutdown_grace_period);
+  o.ports_file = absl::GetFlag(FLAGS_ports_file);
   return o;
 }
 

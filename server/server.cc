@@ -1,6 +1,10 @@
 #include "server/server.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <utility>
 
@@ -170,6 +174,25 @@ absl::Status Server::Start() {
   LogServing();
   if (poll > absl::ZeroDuration()) watcher_ = std::make_unique<RepositoryWatcher>(repository_.get(), poll);
   releaser_ = std::make_unique<MemoryReleaser>(options_.memory);
+  return WritePortsFile();
+}
+
+absl::Status Server::WritePortsFile() const {
+  if (options_.ports_file.empty()) return absl::OkStatus();
+  const std::string& path = options_.ports_file;
+  const std::string temporary = absl::StrCat(path, ".tmp.", getpid());
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << "{\"grpc\": " << grpc_port() << ", \"http\": " << metrics_port() << "}\n";
+    out.close();
+    if (!out) return absl::UnavailableError(absl::StrCat("cannot write the ports file '", temporary, "'"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(temporary, path, ec);
+  if (ec) {
+    std::filesystem::remove(temporary, ec);
+    return absl::UnavailableError(absl::StrCat("cannot write the ports file '", path, "': ", ec.message()));
+  }
   return absl::OkStatus();
 }
 
@@ -199,6 +222,10 @@ void Server::Stop(absl::string_view reason) {
   Log(Severity::kInfo, absl::StrCat("received ", reason, "; finishing calls in flight"));
   if (grpc_ != nullptr) grpc_->Shutdown(options_.shutdown_grace_period);
   http_.reset();  // before the gRPC server and the repository its handlers read
+  if (!options_.ports_file.empty()) {
+    std::error_code ignored;  // a ports file that cannot be removed is only stale
+    std::filesystem::remove(options_.ports_file, ignored);
+  }
   Log(Severity::kInfo, "stopped");
 }
 

@@ -68,6 +68,11 @@ class Server {
     // (num_workers) and service.metrics.
     GrpcServer::Options grpc;
     MemoryReleaser::Options memory;
+    // Where Start, once serving, writes the bound ports as JSON,
+    // {"grpc": P, "http": Q} (http 0: off), for whoever started the server
+    // with port 0: written beside it and renamed into place, so a reader
+    // never sees half of it; removed by Stop. Empty: none.
+    std::string ports_file;
     // Stop: how long to keep answering calls while health reports
     // NOT_SERVING, so that load balancers stop sending first.
     absl::Duration drain_delay = absl::ZeroDuration();
@@ -87,7 +92,8 @@ class Server {
   // Starts the HTTP endpoint (live, not ready), loads the models, starts
   // the gRPC server, the watcher and the memory releaser, and logs each step.
   // Errors (what started is stopped again): UNAVAILABLE when a port cannot
-  // be bound; the repository's error when the models cannot be loaded.
+  // be bound or the ports file cannot be written; the repository's error
+  // when the models cannot be loaded.
   absl::Status Start();
 
   // Graceful stop, `reason` (e.g. "SIGTERM") logged: no more model swaps;
@@ -118,6 +124,8 @@ class Server {
   std::string ScrapeMetrics();
   // The "serving on" line.
   void LogServing() const;
+  // Writes options_.ports_file (if set).
+  absl::Status WritePortsFile() const;
 
   const Options options_;  // resolved: num_workers > 0, credentials made
   ServerMetrics metrics_;

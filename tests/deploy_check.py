@@ -30,7 +30,7 @@ import urllib.parse
 import yaml
 
 from server_process import ServerProcess, flag_default, free_port, server_help
-from waiting import NotYet, http_get, http_json, http_ok, wait_until
+from waiting import NotYet, http_get, http_json, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")
@@ -65,8 +65,7 @@ class Server(ServerProcess):
         super().__init__(ARGS.server, [f"--model_root={ARGS.model_root}", "--host=127.0.0.1",
                                        "--port=0", f"--metrics_port={self.http_port}"] + args)
         self.grpc_port = self.wait_serving()
-        wait_until(lambda: http_ok(self.url("/readyz")) == "ready\n", what="the server's /readyz",
-                   process=self.process)
+        self.wait_ready()
 
     def url(self, path):
         return f"http://127.0.0.1:{self.http_port}{path}"

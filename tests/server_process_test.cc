@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -44,20 +45,6 @@ using ::testing::HasSubstr;
 // The longest prefix of `text` made of `chars`.
 absl::string_view LeadingNumber(absl::string_view text, absl::string_view chars) {
   return text.substr(0, std::min(text.size(), text.find_first_not_of(chars)));
-}
-
-// The port of the log's "serving on <host>:<port>" line; 0 if none yet.
-int ServingPort(absl::string_view log) {
-  const size_t line = log.find("serving on ");
-  if (line == absl::string_view::npos) return 0;
-  const absl::string_view address = log.substr(line + 11, log.find(' ', line + 11) - (line + 11));
-  const size_t colon = address.rfind(':');
-  int port = 0;
-  if (colon == absl::string_view::npos ||
-      !absl::SimpleAtoi(LeadingNumber(address.substr(colon + 1), "0123456789"), &port)) {
-    return 0;
-  }
-  return port;
 }
 
 // A child process running `binary` with its output in a file.
@@ -93,17 +80,6 @@ class ChildProcess {
     return s.str();
   }
 
-  // The port from the "serving on" line; 0 if it exits first or does not
-  // log it within kWaitTimeout.
-  int WaitForPort() {
-    int port = 0;
-    const bool done = testing::WaitUntil("the server to log 'serving on'", [&] {
-      port = ServingPort(Log());
-      return port != 0 || Exited();
-    });
-    return done ? port : 0;
-  }
-
   // Whether it has exited (without waiting).
   bool Exited() {
     if (!exited_ && waitpid(pid_, &status_, WNOHANG) == pid_) exited_ = true;
@@ -129,20 +105,43 @@ class ChildProcess {
 };
 
 // masknet_server with its HTTP port off unless `args` set one (tests run in
-// parallel; the default 8080 would collide).
+// parallel; the default 8080 would collide), writing its ports to a file of
+// its own.
 class ServerProcess : public ChildProcess {
  public:
   explicit ServerProcess(const std::vector<std::string>& args)
-      : ChildProcess(MASKNET_SERVER_BINARY, WithMetricsPort(args)) {}
+      : ServerProcess(args, testing::MakeTempDir() + "/ports.json") {}
+
+  // The gRPC port from the server's ports file, written once it serves; 0
+  // if it exits first or does not serve within kWaitTimeout.
+  int WaitForPort() {
+    int port = 0;
+    const bool done = testing::WaitUntil("the server to write its ports file", [&] {
+      std::ifstream in(ports_file_);
+      std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const size_t at = json.find("\"grpc\": ");
+      if (at != std::string::npos) (void)absl::SimpleAtoi(LeadingNumber(json.substr(at + 8), "0123456789"), &port);
+      return port != 0 || Exited();
+    });
+    return done ? port : 0;
+  }
 
  private:
-  static std::vector<std::string> WithMetricsPort(std::vector<std::string> args) {
+  ServerProcess(const std::vector<std::string>& args, const std::string& ports_file)
+      : ChildProcess(MASKNET_SERVER_BINARY, WithDefaults(args, ports_file)), ports_file_(ports_file) {}
+
+  static std::vector<std::string> WithDefaults(std::vector<std::string> args, const std::string& ports_file) {
+    bool metrics_port = false;
     for (const std::string& a : args) {
-      if (a.rfind("--metrics_port", 0) == 0 || a == "--help") return args;
+      if (a == "--help") return args;
+      metrics_port |= a.rfind("--metrics_port", 0) == 0;
     }
-    args.push_back("--metrics_port=0");
+    if (!metrics_port) args.push_back("--metrics_port=0");
+    args.push_back("--ports_file=" + ports_file);
     return args;
   }
+
+  std::string ports_file_;
 };
 
 // A TCP port that was free a moment ago.

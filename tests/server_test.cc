@@ -3,8 +3,10 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <new>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -427,9 +429,21 @@ TEST_F(WholeServerTest, CreateRefusesBadOptionsNamingThemAndStartsNothing) {
   EXPECT_EQ(Server::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(WholeServerTest, APortsFileThatCannotBeWrittenFailsStart) {
+  Server::Options options = Options(testing::MakeTempDir());
+  options.ports_file = "/nonexistent/dir/ports.json";
+  auto server = Server::Create(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const absl::Status started = (*server)->Start();
+  EXPECT_EQ(started.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(started.message(), HasSubstr("cannot write the ports file '/nonexistent/dir/ports.json.tmp."));
+}
+
 TEST_F(WholeServerTest, ReadyOnceAVersionIsPublishedAndNotWhileStopping) {
   const std::string root = testing::MakeTempDir();
-  auto server = Server::Create(Options(root));
+  Server::Options options = Options(root);
+  options.ports_file = testing::MakeTempDir() + "/ports.json";
+  auto server = Server::Create(options);
   ASSERT_TRUE(server.ok()) << server.status();
   std::string why;
   EXPECT_FALSE((*server)->Ready(&why));
@@ -437,6 +451,10 @@ TEST_F(WholeServerTest, ReadyOnceAVersionIsPublishedAndNotWhileStopping) {
   ASSERT_TRUE((*server)->Start().ok());
   EXPECT_GT((*server)->grpc_port(), 0);
   EXPECT_EQ((*server)->metrics_port(), 0);
+  std::ifstream ports(options.ports_file);
+  std::stringstream written;
+  written << ports.rdbuf();
+  EXPECT_EQ(written.str(), absl::StrCat("{\"grpc\": ", (*server)->grpc_port(), ", \"http\": 0}\n"));
   EXPECT_FALSE((*server)->Ready(&why));
   EXPECT_EQ(why, "no model version loaded yet");
   EXPECT_EQ(Health(**server), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
@@ -467,6 +485,7 @@ TEST_F(WholeServerTest, ReadyOnceAVersionIsPublishedAndNotWhileStopping) {
   (*server)->Stop("the test");
   EXPECT_FALSE((*server)->Ready(&why));
   EXPECT_EQ(why, "shutting down");
+  EXPECT_FALSE(std::filesystem::exists(options.ports_file));
   (*server)->Stop("the test again");  // idempotent
 }
 
