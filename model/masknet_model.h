@@ -55,15 +55,9 @@ class Workspace {
   std::unique_ptr<Buffers> buffers_;
 };
 
-// The MaskNet forward pass in fp32 on oneDNN: feature assembly, MaskNet
-// (serial or parallel), MLP, task heads, sigmoid and calibration.
-//
-// Built once per model version; matmul primitives exist for every row bucket
-// up to max_batch_size (see RowBuckets) and weights are reordered once.
-// Immutable after Create: Run is const and may be called from many threads
-// at once, each with its own Workspace.
 class DenseLayer;
 
+// The matmuls' arithmetic (MaskNetModel::Options::precision).
 enum class Precision { kF32, kBf16 };
 
 // "fp32" or "bf16".
@@ -73,6 +67,14 @@ const char* PrecisionName(Precision precision);
 bool AbslParseFlag(absl::string_view text, Precision* precision, std::string* error);
 std::string AbslUnparseFlag(Precision precision);
 
+// The MaskNet forward pass on oneDNN, in fp32 or bf16 (Options::precision):
+// feature assembly, MaskNet (serial or parallel), MLP, task heads, sigmoid
+// and calibration.
+//
+// Built once per model version; matmul primitives exist for every row bucket
+// up to max_batch_size (see RowBuckets) and weights are reordered once.
+// Immutable after Create: Run is const and may be called from many threads
+// at once, each with its own Workspace.
 class MaskNetModel {
  public:
   struct Options {
