@@ -253,6 +253,316 @@ MaskNetModel::MaskNetModel(ModelSpec spec, const Options& options)
 
 MaskNetModel::~MaskNetModel() = default;
 
+// Builds a model's Network: lays out its buffers in one arena (ArenaPlan),
+// takes its weights (each layer's source weights freed once reordered, so
+// that loading holds about one copy beyond the served), makes its layers and
+// decides which of them merge.
+class MaskNetModel::Builder {
+ public:
+  Builder(const ModelSpec& spec, TensorMap& weights, const Options& options)
+      : s_(spec),
+        weights_(weights),
+        options_(options),
+        bf16_(options.precision == Precision::kBf16),
+        net_(std::make_unique<Network>(options.max_batch_size)),
+        arena_(net_->buckets.capacity()) {
+    net_->bf16 = bf16_;
+  }
+
+  // Everything but the matmuls' shared scratchpad, which the caller adds to
+  // arena() once it knows the layers.
+  absl::StatusOr<std::unique_ptr<Network>> Build() {
+    for (auto step : {&Builder::BuildInput, &Builder::BuildBlocks, &Builder::BuildMlp, &Builder::BuildHeads}) {
+      if (absl::Status s = (this->*step)(); !s.ok()) return s;
+    }
+    return std::move(net_);
+  }
+
+  ArenaPlan& arena() { return arena_; }
+
+ private:
+  // The per-block buffers every block shares (blocks run one at a time).
+  struct BlockBuffers {
+    Ref aggregation, x, masked, hidden;
+    Ref concat;      // parallel: the blocks' outputs side by side
+    Ref ping, pong;  // serial: a block's output, alternating
+  };
+
+  absl::StatusOr<DenseLayer> Layer(const DenseLayer::Shape& shape, std::vector<float> w, std::vector<float> b,
+                                   DenseLayer::PostOp post_op) {
+    return DenseLayer::Create(net_->engine, shape, w, b, post_op, net_->buckets);
+  }
+
+  // Feature assembly, V, its shared norm, and what the masks read.
+  absl::Status BuildInput() {
+    const int64_t d = s_.schema.instance_width();
+    auto assembler = FeatureAssembler::Create(s_, weights_);
+    if (!assembler.ok()) return assembler.status();
+    net_->assembler = *std::move(assembler);
+    net_->v = arena_.Add(d);
+    net_->shared_norm = TakeNorm(weights_, "masknet.input_norm", s_.shared_norm, d, s_.schema);
+    net_->instance = net_->shared_norm.active() ? arena_.Add(d) : net_->v;
+    net_->mask_input = s_.mask_reads_normalized ? net_->instance : net_->v;
+    net_->aggregation_src = bf16_ ? arena_.Add(d, true) : net_->mask_input;
+    return absl::OkStatus();
+  }
+
+  // Every buffer a matmul touches is dense ([rows, width] with stride ==
+  // width, or a whole row of V): oneDNN's fastest (brgemm) matmul does not
+  // take a strided source, so fusing the blocks' aggregation layers into one
+  // wide matmul and reading column slices of it would be slower. Merged, they
+  // are one batched matmul instead, writing one dense matrix per block.
+  // With bf16, the matmul outputs that only feed matmuls are bfloat16.
+  bool MergeAggregation() const {
+    const int64_t d = s_.schema.instance_width();
+    return options_.merge_layers && s_.parallel && s_.blocks.size() > 1 &&
+           d * s_.blocks[0].aggregation_size <= kMaxMergedWeights &&
+           std::all_of(s_.blocks.begin(), s_.blocks.end(), [&](const MaskBlockSpec& b) {
+             return b.aggregation_size == s_.blocks[0].aggregation_size;
+           });
+  }
+
+  // The mask blocks, then `top` (what the MLP or heads read).
+  absl::Status BuildBlocks() {
+    int64_t max_aggregation = 0, max_masked = 0, max_output = 0, concat_width = 0;
+    for (const MaskBlockSpec& b : s_.blocks) {
+      max_aggregation = std::max(max_aggregation, b.aggregation_size);
+      max_masked = std::max(max_masked, b.masked_width);
+      max_output = std::max(max_output, b.output_size);
+      concat_width += b.output_size;
+    }
+    const bool merge = MergeAggregation();
+    BlockBuffers buffers;
+    buffers.aggregation = arena_.Add(max_aggregation, bf16_, merge ? static_cast<int64_t>(s_.blocks.size()) : 1);
+    buffers.x = arena_.Add(max_masked);
+    buffers.masked = arena_.Add(max_masked, bf16_);
+    buffers.hidden = arena_.Add(max_output);
+    if (s_.parallel) {
+      buffers.concat = arena_.Add(concat_width);
+    } else {
+      buffers.ping = arena_.Add(max_output);
+      buffers.pong = arena_.Add(max_output);
+    }
+    std::vector<float> merged_weights, merged_biases;
+    int64_t concat_column = 0;
+    Ref previous;
+    for (size_t k = 0; k < s_.blocks.size(); ++k) {
+      const MaskBlockSpec& b = s_.blocks[k];
+      Network::Block block;
+      block.net = b.masks_instance ? net_->instance : previous;
+      if (s_.parallel) {
+        block.y = buffers.concat.At(concat_column);
+        concat_column += b.output_size;
+      } else {
+        block.y = Ref{(k % 2 == 0) ? buffers.ping.offset : buffers.pong.offset, b.output_size, 0};
+      }
+      const std::string prefix = absl::StrCat("masknet.blocks.", k);
+      if (merge) {
+        const std::vector<float> w = TakeValues(weights_, prefix + ".mask.aggregation.weight");
+        const std::vector<float> bias = TakeValues(weights_, prefix + ".mask.aggregation.bias");
+        merged_weights.insert(merged_weights.end(), w.begin(), w.end());
+        merged_biases.insert(merged_biases.end(), bias.begin(), bias.end());
+      }
+      if (absl::Status s = BuildBlock(k, buffers, merge, block); !s.ok()) return s;
+      previous = block.y;
+      net_->blocks.push_back(std::move(block));
+    }
+    if (merge) {
+      const int64_t d = s_.schema.instance_width();
+      const int64_t width = s_.blocks[0].aggregation_size;
+      DenseLayer::Shape shape{d, width, d, width, 0, bf16_, bf16_, options_.small_gemm,
+                              static_cast<int64_t>(s_.blocks.size()), /*broadcast_src=*/true};
+      auto layer = Layer(shape, std::move(merged_weights), std::move(merged_biases), DenseLayer::PostOp::kRelu);
+      if (!layer.ok()) return layer.status();
+      net_->merged_aggregation = *std::move(layer);
+      net_->aggregation_merged = true;
+    }
+    net_->top = s_.parallel ? buffers.concat : previous;
+    const int64_t top_width = s_.parallel ? concat_width : s_.blocks.back().output_size;
+    net_->top_src = bf16_ ? arena_.Add(top_width, true) : net_->top;
+    return absl::OkStatus();
+  }
+
+  // Block k's norm and layers (its aggregation too, unless merged), into
+  // `block`, whose net and y are set.
+  absl::Status BuildBlock(size_t k, const BlockBuffers& buffers, bool merged_aggregation, Network::Block& block) {
+    const MaskBlockSpec& b = s_.blocks[k];
+    const int64_t d = s_.schema.instance_width();
+    const std::string prefix = absl::StrCat("masknet.blocks.", k);
+    block.input_norm = TakeNorm(weights_, prefix + ".input_norm", b.input_norm, b.masked_width, s_.schema);
+    block.x = block.input_norm.active() ? Ref{buffers.x.offset, b.masked_width, 0} : block.net;
+    block.aggregation_out = Ref{buffers.aggregation.offset, b.aggregation_size, 0, bf16_,
+                                merged_aggregation ? static_cast<int64_t>(k) : 0};
+    block.masked = Ref{buffers.masked.offset, b.masked_width, 0, bf16_};
+    block.hidden_out = Ref{buffers.hidden.offset, b.output_size, 0};
+    if (!merged_aggregation) {
+      DenseLayer::Shape shape{d, b.aggregation_size, net_->aggregation_src.stride, b.aggregation_size, 0, bf16_,
+                              bf16_, options_.small_gemm};
+      auto layer = Layer(shape, TakeValues(weights_, prefix + ".mask.aggregation.weight"),
+                         TakeValues(weights_, prefix + ".mask.aggregation.bias"), DenseLayer::PostOp::kRelu);
+      if (!layer.ok()) return layer.status();
+      block.aggregation = *std::move(layer);
+    }
+    {
+      DenseLayer::Shape shape{b.aggregation_size, b.masked_width, b.aggregation_size, block.masked.stride,
+                              block.x.stride, bf16_, bf16_, options_.small_gemm};
+      auto layer = Layer(shape, TakeValues(weights_, prefix + ".mask.projection.weight"),
+                         TakeValues(weights_, prefix + ".mask.projection.bias"), DenseLayer::PostOp::kMultiply);
+      if (!layer.ok()) return layer.status();
+      block.projection = *std::move(layer);
+    }
+    {
+      DenseLayer::Shape shape{b.masked_width, b.output_size, block.masked.stride, block.hidden_out.stride, 0,
+                              bf16_, /*bf16_dst=*/false, options_.small_gemm};
+      auto layer = Layer(shape, TakeValues(weights_, prefix + ".hidden.weight"),
+                         b.hidden_bias ? TakeValues(weights_, prefix + ".hidden.bias") : std::vector<float>(),
+                         DenseLayer::PostOp::kNone);
+      if (!layer.ok()) return layer.status();
+      block.hidden = *std::move(layer);
+    }
+    if (b.layer_norm) {
+      block.ln_gamma = TakeValues(weights_, prefix + ".layer_norm.weight");
+      block.ln_beta = TakeValues(weights_, prefix + ".layer_norm.bias");
+    }
+    block.ln_eps = b.layer_norm_eps;
+    block.relu = b.relu;
+    return absl::OkStatus();
+  }
+
+  // One layer, or (several specs) one merged layer of several of the same
+  // shape, each with its own weights; batch norms are folded first.
+  absl::StatusOr<Network::Step> BuildStep(const std::vector<const DenseLayerSpec*>& specs, Ref src, Ref dst,
+                                          bool broadcast_src) {
+    const DenseLayerSpec& spec = *specs[0];
+    std::vector<float> w, bias;
+    for (const DenseLayerSpec* one : specs) {
+      std::vector<float> one_w = TakeValues(weights_, one->prefix + ".weight");
+      std::vector<float> one_bias = TakeValues(weights_, one->prefix + ".bias");
+      if (absl::Status s = FoldDense(*one, weights_, one_w, one_bias); !s.ok()) return s;
+      w.insert(w.end(), one_w.begin(), one_w.end());
+      bias.insert(bias.end(), one_bias.begin(), one_bias.end());
+    }
+    DenseLayer::Shape shape{spec.input_width, spec.output_size, src.stride, dst.stride, 0, bf16_, dst.bf16,
+                            options_.small_gemm, static_cast<int64_t>(specs.size()), broadcast_src};
+    auto layer = Layer(shape, std::move(w), std::move(bias),
+                       spec.relu ? DenseLayer::PostOp::kRelu : DenseLayer::PostOp::kNone);
+    if (!layer.ok()) return layer.status();
+    return Network::Step{*std::move(layer), src, dst};
+  }
+
+  // The MLP, ping-ponging between two buffers; `top` becomes its output.
+  absl::Status BuildMlp() {
+    int64_t widest = 1;
+    for (const DenseLayerSpec& l : s_.mlp) widest = std::max(widest, l.output_size);
+    const Ref stack[2] = {arena_.Add(widest, bf16_), arena_.Add(widest, bf16_)};
+    head_input_ = net_->top_src;
+    for (size_t i = 0; i < s_.mlp.size(); ++i) {
+      auto step = BuildStep({&s_.mlp[i]}, head_input_, Ref{stack[i % 2].offset, s_.mlp[i].output_size, 0, bf16_},
+                            false);
+      if (!step.ok()) return step.status();
+      head_input_ = step->dst;
+      net_->mlp.push_back(*std::move(step));
+    }
+    return absl::OkStatus();
+  }
+
+  // Whether every head has the first's layer shapes.
+  bool HeadsShareShape() const {
+    const TaskSpec& first = s_.tasks[0];
+    return std::all_of(s_.tasks.begin(), s_.tasks.end(), [&](const TaskSpec& t) {
+      if (t.layers.size() != first.layers.size()) return false;
+      for (size_t i = 0; i < t.layers.size(); ++i) {
+        if (t.layers[i].input_width != first.layers[i].input_width ||
+            t.layers[i].output_size != first.layers[i].output_size || t.layers[i].relu != first.layers[i].relu) {
+          return false;
+        }
+      }
+      return true;
+    });
+  }
+
+  // The task heads, reading the MLP's output (or the blocks').
+  absl::Status BuildHeads() {
+    const int64_t num_tasks = static_cast<int64_t>(s_.tasks.size());
+    int64_t widest_head = 1;
+    for (const TaskSpec& t : s_.tasks) {
+      for (const DenseLayerSpec& l : t.layers) widest_head = std::max(widest_head, l.output_size);
+    }
+    // Logits task-major: task t's logits are `capacity` consecutive floats, so
+    // each head's last matmul writes a dense [rows, 1] column (or, merged, the
+    // heads' last layer writes T dense [rows, 1] matrices).
+    const Ref logits = arena_.Add(1, false, num_tasks);
+    for (const TaskSpec& task : s_.tasks) {
+      net_->logit_offsets.push_back(task.negative_sampling_rate ? std::log(*task.negative_sampling_rate) : 0.0f);
+    }
+    // Heads must not overwrite their input while later heads still read it.
+    // Heads of the same shape run layer by layer, each head in its own matrix
+    // of the buffers, so a layer small enough merges into one matmul over all
+    // heads.
+    const bool merge = options_.merge_layers && num_tasks > 1 && HeadsShareShape();
+    const Ref stack[2] = {arena_.Add(widest_head, bf16_, merge ? num_tasks : 1),
+                          arena_.Add(widest_head, bf16_, merge ? num_tasks : 1)};
+    return merge ? BuildMergedHeads(logits, stack) : BuildSeparateHeads(logits, stack);
+  }
+
+  absl::Status BuildMergedHeads(const Ref& logits, const Ref (&stack)[2]) {
+    const int64_t num_tasks = static_cast<int64_t>(s_.tasks.size());
+    const Ref top = head_input_;
+    std::vector<Network::Step> steps;
+    const size_t depth = s_.tasks[0].layers.size();
+    for (size_t i = 0; i < depth; ++i) {
+      const DenseLayerSpec& shape = s_.tasks[0].layers[i];
+      const Ref src = i == 0 ? top : Ref{stack[(i - 1) % 2].offset, shape.input_width, 0, bf16_};
+      const Ref dst = i + 1 == depth ? logits : Ref{stack[i % 2].offset, shape.output_size, 0, bf16_};
+      if (shape.input_width * shape.output_size <= kMaxMergedWeights) {
+        std::vector<const DenseLayerSpec*> specs;
+        for (const TaskSpec& task : s_.tasks) specs.push_back(&task.layers[i]);
+        auto step = BuildStep(specs, src, dst, /*broadcast_src=*/i == 0);
+        if (!step.ok()) return step.status();
+        steps.push_back(*std::move(step));
+      } else {
+        for (int64_t t = 0; t < num_tasks; ++t) {
+          auto step = BuildStep({&s_.tasks[t].layers[i]}, i == 0 ? top : src.Matrix(t), dst.Matrix(t), false);
+          if (!step.ok()) return step.status();
+          steps.push_back(*std::move(step));
+        }
+      }
+    }
+    net_->heads.push_back(std::move(steps));
+    for (int64_t t = 0; t < num_tasks; ++t) net_->task_logits.push_back(logits.Matrix(t));
+    return absl::OkStatus();
+  }
+
+  absl::Status BuildSeparateHeads(const Ref& logits, const Ref (&stack)[2]) {
+    const int64_t capacity = net_->buckets.capacity();
+    for (size_t t = 0; t < s_.tasks.size(); ++t) {
+      const TaskSpec& task = s_.tasks[t];
+      std::vector<Network::Step> steps;
+      Ref src = head_input_;
+      const Ref task_logits{logits.offset + static_cast<int64_t>(t) * capacity, 1, 0};
+      for (size_t i = 0; i < task.layers.size(); ++i) {
+        const bool last = i + 1 == task.layers.size();
+        const Ref dst = last ? task_logits : Ref{stack[i % 2].offset, task.layers[i].output_size, 0, bf16_};
+        auto step = BuildStep({&task.layers[i]}, src, dst, false);
+        if (!step.ok()) return step.status();
+        src = dst;
+        steps.push_back(*std::move(step));
+      }
+      net_->heads.push_back(std::move(steps));
+      net_->task_logits.push_back(task_logits);
+    }
+    return absl::OkStatus();
+  }
+
+  const ModelSpec& s_;
+  TensorMap& weights_;
+  const Options& options_;
+  const bool bf16_;
+  std::unique_ptr<Network> net_;
+  ArenaPlan arena_;
+  Ref head_input_;  // what the heads read: the MLP's output, or top_src
+};
+
 absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spec, TensorMap weights,
                                                                    const Options& options) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
@@ -267,246 +577,16 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   const ScopedOmpThreads threads(resolved.threads);
   std::unique_ptr<MaskNetModel> model(new MaskNetModel(std::move(spec), resolved));
   model->precision_note_ = std::move(precision_note);
-  const ModelSpec& s = model->spec_;
-  auto net = std::make_unique<Network>(options.max_batch_size);
-  const bool bf16 = resolved.precision == Precision::kBf16;
-  const bool small_gemm = resolved.small_gemm;
-  net->bf16 = bf16;
-  const RowBuckets& buckets = net->buckets;
-  ArenaPlan arena(buckets.capacity());
-  const int64_t d = s.schema.instance_width();
-
-  auto assembler = FeatureAssembler::Create(s, weights);
-  if (!assembler.ok()) return assembler.status();
-  net->assembler = *std::move(assembler);
-
-  net->v = arena.Add(d);
-  net->shared_norm = TakeNorm(weights, "masknet.input_norm", s.shared_norm, d, s.schema);
-  net->instance = net->shared_norm.active() ? arena.Add(d) : net->v;
-  net->mask_input = s.mask_reads_normalized ? net->instance : net->v;
-  net->aggregation_src = bf16 ? arena.Add(d, true) : net->mask_input;
-
-  int64_t max_aggregation = 0, max_masked = 0, max_output = 0, concat_width = 0;
-  for (const MaskBlockSpec& b : s.blocks) {
-    max_aggregation = std::max(max_aggregation, b.aggregation_size);
-    max_masked = std::max(max_masked, b.masked_width);
-    max_output = std::max(max_output, b.output_size);
-    concat_width += b.output_size;
-  }
-  // Every buffer a matmul touches is dense ([rows, width] with stride ==
-  // width, or a whole row of V): oneDNN's fastest (brgemm) matmul does not
-  // take a strided source, so fusing the blocks' aggregation layers into one
-  // wide matmul and reading column slices of it would be slower. Merged, they
-  // are one batched matmul instead, writing one dense matrix per block.
-  // With bf16, the matmul outputs that only feed matmuls are bfloat16.
-  const bool merge_aggregation =
-      resolved.merge_layers && s.parallel && s.blocks.size() > 1 &&
-      d * s.blocks[0].aggregation_size <= kMaxMergedWeights &&
-      std::all_of(s.blocks.begin(), s.blocks.end(),
-                  [&](const MaskBlockSpec& b) { return b.aggregation_size == s.blocks[0].aggregation_size; });
-  const Ref aggregation_buffer =
-      arena.Add(max_aggregation, bf16, merge_aggregation ? static_cast<int64_t>(s.blocks.size()) : 1);
-  std::vector<float> merged_weights, merged_biases;
-  const Ref x_buffer = arena.Add(max_masked);
-  const Ref masked_buffer = arena.Add(max_masked, bf16);
-  const Ref hidden_buffer = arena.Add(max_output);
-  Ref concat, ping, pong;
-  if (s.parallel) {
-    concat = arena.Add(concat_width);
-  } else {
-    ping = arena.Add(max_output);
-    pong = arena.Add(max_output);
-  }
-  int64_t concat_column = 0;
-  Ref previous;
-  for (size_t k = 0; k < s.blocks.size(); ++k) {
-    const MaskBlockSpec& b = s.blocks[k];
-    const std::string prefix = absl::StrCat("masknet.blocks.", k);
-    Network::Block block;
-    block.input_norm = TakeNorm(weights, prefix + ".input_norm", b.input_norm, b.masked_width, s.schema);
-    block.net = b.masks_instance ? net->instance : previous;
-    block.x = block.input_norm.active() ? Ref{x_buffer.offset, b.masked_width, 0} : block.net;
-    block.aggregation_out =
-        Ref{aggregation_buffer.offset, b.aggregation_size, 0, bf16, merge_aggregation ? static_cast<int64_t>(k) : 0};
-    block.masked = Ref{masked_buffer.offset, b.masked_width, 0, bf16};
-    block.hidden_out = Ref{hidden_buffer.offset, b.output_size, 0};
-    if (s.parallel) {
-      block.y = concat.At(concat_column);
-      concat_column += b.output_size;
-    } else {
-      block.y = Ref{(k % 2 == 0) ? ping.offset : pong.offset, b.output_size, 0};
-    }
-    if (merge_aggregation) {
-      const std::vector<float> w = TakeValues(weights, prefix + ".mask.aggregation.weight");
-      const std::vector<float> bias = TakeValues(weights, prefix + ".mask.aggregation.bias");
-      merged_weights.insert(merged_weights.end(), w.begin(), w.end());
-      merged_biases.insert(merged_biases.end(), bias.begin(), bias.end());
-    } else {
-      DenseLayer::Shape shape{d, b.aggregation_size, net->aggregation_src.stride, b.aggregation_size, 0, bf16, bf16,
-                              small_gemm};
-      // Taken: each layer's source weights are freed once reordered, so
-      // that loading holds about one copy of the weights beyond the served.
-      auto layer = DenseLayer::Create(net->engine, shape, TakeValues(weights, prefix + ".mask.aggregation.weight"),
-                                      TakeValues(weights, prefix + ".mask.aggregation.bias"),
-                                      DenseLayer::PostOp::kRelu, buckets);
-      if (!layer.ok()) return layer.status();
-      block.aggregation = *std::move(layer);
-    }
-    {
-      DenseLayer::Shape shape{b.aggregation_size, b.masked_width, b.aggregation_size,
-                              block.masked.stride, block.x.stride, bf16, bf16, small_gemm};
-      auto layer = DenseLayer::Create(net->engine, shape, TakeValues(weights, prefix + ".mask.projection.weight"),
-                                      TakeValues(weights, prefix + ".mask.projection.bias"),
-                                      DenseLayer::PostOp::kMultiply, buckets);
-      if (!layer.ok()) return layer.status();
-      block.projection = *std::move(layer);
-    }
-    {
-      DenseLayer::Shape shape{b.masked_width, b.output_size, block.masked.stride,
-                              block.hidden_out.stride, 0, bf16, /*bf16_dst=*/false, small_gemm};
-      std::vector<float> no_bias;
-      auto layer = DenseLayer::Create(
-          net->engine, shape, TakeValues(weights, prefix + ".hidden.weight"),
-          b.hidden_bias ? TakeValues(weights, prefix + ".hidden.bias") : no_bias,
-          DenseLayer::PostOp::kNone, buckets);
-      if (!layer.ok()) return layer.status();
-      block.hidden = *std::move(layer);
-    }
-    if (b.layer_norm) {
-      block.ln_gamma = TakeValues(weights, prefix + ".layer_norm.weight");
-      block.ln_beta = TakeValues(weights, prefix + ".layer_norm.bias");
-    }
-    block.ln_eps = b.layer_norm_eps;
-    block.relu = b.relu;
-    previous = block.y;
-    net->blocks.push_back(std::move(block));
-  }
-  if (merge_aggregation) {
-    const int64_t width = s.blocks[0].aggregation_size;
-    DenseLayer::Shape shape{d, width, d, width, 0, bf16, bf16, small_gemm, static_cast<int64_t>(s.blocks.size()),
-                            /*broadcast_src=*/true};
-    auto layer = DenseLayer::Create(net->engine, shape, merged_weights, merged_biases, DenseLayer::PostOp::kRelu,
-                                    buckets);
-    if (!layer.ok()) return layer.status();
-    net->merged_aggregation = *std::move(layer);
-    net->aggregation_merged = true;
-  }
-  net->top = s.parallel ? concat : previous;
-  const int64_t top_width = s.parallel ? concat_width : s.blocks.back().output_size;
-  net->top_src = bf16 ? arena.Add(top_width, true) : net->top;
-  Ref top = net->top_src;
-
-  // Dense stacks (MLP, then each head) ping-pong between two buffers.
-  int64_t widest = 1, widest_head = 1;
-  for (const DenseLayerSpec& l : s.mlp) widest = std::max(widest, l.output_size);
-  for (const TaskSpec& t : s.tasks) {
-    for (const DenseLayerSpec& l : t.layers) widest_head = std::max(widest_head, l.output_size);
-  }
-  const Ref stack[2] = {arena.Add(widest, bf16), arena.Add(widest, bf16)};
-  // Logits task-major: task t's logits are `capacity` consecutive floats, so
-  // each head's last matmul writes a dense [rows, 1] column (or, merged, the
-  // heads' last layer writes T dense [rows, 1] matrices).
-  const int64_t num_tasks = static_cast<int64_t>(s.tasks.size());
-  const Ref logits = arena.Add(1, false, num_tasks);
-  const int64_t capacity = buckets.capacity();
-  // One layer, or (several specs) one merged layer of several of the same
-  // shape, each with its own weights; batch norms are folded first.
-  auto build_step = [&](const std::vector<const DenseLayerSpec*>& specs, Ref src, Ref dst,
-                        bool broadcast_src) -> absl::StatusOr<Network::Step> {
-    const DenseLayerSpec& spec = *specs[0];
-    std::vector<float> w, bias;
-    for (const DenseLayerSpec* one : specs) {
-      std::vector<float> one_w = TakeValues(weights, one->prefix + ".weight");
-      std::vector<float> one_bias = TakeValues(weights, one->prefix + ".bias");
-      if (auto st = FoldDense(*one, weights, one_w, one_bias); !st.ok()) return st;
-      w.insert(w.end(), one_w.begin(), one_w.end());
-      bias.insert(bias.end(), one_bias.begin(), one_bias.end());
-    }
-    DenseLayer::Shape shape{spec.input_width, spec.output_size, src.stride, dst.stride, 0, bf16, dst.bf16,
-                            small_gemm, static_cast<int64_t>(specs.size()), broadcast_src};
-    auto layer = DenseLayer::Create(net->engine, shape, w, bias,
-                                    spec.relu ? DenseLayer::PostOp::kRelu : DenseLayer::PostOp::kNone,
-                                    buckets);
-    if (!layer.ok()) return layer.status();
-    return Network::Step{*std::move(layer), src, dst};
-  };
-  for (size_t i = 0; i < s.mlp.size(); ++i) {
-    auto step = build_step({&s.mlp[i]}, top, Ref{stack[i % 2].offset, s.mlp[i].output_size, 0, bf16}, false);
-    if (!step.ok()) return step.status();
-    top = step->dst;
-    net->mlp.push_back(*std::move(step));
-  }
-  for (const TaskSpec& task : s.tasks) {
-    net->logit_offsets.push_back(task.negative_sampling_rate ? std::log(*task.negative_sampling_rate) : 0.0f);
-  }
-  // Heads of the same shape merge: layer i of every head as one merged
-  // layer (the first reads `top`, the others their own head's output).
-  auto same_shape = [&](const TaskSpec& t) {
-    const TaskSpec& first = s.tasks[0];
-    if (t.layers.size() != first.layers.size()) return false;
-    for (size_t i = 0; i < t.layers.size(); ++i) {
-      if (t.layers[i].input_width != first.layers[i].input_width ||
-          t.layers[i].output_size != first.layers[i].output_size || t.layers[i].relu != first.layers[i].relu) {
-        return false;
-      }
-    }
-    return true;
-  };
-  const bool merge_heads =
-      resolved.merge_layers && num_tasks > 1 && std::all_of(s.tasks.begin(), s.tasks.end(), same_shape);
-  // Heads must not overwrite `top` while later heads still read it. Heads of
-  // the same shape run layer by layer, each head in its own matrix of the
-  // buffers, so a layer small enough merges into one matmul over all heads.
-  const Ref head_stack[2] = {arena.Add(widest_head, bf16, merge_heads ? num_tasks : 1),
-                             arena.Add(widest_head, bf16, merge_heads ? num_tasks : 1)};
-  if (merge_heads) {
-    std::vector<Network::Step> steps;
-    const size_t depth = s.tasks[0].layers.size();
-    for (size_t i = 0; i < depth; ++i) {
-      const DenseLayerSpec& shape = s.tasks[0].layers[i];
-      const Ref src = i == 0 ? top : Ref{head_stack[(i - 1) % 2].offset, shape.input_width, 0, bf16};
-      const Ref dst = i + 1 == depth ? logits : Ref{head_stack[i % 2].offset, shape.output_size, 0, bf16};
-      if (shape.input_width * shape.output_size <= kMaxMergedWeights) {
-        std::vector<const DenseLayerSpec*> specs;
-        for (const TaskSpec& task : s.tasks) specs.push_back(&task.layers[i]);
-        auto step = build_step(specs, src, dst, /*broadcast_src=*/i == 0);
-        if (!step.ok()) return step.status();
-        steps.push_back(*std::move(step));
-      } else {
-        for (int64_t t = 0; t < num_tasks; ++t) {
-          auto step = build_step({&s.tasks[t].layers[i]}, i == 0 ? top : src.Matrix(t), dst.Matrix(t), false);
-          if (!step.ok()) return step.status();
-          steps.push_back(*std::move(step));
-        }
-      }
-    }
-    net->heads.push_back(std::move(steps));
-    for (int64_t t = 0; t < num_tasks; ++t) net->task_logits.push_back(logits.Matrix(t));
-  } else {
-    for (int64_t t = 0; t < num_tasks; ++t) {
-      const TaskSpec& task = s.tasks[t];
-      std::vector<Network::Step> steps;
-      Ref src = top;
-      const Ref task_logits{logits.offset + t * capacity, 1, 0};
-      for (size_t i = 0; i < task.layers.size(); ++i) {
-        const bool last = i + 1 == task.layers.size();
-        const Ref dst = last ? task_logits : Ref{head_stack[i % 2].offset, task.layers[i].output_size, 0, bf16};
-        auto step = build_step({&task.layers[i]}, src, dst, false);
-        if (!step.ok()) return step.status();
-        src = dst;
-        steps.push_back(*std::move(step));
-      }
-      net->heads.push_back(std::move(steps));
-      net->task_logits.push_back(task_logits);
-    }
-  }
+  Builder builder(model->spec_, weights, resolved);
+  auto network = builder.Build();
+  if (!network.ok()) return network.status();
+  model->network_ = *std::move(network);
   int64_t scratchpad_bytes = 0;
-  model->network_ = std::move(net);
   model->ForEachLayer([&](const DenseLayer& layer) {
     scratchpad_bytes = std::max(scratchpad_bytes, layer.scratchpad_bytes());
   });
-  model->network_->scratchpad = arena.AddBytes(scratchpad_bytes);
-  model->network_->arena_floats = arena.size();
+  model->network_->scratchpad = builder.arena().AddBytes(scratchpad_bytes);
+  model->network_->arena_floats = builder.arena().size();
   if (model->workspace_bytes() > options.max_workspace_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "a batch of ", options.max_batch_size, " candidates needs ", model->workspace_bytes() >> 20,

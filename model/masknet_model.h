@@ -160,6 +160,7 @@ class MaskNetModel {
 
  private:
   struct Network;
+  class Builder;
 
   MaskNetModel(ModelSpec spec, const Options& options);
   void ForEachLayer(const std::function<void(const DenseLayer&)>& visit) const;
