@@ -663,9 +663,22 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   const ScopedOmpThreads threads(options_.threads);
   const int64_t rows = net.buckets.BucketFor(n);
   ws.bucket_rows = rows;
-  const int64_t d = spec_.schema.instance_width();
+  if (absl::Status s = Assemble(slices, n, ws); !s.ok()) return s;
+  if (absl::Status s = RunMaskNet(ws); !s.ok()) return s;
+  if (absl::Status s = RunDenseStacks(ws); !s.ok()) return s;
+  // Probabilities; calibration p' = p*r / (1 - p + p*r) is
+  // sigmoid(logit + log r).
+  for (int t = 0; t < num_tasks; ++t) {
+    const float* logits = ws.At(net.task_logits[t]);
+    for (int64_t r = 0; r < n; ++r) scores[r * num_tasks + t] = Sigmoid(logits[r] + net.logit_offsets[t]);
+  }
+  return absl::OkStatus();
+}
 
-  // 1. Feature assembly: context rows once per slice, then candidate rows.
+absl::Status MaskNetModel::Assemble(absl::Span<const BatchSlice> slices, int64_t n, Workspace::Buffers& ws) const {
+  const Network& net = *network_;
+  const int64_t d = spec_.schema.instance_width();
+  // Context rows once per slice, then candidate rows.
   ws.context_rows.resize(slices.size() * d);
   ws.rows.clear();
   for (size_t i = 0; i < slices.size(); ++i) {
@@ -713,11 +726,16 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
                                                    i - field.offset, " overflows float32 in its input norm"));
   }
   // Padding rows run through the network too; keep them finite.
-  std::memset(v + n * d, 0, (rows - n) * d * sizeof(float));
+  std::memset(v + n * d, 0, (ws.bucket_rows - n) * d * sizeof(float));
+  return absl::OkStatus();
+}
 
-  // 2. MaskNet.
+absl::Status MaskNetModel::RunMaskNet(Workspace::Buffers& ws) const {
+  const Network& net = *network_;
+  const int64_t rows = ws.bucket_rows;
+  const int64_t d = spec_.schema.instance_width();
   if (net.shared_norm.active()) {
-    ApplyNorm(net.shared_norm, v, d, ws.At(net.instance), d, rows);
+    ApplyNorm(net.shared_norm, ws.At(net.v), d, ws.At(net.instance), d, rows);
   }
   dnnl::stream& stream = ws.stream;
   void* scratchpad = ws.At(net.scratchpad);
@@ -765,34 +783,30 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
       }
     }
   }
+  return absl::OkStatus();
+}
 
-  // 3. MLP and task heads.
+absl::Status MaskNetModel::RunDenseStacks(Workspace::Buffers& ws) const {
+  const Network& net = *network_;
+  const int64_t rows = ws.bucket_rows;
+  dnnl::stream& stream = ws.stream;
+  void* scratchpad = ws.At(net.scratchpad);
   if (net.bf16) {
     ConvertRowsToBf16(ws.At(net.top), net.top.stride, static_cast<uint16_t*>(ws.Ptr(net.top_src)),
                       net.top_src.stride, rows, net.top_src.stride);
   }
+  auto execute = [&](const Network::Step& step) {
+    return step.layer.Execute(stream, rows, ws.Ptr(step.src), ws.Ptr(step.dst), nullptr, scratchpad);
+  };
   for (const Network::Step& step : net.mlp) {
-    if (auto s = step.layer.Execute(stream, rows, ws.Ptr(step.src), ws.Ptr(step.dst), nullptr, scratchpad);
-        !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = execute(step); !s.ok()) return s;
   }
   for (const auto& head : net.heads) {
     for (const Network::Step& step : head) {
-      if (auto s = step.layer.Execute(stream, rows, ws.Ptr(step.src), ws.Ptr(step.dst), nullptr, scratchpad);
-        !s.ok()) {
-        return s;
-      }
+      if (absl::Status s = execute(step); !s.ok()) return s;
     }
   }
   stream.wait();
-
-  // 4. Probabilities; calibration p' = p*r / (1 - p + p*r) is
-  // sigmoid(logit + log r).
-  for (int t = 0; t < num_tasks; ++t) {
-    const float* logits = ws.At(net.task_logits[t]);
-    for (int64_t r = 0; r < n; ++r) scores[r * num_tasks + t] = Sigmoid(logits[r] + net.logit_offsets[t]);
-  }
   return absl::OkStatus();
 }
 

@@ -164,6 +164,13 @@ class MaskNetModel {
 
   MaskNetModel(ModelSpec spec, const Options& options);
   void ForEachLayer(const std::function<void(const DenseLayer&)>& visit) const;
+  // Run's stages, on a workspace set up for the batch's row bucket:
+  // feature assembly into V (naming the first candidate whose values
+  // overflow, and zeroing the padding rows), the mask blocks, then the MLP
+  // and the task heads (their logits in the workspace).
+  absl::Status Assemble(absl::Span<const BatchSlice> slices, int64_t n, Workspace::Buffers& ws) const;
+  absl::Status RunMaskNet(Workspace::Buffers& ws) const;
+  absl::Status RunDenseStacks(Workspace::Buffers& ws) const;
 
   ModelSpec spec_;
   Options options_;
