@@ -115,40 +115,48 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       layer.kernels_.push_back(std::move(kernel));
     }
     std::reverse(layer.kernels_.begin(), layer.kernels_.end());  // ascending rows
-    // Weights arrive as [n, k] row-major f32 (per matrix), which is the
-    // matmul's [k, n] with format "ba" ("acb" for a stack); reorder once into
-    // the primitives' layout and type.
-    dnnl::stream stream(engine);
-    const memory::desc source_md = merged ? memory::desc({batch, k, n}, dt::f32, memory::format_tag::acb)
-                                          : memory::desc({k, n}, dt::f32, memory::format_tag::ba);
-    memory source(source_md, engine, const_cast<float*>(weights.data()));
-    layer.weights_ = memory(chosen_weights, engine);
-    dnnl::reorder(source, layer.weights_).execute(stream, source, layer.weights_);
-    if (!bias.empty()) {
-      layer.bias_ = memory(bias_md, engine);
-      std::memcpy(layer.bias_.get_data_handle(), bias.data(), bias.size() * sizeof(float));
-    }
-    stream.wait();
-    // oneDNN keeps a merged layer's weights as plain [batch][k][n].
-    const bool row_major =
-        merged && chosen_weights == memory::desc({batch, k, n}, src_type, memory::format_tag::abc);
-    if (shape.small_gemm && (row_major || IsSmallGemmLayout(chosen_weights, shape.bf16))) {
-      layer.small_gemm_ = FindSmallGemm(shape.bf16);
-      const dnnl_memory_desc_t& d = chosen_weights.data;
-      layer.small_gemm_weights_ = {layer.weights_.get_data_handle(),
-                                   k,
-                                   n,
-                                   d.padded_dims[d.ndims - 2],
-                                   bias.empty() ? nullptr : static_cast<const float*>(layer.bias_.get_data_handle()),
-                                   batch,
-                                   merged ? d.format_desc.blocking.strides[0] : 0,
-                                   row_major};
-    }
+    layer.StoreWeights(chosen_weights, weights, bias, bias_md);
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("oneDNN could not build a ", batch > 1 ? absl::StrCat(batch, " x ") : "",
                                             n, "x", k, " matmul: ", e.what()));
   }
   return layer;
+}
+
+void DenseLayer::StoreWeights(const memory::desc& chosen_weights, absl::Span<const float> weights,
+                              absl::Span<const float> bias, const memory::desc& bias_md) {
+  const int64_t k = shape_.input_width, n = shape_.output_width, batch = shape_.batch;
+  const bool merged = batch > 1;
+  const dt src_type = shape_.bf16 ? dt::bf16 : dt::f32;
+  // Weights arrive as [n, k] row-major f32 (per matrix), which is the
+  // matmul's [k, n] with format "ba" ("acb" for a stack); reorder once into
+  // the primitives' layout and type.
+  dnnl::stream stream(engine_);
+  const memory::desc source_md = merged ? memory::desc({batch, k, n}, dt::f32, memory::format_tag::acb)
+                                        : memory::desc({k, n}, dt::f32, memory::format_tag::ba);
+  memory source(source_md, engine_, const_cast<float*>(weights.data()));
+  weights_ = memory(chosen_weights, engine_);
+  dnnl::reorder(source, weights_).execute(stream, source, weights_);
+  if (!bias.empty()) {
+    bias_ = memory(bias_md, engine_);
+    std::memcpy(bias_.get_data_handle(), bias.data(), bias.size() * sizeof(float));
+  }
+  stream.wait();
+  // oneDNN keeps a merged layer's weights as plain [batch][k][n].
+  const bool row_major =
+      merged && chosen_weights == memory::desc({batch, k, n}, src_type, memory::format_tag::abc);
+  if (shape_.small_gemm && (row_major || IsSmallGemmLayout(chosen_weights, shape_.bf16))) {
+    small_gemm_ = FindSmallGemm(shape_.bf16);
+    const dnnl_memory_desc_t& d = chosen_weights.data;
+    small_gemm_weights_ = {weights_.get_data_handle(),
+                           k,
+                           n,
+                           d.padded_dims[d.ndims - 2],
+                           bias.empty() ? nullptr : static_cast<const float*>(bias_.get_data_handle()),
+                           batch,
+                           merged ? d.format_desc.blocking.strides[0] : 0,
+                           row_major};
+  }
 }
 
 std::vector<std::string> DenseLayer::implementations() const {

@@ -85,6 +85,11 @@ class DenseLayer {
   std::vector<std::string> implementations() const;
 
  private:
+  // Reorders `weights` ([n, k] row-major f32 per matrix) once into
+  // `chosen_weights`, the primitives' layout, copies the bias, and picks the
+  // small-batch kernel when that layout suits it. Throws dnnl::error.
+  void StoreWeights(const dnnl::memory::desc& chosen_weights, absl::Span<const float> weights,
+                    absl::Span<const float> bias, const dnnl::memory::desc& bias_md);
   struct Kernel {
     int64_t rows;
     std::string implementation;
