@@ -268,7 +268,6 @@ class BatchQueue {
   void Cancel(BatchTask* task, absl::Status status) { scheduler_->Cancel(task, std::move(status)); }
 
   BatchQueueStats stats() const { return scheduler_->QueueStats(queue_); }
-  int64_t queued_candidates() const { return stats().queued_candidates; }
 
  private:
   friend class BatchScheduler;

@@ -66,20 +66,6 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& 
   return servable;
 }
 
-absl::string_view EventKindName(RepositoryEvent::Kind kind) {
-  switch (kind) {
-    case RepositoryEvent::Kind::kLoaded:
-      return "loaded";
-    case RepositoryEvent::Kind::kUnloaded:
-      return "unloaded";
-    case RepositoryEvent::Kind::kLoadFailed:
-      return "load_failed";
-    case RepositoryEvent::Kind::kScanFailed:
-      return "scan_failed";
-  }
-  return "unknown";
-}
-
 bool IsValidModelName(absl::string_view name) {
   if (name.empty() || name.size() > 128 || name[0] == '.') return false;
   for (char c : name) {

@@ -49,9 +49,6 @@ struct RepositoryEvent {
   absl::Duration load_time;  // kLoaded and kLoadFailed: reading, building and warming up
 };
 
-// "loaded", "unloaded", "load_failed" or "scan_failed".
-absl::string_view EventKindName(RepositoryEvent::Kind kind);
-
 // The model versions under a model root:
 //   <root>/<model_name>/<version>/{model_config.pbtxt, weights.safetensors}
 // A model serves the newest `keep_versions` of its versions that load. Poll

@@ -109,7 +109,7 @@ BatchScheduler::QueueOptions QueueOptions(int64_t max_batch_size, int64_t max_qu
 // Waits until `queue` holds no candidate: the workers have taken every task.
 ::testing::AssertionResult Drained(BatchQueue& queue) {
   return WaitUntil(
-      "the queue to empty", [&] { return queue.queued_candidates(); }, [](int64_t n) { return n == 0; });
+      "the queue to empty", [&] { return queue.stats().queued_candidates; }, [](int64_t n) { return n == 0; });
 }
 
 TEST(BatchSchedulerTest, SplitsALargeTaskIntoBatchesOfAtMostMaxBatchSize) {
@@ -249,7 +249,7 @@ TEST(BatchSchedulerTest, QueuesTakeTurnsSoABacklogDelaysAnotherQueueByOneBatch) 
   auto b = scheduler.AddQueue(QueueOptions(4), processor);
   ASSERT_TRUE(a->Schedule(&huge).ok());
   ASSERT_TRUE(WaitUntil(
-      "the first batch to be taken", [&] { return a->queued_candidates(); }, [](int64_t n) { return n < 400; }));
+      "the first batch to be taken", [&] { return a->stats().queued_candidates; }, [](int64_t n) { return n < 400; }));
   ASSERT_TRUE(b->Schedule(&small).ok());
   gate.Open();
   EXPECT_TRUE(small.Wait().ok());
@@ -284,7 +284,7 @@ TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
   s = queue->Schedule(&too_big);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(s.message()), HasSubstr("hold 100 bytes and the call adds 901 (max_queued_bytes=1000)"));
-  EXPECT_EQ(queue->queued_candidates(), 8);
+  EXPECT_EQ(queue->stats().queued_candidates, 8);
   gate.Open();
   EXPECT_TRUE(first.Wait().ok());
   EXPECT_FALSE(too_many.done());
@@ -309,7 +309,7 @@ TEST(BatchSchedulerTest, ACancelledTaskLeavesTheQueueAtOnceUnscoredAndFreesItsCa
   queue->Cancel(&doomed, absl::CancelledError("the client went away"));
   ASSERT_TRUE(doomed.done());  // at once: no batch held it
   EXPECT_EQ(doomed.Wait().code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(queue->queued_candidates(), 0);
+  EXPECT_EQ(queue->stats().queued_candidates, 0);
   ASSERT_TRUE(queue->Schedule(&next).ok());
   queue->Cancel(&doomed, absl::CancelledError("again"));  // finished: nothing happens
   gate.Open();
@@ -336,7 +336,7 @@ TEST(BatchSchedulerTest, ATaskCancelledWhileABatchHoldsItEndsWhenThatBatchDoes) 
   running.WaitForNotification();
   queue->Cancel(&task, absl::CancelledError("gone"));
   EXPECT_FALSE(task.done());
-  EXPECT_EQ(queue->queued_candidates(), 0);  // the second half left at once
+  EXPECT_EQ(queue->stats().queued_candidates, 0);  // the second half left at once
   gate.Open();
   EXPECT_EQ(task.Wait().code(), absl::StatusCode::kCancelled);
   EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&task, 0, 4})));
@@ -493,7 +493,7 @@ TEST(BatchSchedulerTest, AFailingBatchFailsItsTasksAndStopsTheirRemainingSlices)
   ASSERT_TRUE(queue->Schedule(&task).ok());
   EXPECT_EQ(task.Wait().code(), absl::StatusCode::kInternal);
   EXPECT_EQ(calls, 1);
-  EXPECT_EQ(queue->queued_candidates(), 0);
+  EXPECT_EQ(queue->stats().queued_candidates, 0);
 }
 
 TEST(BatchSchedulerTest, AnExceptionInTheProcessorFailsItsBatchAndTheWorkersGoOn) {

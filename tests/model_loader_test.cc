@@ -21,6 +21,21 @@
 namespace masknet {
 namespace {
 
+// "loaded", "unloaded", "load_failed" or "scan_failed".
+absl::string_view EventKindName(RepositoryEvent::Kind kind) {
+  switch (kind) {
+    case RepositoryEvent::Kind::kLoaded:
+      return "loaded";
+    case RepositoryEvent::Kind::kUnloaded:
+      return "unloaded";
+    case RepositoryEvent::Kind::kLoadFailed:
+      return "load_failed";
+    case RepositoryEvent::Kind::kScanFailed:
+      return "scan_failed";
+  }
+  return "unknown";
+}
+
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 

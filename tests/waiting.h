@@ -12,7 +12,7 @@
 // last saw, instead of hanging until ctest kills it.
 //
 //   ASSERT_TRUE(WaitUntil("the blocker to leave the queue",
-//                         [&] { return queue->queued_candidates(); },
+//                         [&] { return queue->stats().queued_candidates; },
 //                         [](int64_t n) { return n == 0; }));
 
 #include <algorithm>
