@@ -114,14 +114,29 @@ class Bench:
 
 
 def machine_limits(previous=None):
-    """The machine's FMA peak and read bandwidth. They are constants that a busy neighbour can only lower,
-    so with `previous` (an earlier measurement, updated in place) each figure is the best of both."""
+    """The machine's arithmetic peaks (fp32 FMA; bf16 and int8 dot products, None where the CPU lacks them) and
+    read bandwidth. They are constants that a busy neighbour can only lower, so with `previous` (an earlier
+    measurement, updated in place) each figure is the best of both."""
     measured = json.loads(subprocess.run([LIMITS], check=True, capture_output=True, text=True).stdout)
     if previous is None:
         return measured
-    for key in ("fma_gflops_one_core", "fma_gflops_all", "read_gb_per_s"):
-        previous[key] = max(previous[key], measured[key])
+    for key in ("fma_gflops_one_core", "fma_gflops_all", "bf16_gflops_one_core", "bf16_gflops_all",
+                "int8_gops_one_core", "int8_gops_all", "read_gb_per_s"):
+        if measured[key] is not None:
+            previous[key] = max(previous[key] or 0, measured[key])
     return previous
+
+
+def dot_peaks(limits):
+    """The bf16 and int8 dot-product peaks for the header, where the CPU has them."""
+    text = ""
+    for key, name, unit in (("bf16_gflops", "bf16 (`vdpbf16ps`)", "GFLOP/s"), ("int8_gops", "int8 (`vpdpbusd`)", "GOP/s")):
+        if limits.get(f"{key}_all") is not None:
+            text += (f"{name} peak **{limits[f'{key}_one_core']:.0f} {unit}** on one core, "
+                     f"**{limits[f'{key}_all']:.0f}** on {limits['threads']} threads; ")
+        else:
+            text += f"no {name} on this CPU; "
+    return text
 
 
 def forward_pass(batch):
@@ -693,7 +708,7 @@ def main():
         "## This machine, measured in the same run\n",
         f"{limits['cpu']}, {os.cpu_count()} CPUs, {limits['vector_bits']}-bit FMA. fp32 FMA peak: "
         f"**{limits['fma_gflops_one_core']:.0f} GFLOP/s** on one core, **{limits['fma_gflops_all']:.0f}** on "
-        f"{limits['threads']} threads; memory read bandwidth **{limits['read_gb_per_s']:.1f} GB/s** "
+        f"{limits['threads']} threads; {dot_peaks(limits)}memory read bandwidth **{limits['read_gb_per_s']:.1f} GB/s** "
         f"(`build/bench/machine_limits`, run before and after the forward-pass runs; each figure is the best of the "
         f"two, since a busy neighbour can only lower them). Other tenants share the machine: figures move by ~10% "
         f"between runs.\n",
