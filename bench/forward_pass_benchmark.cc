@@ -299,6 +299,7 @@ void Register() {
   const Family families[] = {
       {"forward/", {Precision::kF32, true, true}, all},
       {"forward_bf16/", {Precision::kBf16, true, true}, all},
+      {"forward_int8/", {Precision::kInt8, true, true}, all},
       {"forward_onednn/", {Precision::kF32, false, true}, {1, 4}},
       {"forward_unmerged/", {Precision::kF32, true, false}, all},
   };

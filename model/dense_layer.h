@@ -53,6 +53,15 @@ class DenseLayer {
     // N), and the post-op is not kMultiply.
     int64_t batch = 1;
     bool broadcast_src = false;
+    // int8 (model/int8.h): src and dst stay f32 rows; weights are int8 with
+    // a scale per output column (made here, once), each src row is
+    // quantized on its own when the layer runs (uint8 if unsigned_src: the
+    // rows hold no negative value, e.g. a ReLU's output), the products
+    // accumulate in int32, and dequantization is fused with the bias and
+    // post-op. A row's result never depends on the other rows. Not with
+    // bf16; small_gemm is ignored. The CPU must have CpuHasInt8().
+    bool int8 = false;
+    bool unsigned_src = false;
   };
 
   // An empty layer, to be assigned from Create.
@@ -76,7 +85,8 @@ class DenseLayer {
 
   const Shape& shape() const { return shape_; }
 
-  // Scratch memory the largest of its primitives needs during Execute.
+  // Scratch memory Execute needs: the largest of its primitives' (and, for
+  // int8, the quantized rows, their scales and the int32 products).
   int64_t scratchpad_bytes() const { return scratchpad_bytes_; }
 
   // oneDNN's implementation name for each bucket's primitive (e.g.
@@ -85,9 +95,10 @@ class DenseLayer {
   std::vector<std::string> implementations() const;
 
  private:
-  // Reorders `weights` ([n, k] row-major f32 per matrix) once into
-  // `chosen_weights`, the primitives' layout, copies the bias, and picks the
-  // small-batch kernel when that layout suits it. Throws dnnl::error.
+  // Reorders `weights` ([n, k] row-major f32 per matrix; for int8 quantized
+  // first, keeping their scales) once into `chosen_weights`, the
+  // primitives' layout, copies the bias, and picks the small-batch kernel
+  // when that layout suits it. Throws dnnl::error.
   void StoreWeights(const dnnl::memory::desc& chosen_weights, absl::Span<const float> weights,
                     absl::Span<const float> bias, const dnnl::memory::desc& bias_md);
   struct Kernel {
@@ -96,12 +107,26 @@ class DenseLayer {
     dnnl::matmul primitive;
     dnnl::memory::desc src, dst, multiplier, scratchpad;  // multiplier: or a merged layer's bias
   };
+  // Where an int8 Execute keeps its quantized rows, their scales and the
+  // int32 products for `rows` rows, in bytes from the scratchpad's start
+  // (after the primitives' own scratch); `end` is the total.
+  struct Int8Scratch {
+    int64_t rows = 0, scales = 0, products = 0, end = 0;
+  };
+  Int8Scratch Int8ScratchFor(int64_t rows, int64_t primitive_bytes) const;
+  absl::Status ExecuteInt8(dnnl::stream& stream, const Kernel& kernel, int64_t rows, const void* src, void* dst,
+                           const float* multiplier, void* scratchpad) const;
+  // The matmul's source matrices: 1, or a merged layer's `batch` unless
+  // they all read one.
+  int64_t SourceMatrices() const { return shape_.batch > 1 && !shape_.broadcast_src ? shape_.batch : 1; }
 
   Shape shape_;
   PostOp post_op_ = PostOp::kNone;
   dnnl::engine engine_;
   dnnl::memory weights_;  // in the primitives' preferred layout
   dnnl::memory bias_;     // empty when the layer has none
+  std::vector<float> weight_scales_;  // int8: one per output column (per matrix)
+  Int8Scratch int8_scratch_;          // int8: for the largest bucket
   std::vector<Kernel> kernels_;  // one per bucket, ascending rows
   int64_t scratchpad_bytes_ = 0;
   // The small-batch kernel and its view of weights_, or null.

@@ -13,6 +13,7 @@
 #include "model/bf16.h"
 #include "model/dense_layer.h"
 #include "model/feature_assembly.h"
+#include "model/int8.h"
 #include "model/layer_norm.h"
 #include "model/limits.h"
 #include "model/row_buckets.h"
@@ -264,6 +265,7 @@ class MaskNetModel::Builder {
         weights_(weights),
         options_(options),
         bf16_(options.precision == Precision::kBf16),
+        int8_(options.precision == Precision::kInt8),
         net_(std::make_unique<Network>(options.max_batch_size)),
         arena_(net_->buckets.capacity()) {
     net_->bf16 = bf16_;
@@ -291,6 +293,14 @@ class MaskNetModel::Builder {
   absl::StatusOr<DenseLayer> Layer(const DenseLayer::Shape& shape, std::vector<float> w, std::vector<float> b,
                                    DenseLayer::PostOp post_op) {
     return DenseLayer::Create(net_->engine, shape, w, b, post_op, net_->buckets);
+  }
+
+  // `shape` run in int8 when the model is, reading a uint8 source if
+  // `nonnegative_src` (a ReLU's output).
+  DenseLayer::Shape Quantized(DenseLayer::Shape shape, bool nonnegative_src) const {
+    shape.int8 = int8_;
+    shape.unsigned_src = int8_ && nonnegative_src;
+    return shape;
   }
 
   // Feature assembly, V, its shared norm, and what the masks read.
@@ -372,12 +382,13 @@ class MaskNetModel::Builder {
       const int64_t width = s_.blocks[0].aggregation_size;
       DenseLayer::Shape shape{d, width, d, width, 0, bf16_, bf16_, options_.small_gemm,
                               static_cast<int64_t>(s_.blocks.size()), /*broadcast_src=*/true};
-      auto layer = Layer(shape, std::move(merged_weights), std::move(merged_biases), DenseLayer::PostOp::kRelu);
+      auto layer = Layer(Quantized(shape, false), std::move(merged_weights), std::move(merged_biases), DenseLayer::PostOp::kRelu);
       if (!layer.ok()) return layer.status();
       net_->merged_aggregation = *std::move(layer);
       net_->aggregation_merged = true;
     }
     net_->top = s_.parallel ? buffers.concat : previous;
+    top_nonnegative_ = std::all_of(s_.blocks.begin(), s_.blocks.end(), [](const MaskBlockSpec& b) { return b.relu; });
     const int64_t top_width = s_.parallel ? concat_width : s_.blocks.back().output_size;
     net_->top_src = bf16_ ? arena_.Add(top_width, true) : net_->top;
     return absl::OkStatus();
@@ -398,7 +409,7 @@ class MaskNetModel::Builder {
     if (!merged_aggregation) {
       DenseLayer::Shape shape{d, b.aggregation_size, net_->aggregation_src.stride, b.aggregation_size, 0, bf16_,
                               bf16_, options_.small_gemm};
-      auto layer = Layer(shape, TakeValues(weights_, prefix + ".mask.aggregation.weight"),
+      auto layer = Layer(Quantized(shape, false), TakeValues(weights_, prefix + ".mask.aggregation.weight"),
                          TakeValues(weights_, prefix + ".mask.aggregation.bias"), DenseLayer::PostOp::kRelu);
       if (!layer.ok()) return layer.status();
       block.aggregation = *std::move(layer);
@@ -406,7 +417,7 @@ class MaskNetModel::Builder {
     {
       DenseLayer::Shape shape{b.aggregation_size, b.masked_width, b.aggregation_size, block.masked.stride,
                               block.x.stride, bf16_, bf16_, options_.small_gemm};
-      auto layer = Layer(shape, TakeValues(weights_, prefix + ".mask.projection.weight"),
+      auto layer = Layer(Quantized(shape, /*nonnegative_src=*/true), TakeValues(weights_, prefix + ".mask.projection.weight"),
                          TakeValues(weights_, prefix + ".mask.projection.bias"), DenseLayer::PostOp::kMultiply);
       if (!layer.ok()) return layer.status();
       block.projection = *std::move(layer);
@@ -414,7 +425,7 @@ class MaskNetModel::Builder {
     {
       DenseLayer::Shape shape{b.masked_width, b.output_size, block.masked.stride, block.hidden_out.stride, 0,
                               bf16_, /*bf16_dst=*/false, options_.small_gemm};
-      auto layer = Layer(shape, TakeValues(weights_, prefix + ".hidden.weight"),
+      auto layer = Layer(Quantized(shape, false), TakeValues(weights_, prefix + ".hidden.weight"),
                          b.hidden_bias ? TakeValues(weights_, prefix + ".hidden.bias") : std::vector<float>(),
                          DenseLayer::PostOp::kNone);
       if (!layer.ok()) return layer.status();
@@ -429,10 +440,15 @@ class MaskNetModel::Builder {
     return absl::OkStatus();
   }
 
+  // How a step's source quantizes in an int8 model: not at all (a logit
+  // layer stays float32), or to int8, or to uint8 (a ReLU's output).
+  enum class StepSource { kFloat, kSigned, kNonnegative };
+  static StepSource SourceOf(bool nonnegative) { return nonnegative ? StepSource::kNonnegative : StepSource::kSigned; }
+
   // One layer, or (several specs) one merged layer of several of the same
   // shape, each with its own weights; batch norms are folded first.
   absl::StatusOr<Network::Step> BuildStep(const std::vector<const DenseLayerSpec*>& specs, Ref src, Ref dst,
-                                          bool broadcast_src) {
+                                          bool broadcast_src, StepSource source) {
     const DenseLayerSpec& spec = *specs[0];
     std::vector<float> w, bias;
     for (const DenseLayerSpec* one : specs) {
@@ -444,6 +460,7 @@ class MaskNetModel::Builder {
     }
     DenseLayer::Shape shape{spec.input_width, spec.output_size, src.stride, dst.stride, 0, bf16_, dst.bf16,
                             options_.small_gemm, static_cast<int64_t>(specs.size()), broadcast_src};
+    if (source != StepSource::kFloat) shape = Quantized(shape, source == StepSource::kNonnegative);
     auto layer = Layer(shape, std::move(w), std::move(bias),
                        spec.relu ? DenseLayer::PostOp::kRelu : DenseLayer::PostOp::kNone);
     if (!layer.ok()) return layer.status();
@@ -456,14 +473,23 @@ class MaskNetModel::Builder {
     for (const DenseLayerSpec& l : s_.mlp) widest = std::max(widest, l.output_size);
     const Ref stack[2] = {arena_.Add(widest, bf16_), arena_.Add(widest, bf16_)};
     head_input_ = net_->top_src;
+    head_input_nonnegative_ = top_nonnegative_;
     for (size_t i = 0; i < s_.mlp.size(); ++i) {
       auto step = BuildStep({&s_.mlp[i]}, head_input_, Ref{stack[i % 2].offset, s_.mlp[i].output_size, 0, bf16_},
-                            false);
+                            false, SourceOf(head_input_nonnegative_));
       if (!step.ok()) return step.status();
       head_input_ = step->dst;
+      head_input_nonnegative_ = s_.mlp[i].relu;
       net_->mlp.push_back(*std::move(step));
     }
     return absl::OkStatus();
+  }
+
+  // How head layer i's source quantizes: its last (logit) layer stays
+  // float32.
+  StepSource HeadSource(const TaskSpec& task, size_t i) const {
+    if (i + 1 == task.layers.size()) return StepSource::kFloat;
+    return SourceOf(i == 0 ? head_input_nonnegative_ : task.layers[i - 1].relu);
   }
 
   // Whether every head has the first's layer shapes.
@@ -514,15 +540,17 @@ class MaskNetModel::Builder {
       const DenseLayerSpec& shape = s_.tasks[0].layers[i];
       const Ref src = i == 0 ? top : Ref{stack[(i - 1) % 2].offset, shape.input_width, 0, bf16_};
       const Ref dst = i + 1 == depth ? logits : Ref{stack[i % 2].offset, shape.output_size, 0, bf16_};
+      const StepSource source = HeadSource(s_.tasks[0], i);
       if (shape.input_width * shape.output_size <= kMaxMergedWeights) {
         std::vector<const DenseLayerSpec*> specs;
         for (const TaskSpec& task : s_.tasks) specs.push_back(&task.layers[i]);
-        auto step = BuildStep(specs, src, dst, /*broadcast_src=*/i == 0);
+        auto step = BuildStep(specs, src, dst, /*broadcast_src=*/i == 0, source);
         if (!step.ok()) return step.status();
         steps.push_back(*std::move(step));
       } else {
         for (int64_t t = 0; t < num_tasks; ++t) {
-          auto step = BuildStep({&s_.tasks[t].layers[i]}, i == 0 ? top : src.Matrix(t), dst.Matrix(t), false);
+          auto step =
+              BuildStep({&s_.tasks[t].layers[i]}, i == 0 ? top : src.Matrix(t), dst.Matrix(t), false, source);
           if (!step.ok()) return step.status();
           steps.push_back(*std::move(step));
         }
@@ -543,7 +571,7 @@ class MaskNetModel::Builder {
       for (size_t i = 0; i < task.layers.size(); ++i) {
         const bool last = i + 1 == task.layers.size();
         const Ref dst = last ? task_logits : Ref{stack[i % 2].offset, task.layers[i].output_size, 0, bf16_};
-        auto step = BuildStep({&task.layers[i]}, src, dst, false);
+        auto step = BuildStep({&task.layers[i]}, src, dst, false, HeadSource(task, i));
         if (!step.ok()) return step.status();
         src = dst;
         steps.push_back(*std::move(step));
@@ -558,9 +586,14 @@ class MaskNetModel::Builder {
   TensorMap& weights_;
   const Options& options_;
   const bool bf16_;
+  const bool int8_;
   std::unique_ptr<Network> net_;
   ArenaPlan arena_;
   Ref head_input_;  // what the heads read: the MLP's output, or top_src
+  // int8: whether the blocks' outputs (top) and head_input_ hold no
+  // negative value (each came out of a ReLU), so they quantize to uint8.
+  bool top_nonnegative_ = false;
+  bool head_input_nonnegative_ = false;
 };
 
 absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spec, TensorMap weights,
@@ -569,6 +602,11 @@ absl::StatusOr<std::unique_ptr<MaskNetModel>> MaskNetModel::Create(ModelSpec spe
   Options resolved = options;
   if (resolved.threads == 0) resolved.threads = omp_get_max_threads();
   std::string precision_note;
+  if (resolved.precision == Precision::kInt8 && !CpuHasInt8()) {
+    resolved.precision = CpuHasBf16() ? Precision::kBf16 : Precision::kF32;
+    precision_note = absl::StrCat("int8 requested, but this CPU has no AVX512_VNNI: built ",
+                                  PrecisionName(resolved.precision));
+  }
   if (resolved.precision == Precision::kBf16 && !CpuHasBf16()) {
     resolved.precision = Precision::kF32;
     precision_note = "bf16 requested, but this CPU has no AVX512_BF16: built fp32";
@@ -810,16 +848,23 @@ absl::Status MaskNetModel::RunDenseStacks(Workspace::Buffers& ws) const {
   return absl::OkStatus();
 }
 
-const char* PrecisionName(Precision precision) { return precision == Precision::kBf16 ? "bf16" : "fp32"; }
+const char* PrecisionName(Precision precision) {
+  switch (precision) {
+    case Precision::kBf16: return "bf16";
+    case Precision::kInt8: return "int8";
+    case Precision::kF32: break;
+  }
+  return "fp32";
+}
 
 bool AbslParseFlag(absl::string_view text, Precision* precision, std::string* error) {
-  for (const Precision p : {Precision::kF32, Precision::kBf16}) {
+  for (const Precision p : {Precision::kF32, Precision::kBf16, Precision::kInt8}) {
     if (text == PrecisionName(p)) {
       *precision = p;
       return true;
     }
   }
-  *error = absl::StrCat("must be fp32 or bf16, got '", text, "'");
+  *error = absl::StrCat("must be fp32, bf16 or int8, got '", text, "'");
   return false;
 }
 

@@ -58,12 +58,12 @@ class Workspace {
 class DenseLayer;
 
 // The matmuls' arithmetic (MaskNetModel::Options::precision).
-enum class Precision { kF32, kBf16 };
+enum class Precision { kF32, kBf16, kInt8 };
 
-// "fp32" or "bf16".
+// "fp32", "bf16" or "int8".
 const char* PrecisionName(Precision precision);
-// Precision as a flag's value (absl's flag marshalling finds them): "fp32"
-// or "bf16"; anything else is refused, naming the choices.
+// Precision as a flag's value (absl's flag marshalling finds them): "fp32",
+// "bf16" or "int8"; anything else is refused, naming the choices.
 bool AbslParseFlag(absl::string_view text, Precision* precision, std::string* error);
 std::string AbslUnparseFlag(Precision precision);
 
@@ -93,6 +93,13 @@ class MaskNetModel {
     // LayerNorms and sigmoid stay float32. Twice the arithmetic rate and
     // half the weight bytes of kF32 on CPUs with AVX512_BF16; where a CPU
     // lacks it the model is built kF32 (see precision_note()).
+    // kInt8 (model/int8.h): every matmul but the task heads' last (logit)
+    // layers runs in 8-bit integers: weights with one scale per output,
+    // made at load; each candidate's inputs to a layer quantized on their
+    // own, so a score never depends on the other candidates of its batch;
+    // int32 accumulation. LayerNorms, the sigmoid and the logit layers stay
+    // float32. Needs AVX512_VNNI; without it the model is built kBf16 (or
+    // kF32 without AVX512_BF16).
     Precision precision = Precision::kF32;
     // Batches of 1 to kSmallGemmMaxRows candidates run their matmuls on this
     // project's AVX-512 kernels (model/small_gemm.h), which read the weights

@@ -30,7 +30,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
 LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure --timeout 900 \
-    -E '^(python_tools|deploy_check|deploy_check_slow_prometheus|bf16_accuracy|framework_import_check)$'
+    -E '^(python_tools|deploy_check|deploy_check_slow_prometheus|precision_accuracy|framework_import_check)$'
 
 # ThreadSanitizer: clang, so that library headers can be left out. One
 # OpenMP thread: LLVM's libomp, which clang links, is not instrumented either,

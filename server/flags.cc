@@ -53,9 +53,10 @@ ABSL_FLAG(int32_t, num_workers, masknet::Server::Options().num_workers,
           "Scoring threads, shared by every model. 0: the CPUs this process may use (affinity and "
           "cgroup quota) divided by --intra_op_threads.");
 ABSL_FLAG(masknet::Precision, precision, masknet::Server::Options().repository.model.precision,
-          "Matmul arithmetic of every model: fp32, or bf16 (weights and matmul inputs rounded to "
-          "bfloat16, float32 accumulation; about twice the speed on CPUs with AVX512_BF16, which "
-          "others fall back from to fp32 with a warning).");
+          "Matmul arithmetic of every model: fp32; bf16 (weights and matmul inputs rounded to "
+          "bfloat16, float32 accumulation; needs AVX512_BF16, else fp32 with a warning); or int8 "
+          "(int8 weights, each candidate's matmul inputs quantized on their own, int32 "
+          "accumulation; needs AVX512_VNNI, else bf16 or fp32 with a warning).");
 ABSL_FLAG(int32_t, intra_op_threads, masknet::Server::Options().repository.model.threads,
           "OpenMP threads each worker's forward pass uses. 1 (several single-threaded workers) "
           "gives the most candidates per second; more lowers a lone large batch's latency. Set "

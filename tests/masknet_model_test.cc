@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "model/feature_assembly.h"
 #include "model/layer_norm.h"
+#include "model/int8.h"
 #include "model/row_buckets.h"
 #include "tests/test_util.h"
 
@@ -21,10 +22,13 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::unique_ptr<MaskNetModel> TinyModel(int64_t max_batch_size, uint32_t seed = 5) {
+std::unique_ptr<MaskNetModel> TinyModel(int64_t max_batch_size, uint32_t seed = 5,
+                                        Precision precision = Precision::kF32) {
   auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
   TensorMap weights = testing::RandomWeights(spec, seed);
-  auto model = MaskNetModel::Create(std::move(spec), std::move(weights), {max_batch_size});
+  MaskNetModel::Options options{max_batch_size};
+  options.precision = precision;
+  auto model = MaskNetModel::Create(std::move(spec), std::move(weights), options);
   EXPECT_TRUE(model.ok()) << model.status();
   return *std::move(model);
 }
@@ -204,6 +208,33 @@ TEST(MaskNetModelTest, ScoresDoNotDependOnBatchComposition) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_NEAR(a[i], b[i], 1e-6) << i;
     EXPECT_NEAR(a[i], c[i], 1e-6) << i;
+  }
+}
+
+// int8 quantizes each candidate's inputs on its own: a candidate's score is
+// the same alone, in any batch size, and beside candidates of another
+// request whose values are a thousand times larger.
+TEST(MaskNetModelTest, Int8ScoresDoNotDependOnBatchComposition) {
+  if (!CpuHasInt8()) GTEST_SKIP() << "no AVX512_VNNI: int8 models are built bf16 or fp32";
+  auto big = TinyModel(256, 5, Precision::kInt8);
+  auto single = TinyModel(1, 5, Precision::kInt8);
+  ASSERT_EQ(big->precision(), Precision::kInt8);
+  const auto& schema = big->spec().schema;
+  const testing::OwnedRequest request = testing::RandomRequest(schema, 61, 2);
+  testing::OwnedRequest loud = testing::RandomRequest(schema, 100, 3);
+  for (auto& candidate : loud.candidates) {
+    for (float& x : candidate.dense) x *= 1000.0f;
+  }
+  const RequestFeatures view = request.view(), loud_view = loud.view();
+  const std::vector<float> alone = testing::ScoreAllOrDie(*single, view);
+  const std::vector<float> batched = testing::ScoreAllOrDie(*big, view);
+  const BatchSlice slices[] = {{&loud_view, 0, 100}, {&view, 0, 61}, {&loud_view, 0, 50}};
+  std::vector<float> mixed(211 * 2);
+  Workspace workspace;
+  ASSERT_TRUE(big->Run(slices, workspace, absl::MakeSpan(mixed)).ok());
+  for (size_t i = 0; i < alone.size(); ++i) {
+    EXPECT_NEAR(batched[i], alone[i], 1e-6) << i;
+    EXPECT_NEAR(mixed[100 * 2 + i], alone[i], 1e-6) << i;
   }
 }
 

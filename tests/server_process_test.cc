@@ -231,7 +231,7 @@ TEST(ServerProcessTest, InvalidLimitExitsWithAMessageNamingTheFlags) {
 
 TEST(ServerProcessTest, AChoiceFlagRefusesWhatIsNotAChoice) {
   for (const auto& [flag, error] : std::vector<std::pair<std::string, std::string>>{
-           {"--precision=int4", "must be fp32 or bf16, got 'int4'"},
+           {"--precision=int4", "must be fp32, bf16 or int8, got 'int4'"},
            {"--log_format=xml", "must be text or json, got 'xml'"}}) {
     ServerProcess server({"--model_root=/nonexistent", flag});
     EXPECT_NE(server.Wait(), 0) << flag;

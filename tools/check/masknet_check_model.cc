@@ -26,7 +26,7 @@ ABSL_FLAG(int64_t, max_batch_size, masknet::MaskNetModel::Options().max_batch_si
           "As masknet_server's --max_batch_size: the model must fit its workspace limit at this batch size.");
 ABSL_FLAG(int64_t, max_workspace_bytes, masknet::MaskNetModel::Options().max_workspace_bytes,
           "As masknet_server's --max_workspace_bytes.");
-ABSL_FLAG(masknet::Precision, precision, masknet::Precision::kF32, "As masknet_server's --precision: fp32 or bf16.");
+ABSL_FLAG(masknet::Precision, precision, masknet::Precision::kF32, "As masknet_server's --precision: fp32, bf16 or int8.");
 
 namespace masknet {
 namespace {

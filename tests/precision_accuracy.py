@@ -1,15 +1,17 @@
 #!/usr/bin/python3
-"""bf16 against fp32 where ranking decides: the demo model's held-out AUC.
+"""bf16 and int8 against fp32 where ranking decides: the demo model's held-out AUC.
 
-Run by ctest as bf16_accuracy. Starts masknet_server twice on the bundled
-demo model (models/home_timeline), with --precision=fp32 and =bf16, sends
-both every held-out request of the demo's synthetic data (regenerated from
+Run by ctest as precision_accuracy. Starts masknet_server on the bundled
+demo model (models/home_timeline) at --precision=fp32, =bf16 and =int8, sends
+each every held-out request of the demo's synthetic data (regenerated from
 its seed), and checks that:
   - fp32 reproduces the held-out AUCs recorded in the model's metadata;
-  - bf16's AUC is within 0.001 of fp32's for every task.
-Prints both AUCs and the largest score difference.
+  - bf16's and int8's AUCs are within 0.001 of fp32's for every task.
+Prints the AUCs, the largest score difference from fp32, and the rank
+agreement with fp32 inside each request (Spearman; the smallest and the
+median over requests).
 
-    bf16_accuracy.py --server BIN
+    precision_accuracy.py --server BIN
 """
 
 import argparse
@@ -33,6 +35,24 @@ from server_process import ServerProcess  # noqa: E402
 ARGS = None
 MODEL_ROOT = os.path.join(ROOT, "models")
 AUC_TOLERANCE = 0.001
+LOWER = ("bf16", "int8")  # the precisions checked against fp32
+
+
+def spearman(a, b):
+    """Rank correlation of two score vectors (ties get their mean rank)."""
+    def ranks(x):
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for value in np.unique(x):  # ties: mean rank
+            tied = x == value
+            if tied.sum() > 1:
+                r[tied] = r[tied].mean()
+        return r
+    ra, rb = ranks(np.asarray(a)), ranks(np.asarray(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return 1.0 if (ra.std() == 0) == (rb.std() == 0) else 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 class Server(ServerProcess):
@@ -57,19 +77,21 @@ class Server(ServerProcess):
         return super().stop()
 
 
-class Bf16AccuracyTest(unittest.TestCase):
-    def test_bf16_keeps_the_demo_models_heldout_auc(self):
+class PrecisionAccuracyTest(unittest.TestCase):
+    def test_bf16_and_int8_keep_the_demo_models_heldout_auc(self):
         options = train.TrainingOptions()
         data = synthetic.generate(options.data)
         _, heldout_rows = train.heldout_split(options, data)
         requests = sorted(set(data.request_of[heldout_rows].tolist()))
-        servers = {p: Server(p) for p in ("fp32", "bf16")}
+        servers = {p: Server(p) for p in ("fp32",) + LOWER}
         try:
             info = {p: s.info(ranker_pb2.GetModelInfoRequest(model_name="home_timeline"), timeout=30)
                     for p, s in servers.items()}
             scores = {p: {} for p in servers}
+            in_request = []  # per request: its candidates' ids
             for request in requests:
                 message = data.rank_request(request, model_name="home_timeline")
+                in_request.append([c.id for c in message.candidates])
                 for p, s in servers.items():
                     response = s.rank(message, timeout=30)
                     for c in response.candidates:
@@ -81,19 +103,27 @@ class Bf16AccuracyTest(unittest.TestCase):
         rows = np.array(sorted(scores["fp32"]))
         np.testing.assert_array_equal(rows, np.sort(heldout_rows))
         as_array = {p: np.array([scores[p][r] for r in rows]) for p in servers}
-        print(f"\nheld-out: {len(requests)} requests, {len(rows)} candidates; "
-              f"precision served: {info['fp32'].precision} and {info['bf16'].precision}; "
-              f"max |bf16 - fp32| score {np.abs(as_array['bf16'] - as_array['fp32']).max():.2e}")
+        print(f"\nheld-out: {len(requests)} requests, {len(rows)} candidates; precision served: "
+              + ", ".join(info[p].precision for p in servers))
+        for p in LOWER:
+            print(f"  max |{p} - fp32| score {np.abs(as_array[p] - as_array['fp32']).max():.2e}")
         for t, task in enumerate(synthetic.TASKS):
             labels = data.labels[task][rows]
             auc = {p: metrics.roc_auc(labels, as_array[p][:, t]) for p in servers}
             recorded = float(info["fp32"].metadata[f"heldout_auc_{task}"])
-            print(f"  {task}: AUC fp32 {auc['fp32']:.5f} (metadata {recorded:.4f}), bf16 {auc['bf16']:.5f}, "
-                  f"difference {auc['bf16'] - auc['fp32']:+.5f}")
+            print(f"  {task}: AUC fp32 {auc['fp32']:.5f} (metadata {recorded:.4f})"
+                  + "".join(f", {p} {auc[p]:.5f} ({auc[p] - auc['fp32']:+.5f})" for p in LOWER))
+            for p in LOWER:
+                rho = [spearman([scores["fp32"][c][t] for c in ids], [scores[p][c][t] for c in ids])
+                       for ids in in_request if len(ids) > 1]
+                print(f"    {p}: Spearman with fp32 within a request: min {min(rho):.4f}, "
+                      f"median {np.median(rho):.4f}")
             self.assertAlmostEqual(auc["fp32"], recorded, delta=0.00051)
-            self.assertLessEqual(abs(auc["bf16"] - auc["fp32"]), AUC_TOLERANCE)
-        if info["bf16"].precision != "bf16":
-            print("  this CPU has no AVX512_BF16: the bf16 server ran fp32")
+            for p in LOWER:
+                self.assertLessEqual(abs(auc[p] - auc["fp32"]), AUC_TOLERANCE, p)
+        for p in LOWER:
+            if info[p].precision != p:
+                print(f"  this CPU cannot run {p}: that server ran {info[p].precision}")
 
 
 if __name__ == "__main__":
