@@ -97,16 +97,18 @@ absl::StatusOr<DenseLayer> DenseLayer::Create(const dnnl::engine& engine, const 
       kernel.rows = rows;
       kernel.src = Matrix(merged && shape.broadcast_src ? 0 : batch, rows, k, src_stride, src_type);
       kernel.dst = Matrix(batch, rows, n, dst_stride, dst_type);
-      dnnl::post_ops ops;  // int8: none; dequantization comes first
-      if (!int8 && merged && !bias.empty()) {
-        kernel.multiplier = bias_md;
-        ops.append_binary(dnnl::algorithm::binary_add, bias_md);
-      }
-      if (!int8 && post_op == PostOp::kRelu) {
-        ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
-      } else if (!int8 && post_op == PostOp::kMultiply) {
-        kernel.multiplier = Matrix(1, rows, n, shape.multiplier_stride, dt::f32);
-        ops.append_binary(dnnl::algorithm::binary_mul, kernel.multiplier);
+      dnnl::post_ops ops;
+      if (!int8) {  // int8: none; ExecuteInt8's dequantization comes first
+        if (merged && !bias.empty()) {
+          kernel.multiplier = bias_md;
+          ops.append_binary(dnnl::algorithm::binary_add, bias_md);
+        }
+        if (post_op == PostOp::kRelu) {
+          ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+        } else if (post_op == PostOp::kMultiply) {
+          kernel.multiplier = Matrix(1, rows, n, shape.multiplier_stride, dt::f32);
+          ops.append_binary(dnnl::algorithm::binary_mul, kernel.multiplier);
+        }
       }
       dnnl::primitive_attr attr;
       attr.set_post_ops(ops);

@@ -12,24 +12,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "omp.h"
+#include "model/row_loop.h"
 
 namespace masknet {
 namespace {
-
-// Row loops go parallel only when there is enough work to pay for waking the
-// OpenMP threads (as LayerNormRows).
-bool Serial(int64_t values) { return values < (1 << 14) || omp_in_parallel(); }
-
-template <typename RowFn>
-void ForEachRow(int64_t rows, int64_t width, const RowFn& fn) {
-  if (Serial(rows * width)) {
-    for (int64_t r = 0; r < rows; ++r) fn(r);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) fn(r);
-}
 
 #define MASKNET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "omp.h"
+#include "model/row_loop.h"
 
 namespace masknet {
 namespace {
@@ -62,28 +62,15 @@ void LayerNormRow(const float* in, float* out, int64_t width, const float* gamma
                        SumOfSquares<double>(in, width, exact_mean));
 }
 
-// Below this many values in all, a parallel region costs more than it
-// saves. Small work stays out of OpenMP altogether: even a one-thread
-// parallel region (an `if` clause that is false) parks the pool's other
-// threads, and waking them again for the next matmul costs a futex call and,
-// on a VM, an IPI. Inside a parallel region (a caller's) it stays serial.
-bool Serial(int64_t values) { return values < (1 << 14) || omp_in_parallel(); }
 
 }  // namespace
 
 void LayerNormRows(const float* in, int64_t in_stride, float* out, int64_t out_stride,
                    int64_t rows, int64_t width, const float* gamma, const float* beta,
                    float eps, bool relu) {
-  if (Serial(rows * width)) {
-    for (int64_t r = 0; r < rows; ++r) {
-      LayerNormRow(in + r * in_stride, out + r * out_stride, width, gamma, beta, eps, relu);
-    }
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  ForEachRow(rows, width, [&](int64_t r) {
     LayerNormRow(in + r * in_stride, out + r * out_stride, width, gamma, beta, eps, relu);
-  }
+  });
 }
 
 void LayerNormSegmentRows(const float* in, int64_t in_stride, float* out, int64_t out_stride, int64_t rows,
@@ -101,12 +88,7 @@ void LayerNormSegmentRows(const float* in, int64_t in_stride, float* out, int64_
       param += s.width;
     }
   };
-  if (Serial(rows * width)) {
-    for (int64_t r = 0; r < rows; ++r) row(r);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) row(r);
+  ForEachRow(rows, width, row);
 }
 
 }  // namespace masknet

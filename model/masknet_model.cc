@@ -17,6 +17,7 @@
 #include "model/layer_norm.h"
 #include "model/limits.h"
 #include "model/row_buckets.h"
+#include "model/row_loop.h"
 
 namespace masknet {
 namespace {
@@ -738,8 +739,8 @@ absl::Status MaskNetModel::Assemble(absl::Span<const BatchSlice> slices, int64_t
     }
     return true;
   };
-  // Small batches stay out of OpenMP altogether (see LayerNormRows).
-  if (n * d < (1 << 14)) {
+  // Small batches stay out of OpenMP altogether (model/row_loop.h).
+  if (RunRowsSerially(n * d)) {
     for (int64_t r = 0; r < n && first_bad == n; ++r) {
       if (!assemble(r)) first_bad = r;
     }

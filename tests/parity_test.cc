@@ -206,6 +206,30 @@ struct Agreement {
   double min_spearman = 1;
 };
 
+// `request` scored by the version it names in `repo`, built at `precision`:
+// [candidates, tasks] row-major, and the task count in *tasks. Fails the
+// test and returns nothing when the version or the request is refused.
+std::vector<float> ScoreRequest(const ModelRepository& repo, const serving::v1::RankRequest& request,
+                                Precision precision, int* tasks) {
+  auto servable = repo.Find(request.model_name(), request.model_version());
+  EXPECT_TRUE(servable.ok()) << servable.status();
+  if (!servable.ok()) return {};
+  const MaskNetModel& model = *(*servable)->model;
+  EXPECT_EQ(model.precision(), precision);
+  auto features = ParseRankRequest(request, model.spec().schema, 1 << 20);
+  EXPECT_TRUE(features.ok()) << features.status();
+  if (!features.ok()) return {};
+  *tasks = model.num_tasks();
+  return testing::ScoreAllOrDie(model, *features);
+}
+
+// Task t's column of [candidates, tasks] row-major scores.
+std::vector<double> TaskScores(const std::vector<float>& scores, int tasks, int t) {
+  std::vector<double> column;
+  for (size_t i = t; i < scores.size(); i += tasks) column.push_back(scores[i]);
+  return column;
+}
+
 Agreement ScoreAt(const std::string& name, Precision precision) {
   const auto fixture = testing::ReadParityFixture(name);
   auto repo = LoadFixture(name, precision);
@@ -215,22 +239,16 @@ Agreement ScoreAt(const std::string& name, Precision precision) {
     return agreement;
   }
   for (const auto& c : fixture.cases()) {
-    auto servable = repo->Find(c.request().model_name(), c.request().model_version());
-    EXPECT_TRUE(servable.ok()) << servable.status();
-    if (!servable.ok()) continue;
-    const MaskNetModel& model = *(*servable)->model;
-    EXPECT_EQ(model.precision(), precision);
-    auto features = ParseRankRequest(c.request(), model.spec().schema, 1 << 20);
-    EXPECT_TRUE(features.ok()) << features.status();
-    if (!features.ok()) continue;
-    const std::vector<float> scores = testing::ScoreAllOrDie(model, *features);
-    const int tasks = model.num_tasks(), candidates = c.expected().candidates_size();
+    int tasks = 0;
+    const std::vector<float> scores = ScoreRequest(*repo, c.request(), precision, &tasks);
+    const int candidates = c.expected().candidates_size();
+    if (scores.size() != static_cast<size_t>(candidates) * tasks) continue;  // ScoreRequest failed the test
     for (int t = 0; t < tasks; ++t) {
-      std::vector<double> got, want;
+      const std::vector<double> got = TaskScores(scores, tasks, t);
+      std::vector<double> want;
       for (int i = 0; i < candidates; ++i) {
-        got.push_back(scores[i * tasks + t]);
         want.push_back(c.expected().candidates(i).scores(t));
-        agreement.max_error = std::max(agreement.max_error, std::fabs(got.back() - want.back()));
+        agreement.max_error = std::max(agreement.max_error, std::fabs(got[i] - want[i]));
       }
       if (candidates >= kRankedCase) agreement.min_spearman = std::min(agreement.min_spearman, Spearman(got, want));
     }
@@ -283,22 +301,12 @@ TEST_P(ParityTest, Int8KeepsTheOrderOfHeavyTailedCandidates) {
   for (const Precision precision : {Precision::kF32, Precision::kInt8}) {
     auto repo = LoadFixture(name, precision);
     ASSERT_NE(repo, nullptr);
-    auto servable = repo->Find(request.model_name(), request.model_version());
-    ASSERT_TRUE(servable.ok()) << servable.status();
-    const MaskNetModel& model = *(*servable)->model;
-    auto features = ParseRankRequest(request, model.spec().schema, 1 << 20);
-    ASSERT_TRUE(features.ok()) << features.status();
-    scores[precision == Precision::kInt8] = testing::ScoreAllOrDie(model, *features);
-    tasks = model.num_tasks();
+    scores[precision == Precision::kInt8] = ScoreRequest(*repo, request, precision, &tasks);
+    ASSERT_EQ(scores[precision == Precision::kInt8].size(), static_cast<size_t>(request.candidates_size()) * tasks);
   }
   double worst = 1;
-  for (int task = 0; task < tasks; ++task) {
-    std::vector<double> fp32, int8;
-    for (size_t i = task; i < scores[0].size(); i += tasks) {
-      fp32.push_back(scores[0][i]);
-      int8.push_back(scores[1][i]);
-    }
-    worst = std::min(worst, Spearman(int8, fp32));
+  for (int t = 0; t < tasks; ++t) {
+    worst = std::min(worst, Spearman(TaskScores(scores[1], tasks, t), TaskScores(scores[0], tasks, t)));
   }
   std::printf("[ parity ] %s int8, heavy-tailed dense values: smallest Spearman with fp32 = %.5f\n", name.c_str(),
               worst);
