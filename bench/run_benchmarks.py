@@ -174,7 +174,7 @@ def run_json(command, env=None):
     return json.loads(out)
 
 
-def ours(config, min_time, threads=THREADS, families="forward(_bf16)?", batches=BATCHES):
+def ours(config, min_time, threads=THREADS, families="forward(_bf16|_int8)?", batches=BATCHES):
     """forward_pass_benchmark on the peers' weights: {(precision, batch): (candidates/s, latency us)}."""
     batches = "|".join(str(b) for b in batches)
     data = run_json([FORWARD, f"--models={PEER_MODELS}", f"--benchmark_filter=^{families}/{config}/({batches})/",
@@ -182,8 +182,10 @@ def ours(config, min_time, threads=THREADS, families="forward(_bf16)?", batches=
                     env={"OMP_NUM_THREADS": str(threads)})
     results = {}
     for b in data["benchmarks"]:
+        if b.get("error_occurred"):  # e.g. int8 or bf16 on a CPU without them: built at another precision
+            continue
         family, _, batch = b["name"].split("/")[:3]
-        kind = {"forward_bf16": "bf16", "matmuls": "matmuls"}.get(family, "fp32")
+        kind = {"forward_bf16": "bf16", "forward_int8": "int8", "matmuls": "matmuls"}.get(family, "fp32")
         results[(kind, int(batch))] = (b["candidates/s"], b["real_time"])  # real_time in us
     return results
 
@@ -261,7 +263,12 @@ def kernels_section(bench, limits, plot_path):
         return fma / meta[config]["flops_per_candidate"]
 
     def memory_limit(config, precision):  # batch 1: every weight read once per candidate
-        return bandwidth / (meta[config]["dense_network_params"] * (2 if precision == "bf16" else 4))
+        return bandwidth / (meta[config]["dense_network_params"] * {"bf16": 2, "int8": 1}.get(precision, 4))
+
+    int8_ops = (limits.get("int8_gops_all") or 0) * 1e9  # 0: no VNNI, no int8 limit
+
+    def int8_limit(config):
+        return int8_ops / meta[config]["flops_per_candidate"] if int8_ops else float("nan")
 
     def get(system, config, batch):
         return best.get((system, config, batch), (float("nan"), float("nan"), ""))
@@ -275,7 +282,8 @@ def kernels_section(bench, limits, plot_path):
         f"float64 reference). Every system runs {THREADS} threads on this machine's {os.cpu_count()} CPUs, one "
         f"process at a time, interleaved over {rounds} rounds; each figure is the best round. **This project**: "
         f"`forward_pass_benchmark`, the whole forward pass from request features (assembly, embedding sums, "
-        f"normalizations, MaskNet, MLP, heads, sigmoid), fp32 and `--precision=bf16`. **ONNX Runtime** "
+        f"normalizations, MaskNet, MLP, heads, sigmoid), fp32, `--precision=bf16` and `--precision=int8` (which "
+        f"runs fp32 or bf16, and is then left out, on a CPU without AVX512_VNNI). **ONNX Runtime** "
         f"{ort_version} (npm `onnxruntime-node`, CPU provider, `intraOpNumThreads={THREADS}`, all graph "
         f"optimizations, `await session.run` per call) and **PyTorch** {meta[CONFIGS[0]].get('torch_version', '')} "
         f"(the faster of TorchScript + `optimize_for_mobile` (XNNPACK) and `to_mkldnn` for each batch; Debian's "
@@ -284,7 +292,8 @@ def kernels_section(bench, limits, plot_path):
     add(f"Limits from this run's `machine_limits`: compute limit = {limits['fma_gflops_all']:.0f} GFLOP/s ÷ FLOPs per "
         f"candidate (\"% of limit\"); at batch 1, where every weight is read once per candidate, the memory limit "
         f"= {limits['read_gb_per_s']:.1f} GB/s ÷ weight bytes (\"% of DRAM\"; a model whose weights fit in the L3 "
-        f"cache can pass 100%).\n")
+        f"cache can pass 100%). int8's limit: {int8_ops / 1e9:.0f} GOP/s of `vpdpbusd` ÷ operations per candidate "
+        f"(\"% of int8 limit\").\n")
     add(f"![candidates per second against batch size]({os.path.basename(plot_path)})\n")
     for config in CONFIGS:
         m = meta[config]
@@ -292,16 +301,18 @@ def kernels_section(bench, limits, plot_path):
         add(f"### {config}\n")
         add(f"{m['flops_per_candidate'] / 1e6:.2f} MFLOP per candidate, {m['dense_network_params'] * 4 / 1e6:.1f} MB "
             f"of fp32 weights; compute limit {limit:,.0f} candidates/s.\n")
-        add("| batch | this project fp32 | % of limit | bf16 | bf16 ÷ fp32 | ONNX Runtime | % of limit | PyTorch | "
-            "this project ÷ ORT (fp32) |")
-        add("|---|---|---|---|---|---|---|---|---|")
+        add("| batch | this project fp32 | % of limit | bf16 | bf16 ÷ fp32 | int8 | int8 ÷ bf16 | % of int8 limit | "
+            "ONNX Runtime | % of limit | PyTorch | this project ÷ ORT (fp32) |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for batch in BATCHES:
-            f32, b16, o, t = (get(s_, config, batch) for s_ in ("ours-fp32", "ours-bf16", "onnxruntime", "pytorch"))
+            f32, b16, i8, o, t = (get(s_, config, batch)
+                                  for s_ in ("ours-fp32", "ours-bf16", "ours-int8", "onnxruntime", "pytorch"))
             extra = ""
             if batch == 1:
                 extra = (f" ({100 * f32[0] / memory_limit(config, 'fp32'):.0f}% of DRAM)")
             add(f"| {batch} | {f32[0]:,.0f} cand/s, {f32[1]:,.0f} µs | **{100 * f32[0] / limit:.0f}%**{extra} | "
-                f"{b16[0]:,.0f}, {b16[1]:,.0f} µs | {b16[0] / f32[0]:.2f}× | {o[0]:,.0f}, {o[1]:,.0f} µs | "
+                f"{b16[0]:,.0f}, {b16[1]:,.0f} µs | {b16[0] / f32[0]:.2f}× | {i8[0]:,.0f}, {i8[1]:,.0f} µs | "
+                f"{i8[0] / b16[0]:.2f}× | {100 * i8[0] / int8_limit(config):.0f}% | {o[0]:,.0f}, {o[1]:,.0f} µs | "
                 f"{100 * o[0] / limit:.0f}% | {t[0]:,.0f} ({t[2]}) | **{f32[0] / o[0]:.2f}×** |")
         add("")
     # The issue's targets.
@@ -333,6 +344,17 @@ def kernels_section(bench, limits, plot_path):
             f"{verdict(ratio >= 1.7)} |")
     ratio = get("ours-bf16", "twitter-recap", 1)[0] / get("ours-fp32", "twitter-recap", 1)[0]
     add(f"| bf16, batch 1, twitter-recap: ≥ 1.7 × fp32 | {ratio:.2f}× | {verdict(ratio >= 1.7)} |")
+    for config in CONFIGS:
+        ratio = min(get("ours-int8", config, b)[0] / get("ours-bf16", config, b)[0] for b in (64, 256, 1024))
+        add(f"| int8, batch ≥ 64, {config}: ≥ 1.4 × bf16 | {ratio:.2f}× (lowest of 64, 256 and 1024) | "
+            f"{verdict(ratio >= 1.4)} |")
+    for config in CONFIGS:
+        share = min(get("ours-int8", config, b)[0] / int8_limit(config) for b in (256, 1024))
+        add(f"| int8, batch ≥ 256, {config}: ≥ 60% of the int8 limit | {100 * share:.0f}% (lower of 256 and 1024) | "
+            f"{verdict(share >= 0.6)} |")
+    share = get("ours-int8", "twitter-recap", 1)[0] / memory_limit("twitter-recap", "int8")
+    add(f"| int8, batch 1, twitter-recap: ≥ 90% of the DRAM limit for its int8 weight bytes | {100 * share:.0f}% | "
+        f"{verdict(share >= 0.9)} |")
     add("")
     add("Why batch 1 misses 1.3 × ONNX Runtime on the paper-criteo configurations: at batch 1 every weight is "
         "read once per candidate, so a pass cannot take less time than reading its weights. `forward_pass_benchmark`"
@@ -399,7 +421,7 @@ def write_kernel_plot(path, best, compute_limit):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(CONFIGS), figsize=(13, 4.2))
     styles = (("ours-fp32", "this project fp32", "-o"), ("ours-bf16", "this project bf16", "-s"),
-              ("onnxruntime", "ONNX Runtime fp32", "--^"), ("pytorch", "PyTorch fp32", ":v"))
+              ("ours-int8", "this project int8", "-D"), ("onnxruntime", "ONNX Runtime fp32", "--^"), ("pytorch", "PyTorch fp32", ":v"))
     for ax, config in zip(axes, CONFIGS):
         for system, label, style in styles:
             ys = [best.get((system, config, b), (float("nan"),))[0] for b in BATCHES]
