@@ -149,12 +149,21 @@ def forward_pass(batch):
     return max(b["candidates/s"] for b in runs)
 
 
+def model_info(server):
+    """What masknet_client prints of the served model's ModelInfo."""
+    return subprocess.run([os.path.join(BUILD, "tools", "masknet_client"), f"--target=127.0.0.1:{server.port}",
+                           "--candidates=0"], check=True, capture_output=True, text=True).stdout
+
+
 def model_flops():
     with Server() as server:
-        out = subprocess.run(
-            [os.path.join(BUILD, "tools", "masknet_client"), f"--target=127.0.0.1:{server.port}",
-             "--candidates=0"], check=True, capture_output=True, text=True).stdout
+        out = model_info(server)
     return float(re.search(r"([0-9.]+) MFLOP per candidate", out).group(1)) * 1e6
+
+
+def served_precision(server):
+    match = re.search(r"precision: (\S+)", model_info(server))
+    return match.group(1) if match else "unknown"
 
 
 def ms(x):
@@ -204,16 +213,23 @@ def read_floor(config, min_time):
     return results
 
 
+PEER_SYSTEMS = ("onnxruntime", "pytorch", "onnxruntime-int8", "pytorch-int8")
+
+
 def peer(system, config, min_time):
-    """ONNX Runtime or PyTorch: {batch: (candidates/s, latency us, path)} and the run's JSON."""
+    """ONNX Runtime or PyTorch, fp32 or (system "...-int8") dynamically quantized int8:
+    {batch: (candidates/s, latency us, path)} and the run's JSON."""
     batches = ",".join(str(b) for b in BATCHES)
-    if system == "onnxruntime":
+    int8 = system.endswith("-int8")
+    if system.startswith("onnxruntime"):
+        model = "model_int8.onnx" if int8 else "model.onnx"
         data = run_json(["node", os.path.join(PEERS, "ort_bench.js"), "--model",
-                         os.path.join(PEER_MODELS, config, "model.onnx"), "--batches", batches,
+                         os.path.join(PEER_MODELS, config, model), "--batches", batches,
                          "--threads", str(THREADS), "--min_time", str(min_time)])
     else:
         data = run_json([PYTHON, os.path.join(PEERS, "peers.py"), "torch", "--dir", PEER_MODELS, "--config", config,
-                         "--batches", batches, "--threads", str(THREADS), "--min_time", str(min_time)],
+                         "--batches", batches, "--threads", str(THREADS), "--min_time", str(min_time)]
+                        + (["--paths", "dynamic_int8"] if int8 else []),
                         env={"OMP_WAIT_POLICY": "PASSIVE"})
     return {r["batch"]: (r["candidates_per_s"], r["latency_us"], r.get("path", data.get("path", "")))
             for r in data["results"]}, data
@@ -244,7 +260,9 @@ def kernels_section(bench, limits, plot_path):
             # Reading the weights once: what batch 1 cannot beat.
             for name, value in read_floor(config, min_time).items():
                 runs[(name, 1)] = value
-            for system in ("onnxruntime", "pytorch"):
+            for system in PEER_SYSTEMS:
+                if system == "pytorch-int8" and "pytorch" not in meta[config]["int8_peers"]:
+                    continue  # Debian's torch without the fbgemm engine
                 results, data = peer(system, config, min_time)
                 details[(system, config)] = data
                 for batch, value in results.items():
@@ -315,6 +333,7 @@ def kernels_section(bench, limits, plot_path):
                 f"{i8[0] / b16[0]:.2f}× | {100 * i8[0] / int8_limit(config):.0f}% | {o[0]:,.0f}, {o[1]:,.0f} µs | "
                 f"{100 * o[0] / limit:.0f}% | {t[0]:,.0f} ({t[2]}) | **{f32[0] / o[0]:.2f}×** |")
         add("")
+    int8_peers_section(add, meta, get, int8_limit)
     # The issue's targets.
     add("### Against the targets\n")
     add("| target | measured | |")
@@ -352,6 +371,14 @@ def kernels_section(bench, limits, plot_path):
         share = min(get("ours-int8", config, b)[0] / int8_limit(config) for b in (256, 1024))
         add(f"| int8, batch ≥ 256, {config}: ≥ 60% of the int8 limit | {100 * share:.0f}% (lower of 256 and 1024) | "
             f"{verdict(share >= 0.6)} |")
+    for config in CONFIGS:
+        ratio = min(get("ours-int8", config, b)[0] / get("onnxruntime-int8", config, b)[0] for b in BATCHES)
+        add(f"| int8, every batch, {config}: faster than ONNX Runtime int8 | {ratio:.2f}× (lowest of batches "
+            f"{', '.join(map(str, BATCHES))}) | {verdict(ratio > 1)} |")
+    for config in CONFIGS[:2]:
+        ratio = min(get("ours-int8", config, b)[0] / get("onnxruntime-int8", config, b)[0] for b in (64, 256, 1024))
+        add(f"| int8, batch ≥ 64, {config}: ≥ 1.3 × ONNX Runtime int8 | {ratio:.2f}× (lowest of 64, 256 and 1024) | "
+            f"{verdict(ratio >= 1.3)} |")
     share = get("ours-int8", "twitter-recap", 1)[0] / memory_limit("twitter-recap", "int8")
     add(f"| int8, batch 1, twitter-recap: ≥ 90% of the DRAM limit for its int8 weight bytes | {100 * share:.0f}% | "
         f"{verdict(share >= 0.9)} |")
@@ -415,13 +442,59 @@ def kernels_section(bench, limits, plot_path):
     return "\n".join(lines)
 
 
+def int8_peers_section(add, meta, get, int8_limit):
+    """Our int8 beside ONNX Runtime's and PyTorch's dynamic int8, and what each costs in fidelity."""
+    add("### int8 beside ONNX Runtime's and PyTorch's int8\n")
+    add("**ONNX Runtime int8** runs the graph its dynamic quantizer (`quantize_dynamic`, per-channel int8 weights) "
+        "makes of the same ONNX model: every dense layer becomes `DynamicQuantizeLinear` → `MatMulInteger` → "
+        "scale → bias, which its optimizer fuses into `DynamicQuantizeMatMul`/`MatMulIntegerToFloat`. Its Python "
+        "quantizer cannot be installed here, so `bench/peers/quantize_onnx.py` writes that graph with python3-onnx, "
+        "quantizing `Gemm` (torch's `nn.Linear`, which the tool's dynamic mode skips) as MatMul + bias. **PyTorch "
+        "int8** is `torch.ao.quantization.quantize_dynamic(net, {nn.Linear})` (its default: one weight scale per "
+        "layer; Debian's torch has the onednn quantized engine, not fbgemm), traced. "
+        "Both quantize activations with one scale per call, so a row's score depends on its batch-mates. "
+        "**This project** quantizes weights per output channel at load and each candidate's input to a layer on "
+        "its own (per row), and keeps the task heads' logit layers in fp32.\n")
+    add("| config | batch | this project int8 | % of int8 limit | ONNX Runtime int8 | this project ÷ ORT int8 | "
+        "ORT int8 ÷ ORT fp32 | PyTorch int8 |")
+    add("|---|---|---|---|---|---|---|---|")
+    for config in CONFIGS:
+        for batch in BATCHES:
+            ours_, ort, ort32, pt = (get(s_, config, batch)
+                                     for s_ in ("ours-int8", "onnxruntime-int8", "onnxruntime", "pytorch-int8"))
+            add(f"| {config} | {batch} | {ours_[0]:,.0f} cand/s, {ours_[1]:,.0f} µs | "
+                f"{100 * ours_[0] / int8_limit(config):.0f}% | {ort[0]:,.0f}, {ort[1]:,.0f} µs | "
+                f"**{ours_[0] / ort[0]:.2f}×** | {ort[0] / ort32[0]:.2f}× | {pt[0]:,.0f}, {pt[1]:,.0f} µs |")
+    add("")
+    add("What the peers' int8 costs (`peers.py prepare`, against the float64 reference of the same weights): the "
+        "largest score error on 64 normal rows; how many rows of a 256-row batch score differently (by more than "
+        "1e-6) in that batch than alone, and by how much; and within a 256-row batch of heavy-tailed rows (each "
+        "normal value × (1 + |t|), t Student's with 2 degrees of freedom capped at 89, as in `parity_test`), the rank agreement with the reference (the lowest Spearman over the tasks) "
+        "when scored as one batch and row by row. This project's own figures are tests: `parity_test` checks that "
+        "an int8 score is the same alone and in any batch (within 1e-6, heavy-tailed batch-mates included) and "
+        "Spearman ≥ 0.99 within every fixture's requests; `precision_accuracy` bounds the demo model's AUC.\n")
+    add("| config | system | layers quantized | max \\|score − reference\\| | rows moved by the batch | largest move | "
+        "heavy-tailed Spearman, batch / alone |")
+    add("|---|---|---|---|---|---|---|")
+    for config in CONFIGS:
+        for system, checks in meta[config].get("int8_peers", {}).items():
+            layers = checks.get("quantized_layers", "every `nn.Linear`")
+            add(f"| {config} | {'ONNX Runtime' if system == 'onnxruntime' else 'PyTorch'} | {layers} | "
+                f"{checks['max_abs_diff']:.3f} | {checks['rows_moved_by_batch']} of {checks['batch_rows']} | "
+                f"{checks['max_moved_by_batch']:.1e} | {checks['heavy_tailed_spearman_in_batch']:.3f} / "
+                f"{checks['heavy_tailed_spearman_alone']:.3f} |")
+    add("")
+
+
 def write_kernel_plot(path, best, compute_limit):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(CONFIGS), figsize=(13, 4.2))
     styles = (("ours-fp32", "this project fp32", "-o"), ("ours-bf16", "this project bf16", "-s"),
-              ("ours-int8", "this project int8", "-D"), ("onnxruntime", "ONNX Runtime fp32", "--^"), ("pytorch", "PyTorch fp32", ":v"))
+              ("ours-int8", "this project int8", "-D"), ("onnxruntime", "ONNX Runtime fp32", "--^"),
+              ("onnxruntime-int8", "ONNX Runtime int8", "--D"), ("pytorch", "PyTorch fp32", ":v"),
+              ("pytorch-int8", "PyTorch int8", ":D"))
     for ax, config in zip(axes, CONFIGS):
         for system, label, style in styles:
             ys = [best.get((system, config, b), (float("nan"),))[0] for b in BATCHES]
@@ -624,6 +697,77 @@ def serving_section(bench, limits, plot_path):
     return "\n".join(lines)
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def resident_memory(root, precision):
+    """The models of `root` served at `precision`: (the arithmetic it runs, VmRSS once loaded, VmRSS after a
+    little traffic, and the peak VmHWM, in bytes)."""
+    def status(server, key):
+        with open(f"/proc/{server.process.pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+    with Server(f"--model_root={root}", f"--precision={precision}") as server:
+        served = served_precision(server)
+        loaded = status(server, "VmRSS")
+        subprocess.run([LOADGEN, f"--target=127.0.0.1:{server.port}", "--warmup=0s", "--duration=2s",
+                        "--concurrency=4", "--candidates=256"], check=True, capture_output=True)
+        return served, loaded, status(server, "VmRSS"), status(server, "VmHWM")
+
+
+def precision_section(bench):
+    """Issue 19, parts 5 and 6: the server at each --precision, and what a large model holds in memory."""
+    log("serving at each precision: 64-candidate calls at concurrency 8, 500-candidate feeds")
+    served = {}
+    for precision in PRECISIONS:
+        with Server(f"--precision={precision}") as server:
+            served[precision] = served_precision(server)
+    calls = bench.best_of([((f"--precision={p}",), None, ("--concurrency=8", "--candidates=64"))
+                           for p in PRECISIONS])
+    feeds = bench.best_of([((f"--precision={p}",), None, ("--concurrency=4", "--feed_candidates=500",
+                                                           "--candidates=64")) for p in PRECISIONS],
+                          key=lambda r: r["feeds"]["ok_per_s"])
+    log("resident memory of twitter-recap at each precision")
+    subprocess.run([PYTHON, os.path.join(PEERS, "peers.py"), "prepare", "--out", PEER_MODELS,
+                    "--configs", "twitter-recap"], check=True)
+    weights = json.load(open(os.path.join(PEER_MODELS, "twitter-recap", "meta.json")))["dense_network_params"]
+    memory = {p: resident_memory(os.path.join(PEER_MODELS, "twitter-recap", "models"), p) for p in PRECISIONS}
+    memory["demo"] = resident_memory(MODEL_ROOT, "fp32")
+
+    lines = []
+    add = lines.append
+    add("### At each precision\n")
+    add(f"The same server and traffic as above with `--precision` set (the arithmetic the server reports it runs, "
+        f"in `ModelInfo.precision`: {', '.join(f'{p} → {served[p]}' for p in PRECISIONS)}). Closed loops: "
+        f"64-candidate calls at concurrency 8, and timeline feeds of 500 candidates sent as 64-candidate calls, 4 "
+        f"feeds in flight.\n")
+    add("| precision | 64-candidate calls: cand/s | ÷ fp32 | p50 / p99 ms | server CPU | 500-candidate feeds/s | "
+        "÷ fp32 | feed p50 / p99 ms | failed feeds |")
+    add("|---|---|---|---|---|---|---|---|---|")
+    for p, c, f in zip(PRECISIONS, calls, feeds):
+        fl = f["feeds"]
+        add(f"| {p} | {c['candidates_per_s']:,.0f} | {c['candidates_per_s'] / calls[0]['candidates_per_s']:.2f}× | "
+            f"{ms(c['latency_ms']['p50'])} / {ms(c['latency_ms']['p99'])} | {c['server_cpu_cores']:.2f} | "
+            f"{fl['ok_per_s']:,.1f} | {fl['ok_per_s'] / feeds[0]['feeds']['ok_per_s']:.2f}× | "
+            f"{ms(fl['latency_ms']['p50'])} / {ms(fl['latency_ms']['p99'])} | {fl['failed']} |")
+    add("")
+    add(f"Resident memory of one twitter-recap version ({weights / 1e6:.1f} M dense-network parameters: "
+        f"{weights * 4 / 1e6:.0f} MB in fp32, {weights * 2 / 1e6:.0f} MB in bf16, {weights / 1e6:.0f} MB in int8) "
+        f"served alone: `VmRSS` from `/proc` once loaded and after 2 s of 256-candidate calls at concurrency 4 "
+        f"(which adds the two workers' scratch, sized by the batch), and the peak `VmHWM` (loading holds the "
+        f"file's fp32 weights while it converts them). The last row is the same process serving `{MODEL}`, "
+        f"the small model the sections above serve: what gRPC, oneDNN's code and the rest cost without a large "
+        f"one.\n")
+    add("| model | precision | runs | loaded | after traffic | ÷ fp32 | peak |")
+    add("|---|---|---|---|---|---|---|")
+    for p in PRECISIONS + ("demo",):
+        runs, loaded, rss, hwm = memory[p]
+        share = "—" if p == "demo" else f"{rss / memory['fp32'][2]:.2f}"
+        add(f"| {'twitter-recap' if p != 'demo' else MODEL} | {p if p != 'demo' else 'fp32'} | {runs} | "
+            f"{loaded / 1e6:,.0f} MB | {rss / 1e6:,.0f} MB | {share} | {hwm / 1e6:,.0f} MB |")
+    add("")
+    return "\n".join(lines)
+
+
 def scale_out_section(bench):
     """Issue 6: several server processes on one machine, the load generator spreading calls over them."""
     log("scale-out: one server with 2 workers against two servers with 1 worker each")
@@ -720,6 +864,7 @@ def main():
         body.append(kernels_section(bench, limits, kernel_plot))
     if "serving" in sections:
         body.append(serving_section(bench, limits, plot))
+        body.append(precision_section(bench))
         body.append(scale_out_section(bench))
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"

@@ -21,7 +21,7 @@ BUILD_PACKAGES=(
 # exporter, fixtures; run it with /usr/bin/python3).
 DEV_PACKAGES=(
   git libgtest-dev libgmock-dev libbenchmark-dev prometheus openssl clang-14 libomp-14-dev
-  python3 python3-torch python3-numpy python3-protobuf python3-matplotlib python3-yaml python3-grpcio
+  python3 python3-torch python3-numpy python3-onnx python3-protobuf python3-matplotlib python3-yaml python3-grpcio
 )
 RUNTIME_PACKAGES=(
   libgrpc++1.51 libprotobuf32 libdnnl2 libgomp1 libabsl20220623 libprometheus-cpp-core1.0 libcivetweb1

@@ -13,9 +13,11 @@
 // of it is reported as per_call_overhead_us: the cost of a run call itself.
 //
 //   node bench/peers/ort_bench.js --model M --run V.f32 --rows N --out S.f32
+//       [--alone]
 //
 // runs the model once on N rows of little-endian float32 V and writes the
-// float32 scores (peers.py uses it to verify the export).
+// float32 scores (peers.py uses it to verify the export); with --alone, N
+// calls of one row each.
 'use strict';
 
 const fs = require('fs');
@@ -33,6 +35,10 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const m = /^--([a-z_]+)(?:=(.*))?$/.exec(argv[i]);
     if (!m) throw new Error(`unexpected argument ${argv[i]}`);
+    if (m[1] === 'alone') {  // the one flag without a value
+      args.alone = true;
+      continue;
+    }
     args[m[1]] = m[2] !== undefined ? m[2] : argv[++i];
   }
   if (!args.model) throw new Error('--model is required');
@@ -100,11 +106,19 @@ async function runOnce(args) {
   const values = new Float32Array(bytes.buffer, bytes.byteOffset,
                                   bytes.length / 4);
   const d = values.length / rows;
-  const out = await session.run(
-      {v: new ort.Tensor('float32', Float32Array.from(values), [rows, d])});
-  const scores = out.scores.data;
-  fs.writeFileSync(args.out, Buffer.from(scores.buffer, scores.byteOffset,
-                                         scores.byteLength));
+  // --alone: each row in a call of its own (a batch of one), to measure how
+  // much a row's score depends on the rest of its batch.
+  const calls = args.alone ? rows : 1;
+  const perCall = rows / calls;
+  const parts = [];
+  for (let c = 0; c < calls; c++) {
+    const slice = values.slice(c * perCall * d, (c + 1) * perCall * d);
+    const out = await session.run(
+        {v: new ort.Tensor('float32', slice, [perCall, d])});
+    parts.push(Buffer.from(out.scores.data.buffer, out.scores.data.byteOffset,
+                           out.scores.data.byteLength));
+  }
+  fs.writeFileSync(args.out, Buffer.concat(parts));
 }
 
 async function bench(args) {

@@ -15,14 +15,19 @@ our C++ figure includes it.
 `prepare` writes, per config, DIR/<config>/:
     model.onnx                  the dense network (opset 17; input "v" [n, d],
                                 output "scores" [n, num_tasks], n dynamic)
+    model_int8.onnx             the same graph as ONNX Runtime's dynamic int8
+                                quantizer makes it (quantize_onnx.py)
     models/<config>/1/          the same weights in our model format, so
                                 DIR/<config>/models is a --model_root
     meta.json                   d, num_tasks, FLOPs per candidate, the
-                                verification diffs
+                                verification diffs; for the int8 peers (ONNX
+                                Runtime, PyTorch's dynamic quantization) their
+                                error and how their scores move with the batch
 It is a cache: a config whose files are newer than this code is skipped.
 
 `torch` times PyTorch in this process (every fast path, interleaved, the best
-one kept per batch) and prints one JSON object.
+one kept per batch) and prints one JSON object; `--paths dynamic_int8` times
+its dynamic int8 quantization instead.
 
 Use /usr/bin/python3 (Debian's python3-torch). Debian's torch has no fast
 BLAS: its eager matmul is the slow reference gemm, so the paths timed are
@@ -49,6 +54,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import onnx  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -56,6 +62,8 @@ from masknet_tools import config  # noqa: E402
 from masknet_tools import export  # noqa: E402
 from masknet_tools import reference  # noqa: E402
 from masknet_tools import reference_configs  # noqa: E402
+
+import quantize_onnx  # noqa: E402  (beside this file)
 
 CONFIGS = ("paper-criteo-parallel", "paper-criteo-serial", "twitter-recap")
 SEED = 1
@@ -67,6 +75,7 @@ ORT_BENCH = os.path.join(HERE, "ort_bench.js")
 # The cache is stale when any of these is newer than its files.
 _CODE = [
     os.path.abspath(__file__),
+    os.path.join(HERE, "quantize_onnx.py"),
 ] + [
     os.path.join(ROOT, "tools", "masknet_tools", name)
     for name in ("reference.py", "reference_configs.py", "export.py",
@@ -311,6 +320,9 @@ def build_path(net, path, d):
                   prepacked linear_clamp, fused ReLU)
       jit_mkldnn  torch.jit.freeze + optimize_for_inference (torch 1.13
                   leaves Linear on the reference gemm: as slow as eager)
+      dynamic_int8  torch.ao.quantization.quantize_dynamic: every Linear with
+                  int8 weights, activations quantized per call (one scale
+                  per batch) on fbgemm or onednn (int8_engine), traced
     """
     example = random_v(8, d, 0)
     net = copy.deepcopy(net).eval()
@@ -324,17 +336,85 @@ def build_path(net, path, d):
             from torch.utils import mobile_optimizer
             return mobile_optimizer.optimize_for_mobile(
                 torch.jit.trace(net, example))
+        if path == "dynamic_int8":
+            return torch.jit.trace(dynamic_int8(net), example)
         if path == "jit_mkldnn":
             return torch.jit.optimize_for_inference(
                 torch.jit.freeze(torch.jit.trace(net, example)))
     raise ValueError(f"unknown path {path!r}")
 
 
-PATHS = ("eager", "mkldnn", "xnnpack", "jit_mkldnn")
+PATHS = ("eager", "mkldnn", "xnnpack", "jit_mkldnn", "dynamic_int8")
+FP32_PATHS = PATHS[:4]
 # eager (reference gemm) and jit_mkldnn (optimize_for_inference leaves the
 # Linear layers on the same gemm here) measured 10-60x slower: not timed by
 # default; eager would take ~15 s a call on twitter-recap at batch 1024.
 DEFAULT_PATHS = ("xnnpack", "mkldnn")
+
+
+def int8_engine():
+    """The x86 quantized engine of this torch: fbgemm, or onednn (Debian's
+    torch 1.13 has onednn and qnnpack, an ARM-first engine); None if none."""
+    engines = torch.backends.quantized.supported_engines
+    return next((e for e in ("fbgemm", "onednn") if e in engines), None)
+
+
+def dynamic_int8(net):
+    """PyTorch's dynamic int8 quantization of every nn.Linear of `net`, as
+    `quantize_dynamic(net, {nn.Linear})` does it by default: one weight scale
+    per layer. (Its per-channel qconfig measured 5x slower on the onednn
+    engine here: 8.8 against 1.6 ms for a 512-1024-512 MLP at batch 256.)"""
+    from torch.ao import quantization
+    torch.backends.quantized.engine = int8_engine()
+    return quantization.quantize_dynamic(copy.deepcopy(net).eval(),
+                                         {nn.Linear},
+                                         dtype=torch.qint8)
+
+
+def spearman(a, b):
+    """Rank correlation of two 1-D arrays (no ties expected)."""
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def heavy_tailed_v(n, d, seed):
+    """Normal rows with every value multiplied by 1 + |t| (Student's t, 2
+    degrees of freedom, capped at 89), as parity_test's
+    Int8KeepsTheOrderOfHeavyTailedCandidates does: a few values far out."""
+    generator = torch.Generator().manual_seed(seed)
+    normal = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    z = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    chi2 = (torch.randn(n, d, 2, generator=generator,
+                        dtype=torch.float64)**2).sum(-1)
+    t = (z / torch.sqrt(chi2 / 2)).abs().clamp(max=89)
+    return (normal * (1 + t)).float()
+
+
+def int8_checks(ref, run, v, batch_v, heavy_v):
+    """How an int8 peer `run` (V, alone: bool -> probabilities) compares with
+    the float64 reference: its largest error, how far a row's score moves
+    with its batch-mates, and the rank agreement within a heavy-tailed
+    batch (the lowest Spearman over the tasks) in a batch and row by row."""
+    truth = reference_probabilities(ref, v)
+    in_batch, alone = run(batch_v, False), run(batch_v, True)
+    moved = (in_batch.double() - alone.double()).abs().max(dim=1).values
+    heavy_truth = reference_probabilities(ref, heavy_v).numpy()
+
+    def worst_spearman(p):
+        p = p.double().numpy()
+        return min(spearman(p[:, t], heavy_truth[:, t])
+                   for t in range(p.shape[1]))
+
+    return {
+        "max_abs_diff": float((run(v, False).double() - truth).abs().max()),
+        "batch_rows": batch_v.shape[0],
+        "rows_moved_by_batch": int((moved > 1e-6).sum()),
+        "max_moved_by_batch": float(moved.max()),
+        "heavy_tailed_max_abs_v": float(heavy_v.abs().max()),
+        "heavy_tailed_spearman_in_batch": worst_spearman(run(heavy_v, False)),
+        "heavy_tailed_spearman_alone": worst_spearman(run(heavy_v, True)),
+    }
 
 
 def time_calls(fn, v, min_time):
@@ -351,8 +431,9 @@ def time_calls(fn, v, min_time):
 # --- ONNX Runtime (through node) --------------------------------------------
 
 
-def ort_run(model_path, v):
-    """Runs `model_path` on V [n, d] with ort_bench.js --run; returns scores."""
+def ort_run(model_path, v, alone=False):
+    """Runs `model_path` on V [n, d] with ort_bench.js --run (one call, or
+    with `alone` one call per row); returns scores."""
     work = os.path.dirname(model_path)
     inp, out = os.path.join(work, ".verify_v.f32"), os.path.join(
         work, ".verify_scores.f32")
@@ -361,7 +442,7 @@ def ort_run(model_path, v):
         subprocess.run([
             "node", ORT_BENCH, "--model", model_path, "--run", inp, "--rows",
             str(v.shape[0]), "--out", out
-        ],
+        ] + (["--alone"] if alone else []),
                        check=True,
                        stdout=subprocess.DEVNULL)
         scores = np.fromfile(out, dtype="<f4")
@@ -423,6 +504,7 @@ def _outputs(out_dir, config_name):
         os.path.join(base, "overhead.onnx"),
         os.path.join(version, export.CONFIG_FILE),
         os.path.join(version, export.WEIGHTS_FILE),
+        os.path.join(base, "model_int8.onnx"),
     ]
 
 
@@ -475,6 +557,9 @@ def prepare(config_name, out_dir, force=False):
     _export_onnx(net, d, onnx_path)
     seconds["export_onnx"] = time.time() - t
     _export_onnx(Trivial(len(ref.task_names)), d, files[2])
+    int8_onnx, quantized_layers = quantize_onnx.quantize_dynamic(
+        onnx.load(onnx_path))
+    onnx.save(int8_onnx, files[5])
 
     # Verification on a random V batch against the reference (float64).
     t = time.time()
@@ -492,12 +577,34 @@ def prepare(config_name, out_dir, force=False):
         diffs["reference_float32"] = diff(ref32)
         diffs["torch_eager"] = diff(net(v))
     torch.set_num_threads(1)
-    for path in PATHS[1:]:  # eager is torch_eager above
+    for path in FP32_PATHS[1:]:  # eager is torch_eager above
         fn = build_path(net, path, d)
         with torch.inference_mode():
             diffs[f"torch_{path}"] = diff(fn(v))
     diffs["onnxruntime"] = diff(ort_run(onnx_path, v))
     seconds["verify"] = time.time() - t
+    # The int8 peers: their error, and how much their scores depend on the
+    # batch (DynamicQuantizeLinear and torch's dynamic quantization pick one
+    # activation scale per call).
+    t = time.time()
+    batch_v, heavy_v = random_v(256, d, 777), heavy_tailed_v(256, d, 778)
+    int8 = {"onnxruntime": int8_checks(
+        ref, lambda x, alone: ort_run(files[5], x, alone), v, batch_v, heavy_v)}
+    int8["onnxruntime"]["quantized_layers"] = quantized_layers
+    if int8_engine():
+        quantized = dynamic_int8(net)
+
+        def torch_int8(x, alone):
+            with torch.inference_mode():
+                return (torch.cat([quantized(row[None]) for row in x])
+                        if alone else quantized(x))
+
+        int8["pytorch"] = int8_checks(ref, torch_int8, v, batch_v, heavy_v)
+    seconds["verify_int8"] = time.time() - t
+    for system, checks in int8.items():
+        if not checks["max_abs_diff"] < 0.25:  # a broken graph, not rounding
+            raise RuntimeError(f"{config_name}: {system} int8 is off the "
+                               f"reference by {checks['max_abs_diff']}")
     worst = max(diffs.values())
     if worst > TOLERANCE:
         raise RuntimeError(f"{config_name}: outputs disagree with the "
@@ -524,6 +631,8 @@ def prepare(config_name, out_dir, force=False):
         "onnx": onnx_path,
         "onnx_opset": OPSET,
         "onnx_bytes": os.path.getsize(onnx_path),
+        "onnx_int8": files[5],
+        "int8_peers": int8,
         "torch_version": torch.__version__,
         "verify": {
             "rows": VERIFY_ROWS,

@@ -79,6 +79,7 @@ int Main() {
               info.description().c_str());
   std::printf("  %ld parameters, %.2f MFLOP per candidate\n", static_cast<long>(info.parameter_count()),
               info.flops_per_candidate() / 1e6);
+  if (!info.precision().empty()) std::printf("  precision: %s\n", info.precision().c_str());
   const std::map<std::string, std::string> metadata(info.metadata().begin(), info.metadata().end());
   for (const auto& [key, value] : metadata) std::printf("  %s: %s\n", key.c_str(), value.c_str());
   PrintFields("context", info.context_fields());
