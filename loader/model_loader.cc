@@ -47,14 +47,19 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return contents;
 }
 
-absl::StatusOr<config::v1::ModelConfig> ParseModelConfig(absl::string_view file_name, absl::string_view text) {
-  config::v1::ModelConfig config;
+absl::Status ParseTextProto(absl::string_view file_name, absl::string_view text, google::protobuf::Message* out) {
   google::protobuf::TextFormat::Parser parser;
   FirstError errors;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(std::string(text), &config)) {
+  if (!parser.ParseFromString(std::string(text), out)) {
     return absl::InvalidArgumentError(absl::StrCat(file_name, ": ", errors.message()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<config::v1::ModelConfig> ParseModelConfig(absl::string_view file_name, absl::string_view text) {
+  config::v1::ModelConfig config;
+  if (absl::Status s = ParseTextProto(file_name, text, &config); !s.ok()) return s;
   return config;
 }
 

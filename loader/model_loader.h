@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/message.h"
 #include "masknet/config/v1/model_config.pb.h"
 #include "model/model_spec.h"
 #include "model/tensor.h"
@@ -22,6 +23,10 @@ struct LoadedModel {
   ModelSpec spec;
   TensorMap weights;
 };
+
+// Parses text-format protobuf into `out`; `file_name` only labels errors,
+// which name the line and column of a syntax error or unknown field.
+absl::Status ParseTextProto(absl::string_view file_name, absl::string_view text, google::protobuf::Message* out);
 
 // Parses a text-format config; `file_name` only labels errors, which name
 // the line and column of a syntax error or unknown field.

@@ -44,6 +44,33 @@ std::string Fingerprint(const fs::path& dir) {
   return out;
 }
 
+// (version, path) of the version directories among `dirs`, newest first;
+// the others are reported in `warnings` (if not null) unless hidden.
+std::vector<std::pair<int64_t, std::string>> VersionDirectories(const std::vector<fs::path>& dirs,
+                                                                 std::vector<std::string>* warnings) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  for (const fs::path& dir : dirs) {
+    const int64_t version = ParseVersion(dir.filename().string());
+    if (version == 0) {
+      if (warnings != nullptr && dir.filename().string()[0] != '.') {
+        warnings->push_back(absl::StrCat("skipping '", dir.string(), "': a version directory is a positive integer"));
+      }
+      continue;
+    }
+    out.emplace_back(version, dir.string());
+  }
+  std::sort(out.rbegin(), out.rend());
+  return out;
+}
+
+// Whether every character of `name` is one of [A-Za-z0-9_.-].
+bool AllNameCharacters(absl::string_view name) {
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& name, int64_t version,
@@ -66,14 +93,36 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& 
   return servable;
 }
 
-bool IsValidModelName(absl::string_view name) {
-  if (name.empty() || name.size() > 128 || name[0] == '.') return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-' || c == '.';
-    if (!ok) return false;
+absl::StatusOr<VersionLabels> ReadVersionLabels(const std::string& model_dir) {
+  const std::string path = (fs::path(model_dir) / kRolloutFile).string();
+  auto text = ReadFile(path);
+  if (absl::IsNotFound(text.status())) return VersionLabels{};
+  if (!text.ok()) return text.status();
+  config::v1::Rollout rollout;
+  if (absl::Status s = ParseTextProto(path, *text, &rollout); !s.ok()) return s;
+  VersionLabels labels;
+  for (const config::v1::Rollout::Label& label : rollout.labels()) {
+    const std::string& l = label.name();
+    if (l.empty() || l.size() > 64 || !AllNameCharacters(l)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": label '", l, "': a label is 1-64 of [A-Za-z0-9_.-]"));
+    }
+    if (label.version() <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": label '", l, "': version must be positive, got ", label.version()));
+    }
+    if (!labels.emplace(l, label.version()).second) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": label '", l, "' appears twice"));
+    }
   }
-  return true;
+  return labels;
+}
+
+std::string DescribeLabels(const VersionLabels& labels) {
+  return labels.empty() ? "none" : absl::StrJoin(labels, ", ", absl::PairFormatter("="));
+}
+
+bool IsValidModelName(absl::string_view name) {
+  return !name.empty() && name.size() <= 128 && name[0] != '.' && AllNameCharacters(name);
 }
 
 int64_t ParseVersion(absl::string_view name) {
@@ -128,15 +177,18 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
                                       absl::Status* first_failure) {
   auto model_dirs = ListDirectories(options_.root);
   if (!model_dirs.ok()) {
-    Report({RepositoryEvent::Kind::kScanFailed, options_.root, 0, model_dirs.status(), absl::ZeroDuration()});
+    Report({RepositoryEvent::Kind::kScanFailed, options_.root, 0, model_dirs.status(), absl::ZeroDuration(), {}});
     return model_dirs.status();
   }
   std::map<std::string, Versions> current;
+  std::map<std::string, VersionLabels> current_labels;
   {
     absl::MutexLock lock(&mu_);
     current = models_;
+    current_labels = labels_;
   }
   std::map<std::string, Versions> next;
+  std::map<std::string, VersionLabels> next_labels;
   std::vector<RepositoryEvent> events;
   for (const fs::path& model_dir : *model_dirs) {
     const std::string name = model_dir.filename().string();
@@ -147,58 +199,54 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
       continue;
     }
     const Versions& served = current[name];
+    const VersionLabels& labelled = current_labels[name];
     auto version_dirs = ListDirectories(model_dir);
     if (!version_dirs.ok()) {
       if (strict) return version_dirs.status();
-      Report({RepositoryEvent::Kind::kScanFailed, model_dir.string(), 0, version_dirs.status(), absl::ZeroDuration()});
-      if (!served.empty()) next[name] = served;  // keep what serves
+      Report({RepositoryEvent::Kind::kScanFailed, model_dir.string(), 0, version_dirs.status(), absl::ZeroDuration(), {}});
+      if (!served.empty()) {  // keep what serves
+        next[name] = served;
+        if (!labelled.empty()) next_labels[name] = labelled;
+      }
       continue;
     }
-    std::vector<std::pair<int64_t, fs::path>> versions;
-    for (const fs::path& dir : *version_dirs) {
-      const int64_t version = ParseVersion(dir.filename().string());
-      if (version == 0) {
-        if (warnings != nullptr && dir.filename().string()[0] != '.') {
-          warnings->push_back(absl::StrCat("skipping '", dir.string(), "': a version directory is a positive integer"));
-        }
-        continue;
-      }
-      versions.emplace_back(version, dir);
+    const std::vector<std::pair<int64_t, std::string>> on_disk = VersionDirectories(*version_dirs, warnings);
+    // Labelled versions stay loaded: those of the labels in force, and those
+    // the rollout file asks for (which are applied only once they load).
+    const absl::StatusOr<VersionLabels> wanted = ReadVersionLabels(model_dir.string());
+    std::set<int64_t> pinned;
+    for (const auto& [label, version] : labelled) pinned.insert(version);
+    if (wanted.ok()) {
+      for (const auto& [label, version] : *wanted) pinned.insert(version);
     }
-    std::sort(versions.rbegin(), versions.rend());  // newest first
-    Versions chosen;
+    std::set<int64_t> newest;
     absl::Status first_error;
-    for (const auto& [version, dir] : versions) {
-      if (static_cast<int>(chosen.size()) == options_.keep_versions) break;
-      if (auto it = served.find(version); it != served.end()) {
-        chosen[version] = it->second;
-        continue;
-      }
-      const std::string fingerprint = Fingerprint(dir);
-      const auto key = std::make_pair(name, version);
-      if (auto failed = failures_.find(key); failed != failures_.end() && failed->second == fingerprint) continue;
-      const absl::Time start = absl::Now();
-      auto servable = LoadServable(name, version, dir.string(), options_.model);
-      const absl::Duration took = absl::Now() - start;
-      if (!servable.ok()) {
-        failures_[key] = fingerprint;
-        if (first_error.ok()) first_error = servable.status();
-        Report({RepositoryEvent::Kind::kLoadFailed, name, version, servable.status(), took});
-        continue;
-      }
-      failures_.erase(key);
-      chosen[version] = *std::move(servable);
-      events.push_back({RepositoryEvent::Kind::kLoaded, name, version, absl::OkStatus(), took});
-    }
+    Versions chosen = ChooseVersions(name, on_disk, served, pinned, &newest, &events, &first_error);
     if (first_failure != nullptr && first_failure->ok()) *first_failure = first_error;
     if (chosen.empty() && strict && !first_error.ok()) return first_error;
+    absl::Status rejected;
+    VersionLabels labels = ApplyLabels(name, model_dir.string(), on_disk, labelled, wanted, chosen, &events, &rejected);
+    if (strict && !rejected.ok()) return rejected;
+    // Versions kept only for labels that no longer name them go now.
+    for (auto it = chosen.begin(); it != chosen.end();) {
+      bool keep = newest.contains(it->first);
+      for (const auto& [label, version] : labels) keep = keep || version == it->first;
+      for (const auto& [label, version] : wanted.ok() ? *wanted : VersionLabels{}) keep = keep || version == it->first;
+      it = keep ? std::next(it) : chosen.erase(it);
+    }
     if (!chosen.empty()) next[name] = std::move(chosen);
+    if (!labels.empty()) next_labels[name] = std::move(labels);
+  }
+  for (const auto& [name, labels] : current_labels) {  // a model that left the root takes its labels
+    if (!labels.empty() && !next.contains(name) && !next_labels.contains(name)) {
+      events.push_back({RepositoryEvent::Kind::kLabelsChanged, name, 0, absl::OkStatus(), absl::ZeroDuration(), {}});
+    }
   }
   for (const auto& [name, versions] : current) {
     const auto kept = next.find(name);
     for (const auto& [version, servable] : versions) {
       if (kept == next.end() || !kept->second.contains(version)) {
-        events.push_back({RepositoryEvent::Kind::kUnloaded, name, version, absl::OkStatus(), absl::ZeroDuration()});
+        events.push_back({RepositoryEvent::Kind::kUnloaded, name, version, absl::OkStatus(), absl::ZeroDuration(), {}});
       }
     }
   }
@@ -206,6 +254,7 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
     absl::MutexLock lock(&mu_);
     if (!events.empty()) ++generation_;
     models_ = std::move(next);
+    labels_ = std::move(next_labels);
     if (default_model_.empty()) {
       if (!options_.default_model.empty()) {
         default_model_ = options_.default_model;
@@ -220,11 +269,79 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::string_view name,
-                                                                      int64_t version) const {
+ModelRepository::Versions ModelRepository::ChooseVersions(
+    const std::string& name, const std::vector<std::pair<int64_t, std::string>>& on_disk, const Versions& served,
+    const std::set<int64_t>& pinned, std::set<int64_t>* newest, std::vector<RepositoryEvent>* events,
+    absl::Status* first_error) {
+  Versions chosen;
+  for (const auto& [version, dir] : on_disk) {
+    const bool by_age = static_cast<int>(newest->size()) < options_.keep_versions;
+    if (!by_age && !pinned.contains(version)) continue;
+    if (auto it = served.find(version); it != served.end()) {
+      chosen[version] = it->second;
+    } else {
+      const std::string fingerprint = Fingerprint(dir);
+      const auto key = std::make_pair(name, version);
+      if (auto failed = failures_.find(key); failed != failures_.end() && failed->second == fingerprint) continue;
+      const absl::Time start = absl::Now();
+      auto servable = LoadServable(name, version, dir, options_.model);
+      const absl::Duration took = absl::Now() - start;
+      if (!servable.ok()) {
+        failures_[key] = fingerprint;
+        if (first_error->ok()) *first_error = servable.status();
+        Report({RepositoryEvent::Kind::kLoadFailed, name, version, servable.status(), took, {}});
+        continue;
+      }
+      failures_.erase(key);
+      chosen[version] = *std::move(servable);
+      events->push_back({RepositoryEvent::Kind::kLoaded, name, version, absl::OkStatus(), took, {}});
+    }
+    if (by_age) newest->insert(version);
+  }
+  return chosen;
+}
+
+VersionLabels ModelRepository::ApplyLabels(const std::string& name, const std::string& model_dir,
+                                           const std::vector<std::pair<int64_t, std::string>>& on_disk,
+                                           const VersionLabels& previous,
+                                           const absl::StatusOr<VersionLabels>& wanted, const Versions& chosen,
+                                           std::vector<RepositoryEvent>* events, absl::Status* rejected) {
+  *rejected = wanted.status();
+  if (wanted.ok()) {
+    for (const auto& [label, version] : *wanted) {
+      if (chosen.contains(version)) continue;
+      const bool exists = std::any_of(on_disk.begin(), on_disk.end(), [&](const auto& v) { return v.first == version; });
+      *rejected = absl::FailedPreconditionError(
+          absl::StrCat((fs::path(model_dir) / kRolloutFile).string(), ": label '", label, "' names version ", version,
+                       exists ? ", which does not load" : ", which has no directory"));
+      break;
+    }
+  }
+  VersionLabels labels = rejected->ok() ? *wanted : previous;
+  for (auto it = labels.begin(); it != labels.end();) {
+    it = chosen.contains(it->second) ? std::next(it) : labels.erase(it);
+  }
+  if (rejected->ok()) {
+    label_failures_.erase(name);
+  } else if (std::string& last = label_failures_[name]; last != rejected->message()) {
+    last = std::string(rejected->message());
+    events->push_back({RepositoryEvent::Kind::kLabelsRejected, name, 0, *rejected, absl::ZeroDuration(), labels});
+  }
+  if (labels != previous) {
+    events->push_back({RepositoryEvent::Kind::kLabelsChanged, name, 0, absl::OkStatus(), absl::ZeroDuration(), labels});
+  }
+  return labels;
+}
+
+absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::string_view name, int64_t version,
+                                                                      absl::string_view label) const {
   if (version < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("model_version must be 0 (newest) or positive, got ", version));
+  }
+  if (version != 0 && !label.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("set model_version or model_version_label, not both (got ",
+                                                   version, " and '", label, "')"));
   }
   absl::MutexLock lock(&mu_);
   auto served_names = [&] {
@@ -245,6 +362,19 @@ absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::stri
     return absl::NotFoundError(absl::StrCat("model '", name, "' is not served (serving ",
                                             served_names(), ")"));
   }
+  const auto labels = labels_.find(model->first);
+  const VersionLabels no_labels;
+  const VersionLabels& labelled = labels == labels_.end() ? no_labels : labels->second;
+  if (!label.empty()) {
+    const auto it = labelled.find(std::string(label));
+    if (it == labelled.end()) {
+      return absl::NotFoundError(absl::StrCat("model '", name, "' has no version labelled '", label,
+                                              "' (labels: ", DescribeLabels(labelled), ")"));
+    }
+    version = it->second;
+  } else if (const auto stable = labelled.find("stable"); version == 0 && stable != labelled.end()) {
+    version = stable->second;
+  }
   const Versions& versions = model->second;
   if (version == 0) return versions.rbegin()->second;
   auto it = versions.find(version);
@@ -255,6 +385,12 @@ absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::stri
                                             " (ready: ", absl::StrJoin(ready, ", "), ")"));
   }
   return it->second;
+}
+
+VersionLabels ModelRepository::Labels(absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  const auto it = labels_.find(std::string(name));
+  return it == labels_.end() ? VersionLabels{} : it->second;
 }
 
 std::vector<std::pair<std::string, int64_t>> ModelRepository::List() const {

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -38,15 +39,35 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& 
                                                              const std::string& dir,
                                                              const MaskNetModel::Options& options);
 
+// A model's version labels (`stable`, `canary`): label -> version.
+using VersionLabels = std::map<std::string, int64_t>;
+
+// The file beside a model's version directories that labels its versions
+// (config::v1::Rollout in text format).
+inline constexpr char kRolloutFile[] = "rollout.pbtxt";
+
+// The labels of <model_dir>/rollout.pbtxt; none when there is no such file.
+// Errors name the file and what is wrong: its syntax (line and column), a
+// label that is not 1-64 of [A-Za-z0-9_.-] or appears twice, a version that
+// is not positive.
+absl::StatusOr<VersionLabels> ReadVersionLabels(const std::string& model_dir);
+
+// "stable=7, canary=8", or "none".
+std::string DescribeLabels(const VersionLabels& labels);
+
 // Something that happened to a model version, reported to
 // ModelRepository::Options::on_event.
 struct RepositoryEvent {
-  enum class Kind { kLoaded, kUnloaded, kLoadFailed, kScanFailed };
+  // kLabelsChanged: the model's labels changed (`labels` holds the new
+  // ones). kLabelsRejected: its rollout.pbtxt asks for labels that cannot be
+  // applied; `labels` are those that stay. Reported once per distinct error.
+  enum class Kind { kLoaded, kUnloaded, kLoadFailed, kScanFailed, kLabelsChanged, kLabelsRejected };
   Kind kind;
   std::string name;          // kScanFailed: the directory that could not be listed
   int64_t version = 0;
-  absl::Status status;       // kLoadFailed, kScanFailed: why (naming the file and tensor or field)
+  absl::Status status;       // kLoadFailed, kScanFailed, kLabelsRejected: why (naming the file and what)
   absl::Duration load_time;  // kLoaded and kLoadFailed: reading, building and warming up
+  VersionLabels labels;      // kLabelsChanged, kLabelsRejected
 };
 
 // The model versions under a model root:
@@ -58,6 +79,13 @@ struct RepositoryEvent {
 // version by writing it beside its final place (a name that is not a
 // version, e.g. `.tmp-5`) and renaming it to `<version>`: a half-written
 // directory is never read.
+//
+// <root>/<model_name>/rollout.pbtxt, if present, labels versions
+// (ReadVersionLabels): a labelled version is loaded and kept whatever
+// keep_versions says, and the labels change at the Poll that sees the file
+// change, all at once and only if every version they name is served;
+// otherwise the previous labels stay (kLabelsRejected). A version whose
+// directory is removed loses its labels.
 //
 // Thread-safe. Find never waits on a load.
 class ModelRepository {
@@ -108,12 +136,17 @@ class ModelRepository {
   // not overlap (one poller).
   void Poll() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The servable for `name` (empty: the default model) at `version` (0: the
-  // newest). Errors: NOT_FOUND for an unknown model or version,
-  // INVALID_ARGUMENT for an empty name without a default model or a
-  // negative version.
-  absl::StatusOr<std::shared_ptr<const Servable>> Find(absl::string_view name, int64_t version) const
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // The servable for `name` (empty: the default model) at `version`, or at
+  // the version labelled `label`; with neither, the version labelled
+  // `stable` if there is one, else the newest. Errors: NOT_FOUND for an
+  // unknown model, version or label, INVALID_ARGUMENT for an empty name
+  // without a default model, a negative version, or both a version and a
+  // label.
+  absl::StatusOr<std::shared_ptr<const Servable>> Find(absl::string_view name, int64_t version,
+                                                       absl::string_view label = {}) const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The labels of model `name` (none for an unknown model).
+  VersionLabels Labels(absl::string_view name) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // (name, version) of everything served, sorted.
   std::vector<std::pair<std::string, int64_t>> List() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -135,18 +168,37 @@ class ModelRepository {
   explicit ModelRepository(const Options& options) : options_(options) {}
 
   // One scan and load pass; `strict` turns a model without a loadable
-  // version into an error. The first load error is kept in *first_failure
-  // (if not null) either way.
+  // version, or labels that cannot be applied, into an error. The first load
+  // error is kept in *first_failure (if not null) either way.
   absl::Status Refresh(bool strict, std::vector<std::string>* warnings, absl::Status* first_failure = nullptr)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // The versions of model `name` to serve, from `on_disk` (version and
+  // directory, newest first): the newest keep_versions that load (their
+  // numbers also go to *newest) and every version in `pinned` that loads.
+  // Reuses what `served` holds; loads the rest, adding kLoaded and
+  // kLoadFailed events; keeps the first load error in *first_error.
+  Versions ChooseVersions(const std::string& name, const std::vector<std::pair<int64_t, std::string>>& on_disk,
+                          const Versions& served, const std::set<int64_t>& pinned, std::set<int64_t>* newest,
+                          std::vector<RepositoryEvent>* events, absl::Status* first_error);
+  // The labels model `name` gets: those `wanted` from its rollout file when
+  // every one names a version in `chosen`, else the `previous` ones (the
+  // reason goes to *rejected, and once per distinct reason to `events`);
+  // either way without labels of versions no longer chosen.
+  VersionLabels ApplyLabels(const std::string& name, const std::string& model_dir,
+                            const std::vector<std::pair<int64_t, std::string>>& on_disk,
+                            const VersionLabels& previous, const absl::StatusOr<VersionLabels>& wanted,
+                            const Versions& chosen, std::vector<RepositoryEvent>* events, absl::Status* rejected);
   void Report(const RepositoryEvent& event) const;
 
   const Options options_;
   // What failed to load, by model and version, with the files' fingerprint
-  // then. Only Refresh (one poller) touches it.
+  // then; and the last label error reported per model. Only Refresh (one
+  // poller) touches them.
   std::map<std::pair<std::string, int64_t>, std::string> failures_;
+  std::map<std::string, std::string> label_failures_;
   mutable absl::Mutex mu_;
   std::map<std::string, Versions> models_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, VersionLabels> labels_ ABSL_GUARDED_BY(mu_);
   std::string default_model_ ABSL_GUARDED_BY(mu_);
   int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
 };

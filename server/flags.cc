@@ -93,7 +93,7 @@ ABSL_FLAG(absl::Duration, model_poll_interval, masknet::Server::Options().model_
           "start (the root must then hold a model).");
 ABSL_FLAG(int32_t, keep_versions, masknet::Server::Options().repository.keep_versions,
           "Newest loadable versions of each model kept loaded (callers may pin any of them with "
-          "model_version).");
+          "model_version); versions a label of the model's rollout.pbtxt names stay loaded besides.");
 ABSL_FLAG(bool, fail_on_model_error, masknet::Server::Options().repository.fail_on_model_error,
           "At start-up, a model whose versions all fail to load stops the server (exit 1). "
           "Default: it is logged (load_failed) and the other models serve; it is retried when its "

@@ -135,7 +135,15 @@ ServerMetrics::ServerMetrics()
       model_unloads_(prometheus::BuildCounter()
                          .Name("masknet_model_unloads_total")
                          .Help("Model versions unloaded.")
-                         .Register(registry_)) {
+                         .Register(registry_)),
+      version_labels_(prometheus::BuildGauge()
+                          .Name("masknet_model_version_label")
+                          .Help("The version a label of a model names (its rollout.pbtxt).")
+                          .Register(registry_)),
+      label_errors_(prometheus::BuildCounter()
+                        .Name("masknet_model_label_errors_total")
+                        .Help("Rollout files whose labels could not be applied (each distinct error once).")
+                        .Register(registry_)) {
   ready_ = &prometheus::BuildGauge()
                 .Name("masknet_ready")
                 .Help("1 when a model is loaded and the server is not draining, else 0.")
@@ -216,6 +224,21 @@ void ServerMetrics::CountRepositoryEvent(const RepositoryEvent& event) {
       break;
     case RepositoryEvent::Kind::kScanFailed:
       break;
+    case RepositoryEvent::Kind::kLabelsRejected:
+      label_errors_.Add({{"model", event.name}}).Increment();
+      break;
+    case RepositoryEvent::Kind::kLabelsChanged: {
+      absl::MutexLock lock(&mu_);
+      std::vector<prometheus::Gauge*>& gauges = version_labels_by_model_[event.name];
+      for (prometheus::Gauge* gauge : gauges) version_labels_.Remove(gauge);
+      gauges.clear();
+      for (const auto& [label, version] : event.labels) {
+        gauges.push_back(&version_labels_.Add({{"model", event.name}, {"label", label}}));
+        gauges.back()->Set(static_cast<double>(version));
+      }
+      if (gauges.empty()) version_labels_by_model_.erase(event.name);
+      break;
+    }
   }
 }
 

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -89,8 +90,9 @@ class ServerMetrics {
   // A call answered before it reached a model version.
   void CountUnresolvedCall(absl::StatusCode code, absl::Duration latency);
 
-  // A repository event: loads by result, unloads.
-  void CountRepositoryEvent(const RepositoryEvent& event);
+  // A repository event: counts loads by result, unloads and rejected labels;
+  // sets the version-label gauges.
+  void CountRepositoryEvent(const RepositoryEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
   // Versions loaded now, by model; models missing from `versions` lose
   // their series.
   void SetVersionsLoaded(const std::map<std::string, int>& versions) ABSL_LOCKS_EXCLUDED(mu_);
@@ -116,6 +118,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& versions_loaded_;
   prometheus::Family<prometheus::Counter>& model_loads_;
   prometheus::Family<prometheus::Counter>& model_unloads_;
+  prometheus::Family<prometheus::Gauge>& version_labels_;
+  prometheus::Family<prometheus::Counter>& label_errors_;
   prometheus::Gauge* ready_;
   prometheus::Gauge* workers_;
   prometheus::Gauge* calls_in_flight_;
@@ -131,6 +135,7 @@ class ServerMetrics {
   absl::Mutex mu_;
   std::map<std::pair<std::string, int64_t>, std::weak_ptr<VersionMetrics>> versions_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, prometheus::Gauge*> versions_loaded_by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<prometheus::Gauge*>> version_labels_by_model_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<VersionMetrics> unresolved_;  // model="", version=""
 };
 

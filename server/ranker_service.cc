@@ -118,7 +118,7 @@ grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* conte
                                                              options_.max_calls_in_flight, "); retry later")));
       return absl::OkStatus();
     }
-    auto servable = repository_->Find(request->model_name(), request->model_version());
+    auto servable = repository_->Find(request->model_name(), request->model_version(), request->model_version_label());
     if (!servable.ok()) {
       call->Answer(servable.status());
       return absl::OkStatus();
@@ -153,12 +153,15 @@ grpc::ServerUnaryReactor* RankerService::GetModelInfo(grpc::CallbackServerContex
                                                       const serving::v1::GetModelInfoRequest* request,
                                                       serving::v1::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto servable = repository_->Find(request->model_name(), request->model_version());
+  auto servable = repository_->Find(request->model_name(), request->model_version(), request->model_version_label());
   if (!servable.ok()) {
     reactor->Finish(ToGrpcStatus(servable.status()));
     return reactor;
   }
   *response = DescribeModel(**servable);
+  for (const auto& [label, version] : repository_->Labels((*servable)->name)) {
+    if (version == (*servable)->version) response->add_version_labels(label);
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

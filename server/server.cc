@@ -61,6 +61,16 @@ void LogEvent(const RepositoryEvent& e, const ModelRepository* repository) {
       Log(Severity::kWarning, absl::StrCat("cannot scan the model repository; nothing changes: ", e.status.message()),
           {{"event", "repository_scan_failed"}, {"path", e.name}});
       break;
+    case RepositoryEvent::Kind::kLabelsChanged:
+      Log(Severity::kInfo, absl::StrCat("model '", e.name, "' version labels: ", DescribeLabels(e.labels)),
+          {{"event", "model_labels_changed"}, {"model", e.name}, {"labels", DescribeLabels(e.labels)}});
+      break;
+    case RepositoryEvent::Kind::kLabelsRejected:
+      Log(Severity::kError,
+          absl::StrCat("cannot apply the version labels of model '", e.name, "'; its labels stay ",
+                       DescribeLabels(e.labels), ": ", e.status.message()),
+          {{"event", "model_labels_rejected"}, {"model", e.name}, {"labels", DescribeLabels(e.labels)}});
+      break;
   }
 }
 

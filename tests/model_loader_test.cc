@@ -21,7 +21,8 @@
 namespace masknet {
 namespace {
 
-// "loaded", "unloaded", "load_failed" or "scan_failed".
+// "loaded", "unloaded", "load_failed", "scan_failed", "labels_changed" or
+// "labels_rejected".
 absl::string_view EventKindName(RepositoryEvent::Kind kind) {
   switch (kind) {
     case RepositoryEvent::Kind::kLoaded:
@@ -32,6 +33,10 @@ absl::string_view EventKindName(RepositoryEvent::Kind kind) {
       return "load_failed";
     case RepositoryEvent::Kind::kScanFailed:
       return "scan_failed";
+    case RepositoryEvent::Kind::kLabelsChanged:
+      return "labels_changed";
+    case RepositoryEvent::Kind::kLabelsRejected:
+      return "labels_rejected";
   }
   return "unknown";
 }
@@ -283,12 +288,27 @@ class WatchedRepositoryTest : public ::testing::Test {
     options.allow_empty = allow_empty;
     options.on_event = [this](const RepositoryEvent& e) {
       absl::MutexLock lock(&mu_);
-      events_.push_back(absl::StrCat(EventKindName(e.kind), " ", e.name, "/", e.version));
+      const bool labels = e.kind == RepositoryEvent::Kind::kLabelsChanged ||
+                          e.kind == RepositoryEvent::Kind::kLabelsRejected;
+      events_.push_back(labels ? absl::StrCat(EventKindName(e.kind), " ", e.name, ": ", DescribeLabels(e.labels))
+                               : absl::StrCat(EventKindName(e.kind), " ", e.name, "/", e.version));
+      if (!e.status.ok()) last_error_ = std::string(e.status.message());
     };
     std::vector<std::string> warnings;
     auto repo = ModelRepository::Load(options, &warnings);
     EXPECT_TRUE(repo.ok()) << repo.status();
     return repo.ok() ? *std::move(repo) : nullptr;
+  }
+  // Writes the model's rollout.pbtxt as a publisher should: beside it, then
+  // renamed into place.
+  void WriteRollout(const std::string& name, const std::string& text) {
+    const std::string path = absl::StrCat(root_, "/", name, "/", kRolloutFile);
+    testing::WriteFileOrDie(path + ".tmp", text);
+    std::filesystem::rename(path + ".tmp", path);
+  }
+  std::string LastError() {
+    absl::MutexLock lock(&mu_);
+    return last_error_;
   }
   std::vector<std::string> TakeEvents() {
     absl::MutexLock lock(&mu_);
@@ -304,6 +324,7 @@ class WatchedRepositoryTest : public ::testing::Test {
   ModelSpec spec_;
   absl::Mutex mu_;
   std::vector<std::string> events_;
+  std::string last_error_;
 };
 
 TEST_F(WatchedRepositoryTest, ANewVersionIsSwappedInAndTheOldestBeyondKeepVersionsUnloaded) {
@@ -425,6 +446,123 @@ TEST_F(WatchedRepositoryTest, AWatcherPollsOnItsOwnThread) {
   Write("tiny", 2);
   EXPECT_TRUE(testing::WaitUntil("the watcher to load version 2", [&] { return Versions(*repo).size() == 2; }));
   EXPECT_THAT(Versions(*repo), ElementsAre(1, 2));
+}
+
+TEST_F(WatchedRepositoryTest, LabelsRouteCallsAndChangeAtTheNextPollAllAtOnce) {
+  Write("tiny", 1);
+  Write("tiny", 2);
+  Write("tiny", 3);
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 1 }
+                            labels { name: "canary" version: 3 })pb");
+  auto repo = Open(/*keep_versions=*/1);
+  EXPECT_THAT(TakeEvents(), ElementsAre("loaded tiny/3", "loaded tiny/1", "labels_changed tiny: canary=3, stable=1"));
+  EXPECT_THAT(Versions(*repo), ElementsAre(1, 3));  // a labelled version stays beyond keep_versions
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 1);  // no version named: stable
+  EXPECT_EQ((*repo->Find("", 0, "canary"))->version, 3);
+  EXPECT_EQ((*repo->Find("tiny", 3))->version, 3);
+  const auto unknown = repo->Find("tiny", 0, "beta");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(unknown.status().message()),
+              HasSubstr("model 'tiny' has no version labelled 'beta' (labels: canary=3, stable=1)"));
+  const auto both = repo->Find("tiny", 3, "canary");
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(both.status().message()), HasSubstr("model_version or model_version_label, not both"));
+
+  // Promote the canary: every label moves at the same poll, and version 1,
+  // no longer labelled nor among the newest, goes.
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 3 })pb");
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("labels_changed tiny: stable=3", "unloaded tiny/1"));
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 3);
+  EXPECT_EQ(repo->Find("tiny", 0, "canary").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(repo->Labels("tiny"), ElementsAre(std::make_pair(std::string("stable"), int64_t{3})));
+
+  // No file: no labels, the newest serves.
+  std::filesystem::remove(root_ + "/tiny/" + kRolloutFile);
+  Write("tiny", 4);
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("loaded tiny/4", "labels_changed tiny: none", "unloaded tiny/3"));
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 4);
+}
+
+TEST_F(WatchedRepositoryTest, LabelsThatCannotBeAppliedKeepThePreviousOnesAndAreReportedOnce) {
+  Write("tiny", 1);
+  Write("tiny", 2);
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 1 })pb");
+  auto repo = Open(/*keep_versions=*/1);
+  TakeEvents();
+  // A label naming a version that does not load.
+  Corrupt("tiny", 3);
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 3 })pb");
+  repo->Poll();
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("load_failed tiny/3", "labels_rejected tiny: stable=1"));
+  EXPECT_THAT(LastError(), HasSubstr("rollout.pbtxt: label 'stable' names version 3, which does not load"));
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 1);
+  // One naming a version that does not exist.
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 9 })pb");
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("labels_rejected tiny: stable=1"));
+  EXPECT_THAT(LastError(), HasSubstr("names version 9, which has no directory"));
+  // A file that does not parse, or breaks a rule: one label moves, the
+  // other does not, so neither does.
+  for (const std::string& text :
+       {std::string(R"pb(labels { name: "stable" version: 2 } labels { nme: "canary" })pb"),
+        std::string(R"pb(labels { name: "stable" version: 2 } labels { name: "stable" version: 1 })pb"),
+        std::string(R"pb(labels { name: "stable" version: 2 } labels { name: "can ary" version: 1 })pb"),
+        std::string(R"pb(labels { name: "stable" version: 2 } labels { name: "canary" version: -1 })pb")}) {
+    WriteRollout("tiny", text);
+    repo->Poll();
+    EXPECT_THAT(TakeEvents(), ElementsAre("labels_rejected tiny: stable=1")) << text;
+    EXPECT_EQ((*repo->Find("tiny", 0))->version, 1) << text;
+  }
+  EXPECT_THAT(LastError(), HasSubstr("label 'canary': version must be positive, got -1"));
+  // Fixed: applied at the next poll.
+  absl::SleepFor(absl::Milliseconds(20));  // a new modification time
+  Write("tiny", 3);
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 3 })pb");
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(),  // 2 was kept as the newest, 1 as stable
+              ElementsAre("loaded tiny/3", "labels_changed tiny: stable=3", "unloaded tiny/1", "unloaded tiny/2"));
+  EXPECT_EQ((*repo->Find("tiny", 0))->version, 3);
+}
+
+TEST(VersionLabelsTest, TheRolloutFileIsReadAndCheckedNamingWhatIsWrong) {
+  const std::string dir = testing::MakeTempDir();
+  EXPECT_THAT(*ReadVersionLabels(dir), ElementsAre());  // no file: no labels
+  auto read = [&](const std::string& text) {
+    testing::WriteFileOrDie(dir + "/" + kRolloutFile, text);
+    return ReadVersionLabels(dir);
+  };
+  EXPECT_THAT(*read(R"pb(labels { name: "stable" version: 7 } labels { name: "canary-2.b_c" version: 8 })pb"),
+              ElementsAre(std::make_pair(std::string("canary-2.b_c"), int64_t{8}),
+                          std::make_pair(std::string("stable"), int64_t{7})));
+  for (const auto& [text, error] : std::vector<std::pair<std::string, std::string>>{
+           {"labels { name: \"stable\" version: 7 }\nlabels { name: \"x\" vers: 1 }", "line 2, column 24: Message type"},
+           {R"pb(labels { name: "" version: 7 })pb", "label '': a label is 1-64 of [A-Za-z0-9_.-]"},
+           {R"pb(labels { name: "a/b" version: 7 })pb", "label 'a/b': a label is 1-64"},
+           {R"pb(labels { name: "stable" })pb", "label 'stable': version must be positive, got 0"},
+           {R"pb(labels { name: "a" version: 1 } labels { name: "a" version: 2 })pb", "label 'a' appears twice"}}) {
+    const auto labels = read(text);
+    EXPECT_EQ(labels.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_THAT(std::string(labels.status().message()), HasSubstr(std::string(kRolloutFile) + ": ")) << text;
+    EXPECT_THAT(std::string(labels.status().message()), HasSubstr(error)) << text;
+  }
+}
+
+TEST_F(WatchedRepositoryTest, AStrictLoadFailsOnLabelsItCannotApply) {
+  Write("tiny", 1);
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 2 })pb");
+  ModelRepository::Options options = RepoOptions(root_);
+  options.fail_on_model_error = true;
+  std::vector<std::string> warnings;
+  const auto strict = ModelRepository::Load(options, &warnings);
+  EXPECT_EQ(strict.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(strict.status().message()), HasSubstr("label 'stable' names version 2, which has no directory"));
+  options.fail_on_model_error = false;  // then the newest serves, the error reported
+  const auto lenient = ModelRepository::Load(options, &warnings);
+  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  EXPECT_EQ((*(*lenient)->Find("tiny", 0))->version, 1);
 }
 
 }  // namespace

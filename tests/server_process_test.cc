@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -562,6 +563,52 @@ TEST(ServerProcessTest, ReadyOnlyOnceAModelIsAndMetricsMoveWithTrafficAndPassPro
   EXPECT_GT(MetricValue(metrics.body, "process_resident_memory_bytes"), 1 << 20);
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(), 0) << server.Log();
+}
+
+// Labels published while the server watches its root: the label gauges
+// follow the rollout file, a file that cannot be applied is counted and
+// logged, and the labels in force stay.
+TEST(ServerProcessTest, VersionLabelsFollowTheRolloutFileInMetricsAndLogs) {
+  const std::string root = testing::MakeTempDir();
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  testing::WriteModelVersion(root, "tiny", 1, testing::kTinyConfig, testing::RandomWeights(spec, 1));
+  testing::WriteModelVersion(root, "tiny", 2, testing::kTinyConfig, testing::RandomWeights(spec, 2));
+  const int http_port = FreePort();
+  ServerProcess server({"--model_root=" + root, "--port=0", "--host=127.0.0.1", "--model_poll_interval=50ms",
+                        absl::StrCat("--metrics_port=", http_port), "--shutdown_grace_period=1s"});
+  ASSERT_GT(server.WaitForPort(), 0) << server.Log();
+  auto metric = [&](const std::string& sample) { return MetricValue(HttpGet(http_port, "/metrics").body, sample); };
+  const std::string stable = "masknet_model_version_label{label=\"stable\",model=\"tiny\"}";
+  const std::string canary = "masknet_model_version_label{label=\"canary\",model=\"tiny\"}";
+  const std::string errors = "masknet_model_label_errors_total{model=\"tiny\"}";
+  auto publish = [&](const std::string& text) {
+    testing::WriteFileOrDie(root + "/tiny/rollout.pbtxt.tmp", text);
+    std::filesystem::rename(root + "/tiny/rollout.pbtxt.tmp", root + "/tiny/rollout.pbtxt");
+  };
+  publish(R"pb(labels { name: "stable" version: 1 } labels { name: "canary" version: 2 })pb");
+  ASSERT_TRUE(testing::WaitUntil("the stable label's gauge", [&] { return metric(stable); },
+                                 [](double v) { return v == 1; }))
+      << server.Log();
+  EXPECT_EQ(metric(canary), 2);
+  publish(R"pb(labels { name: "stable" version: 3 })pb");  // no version 3
+  ASSERT_TRUE(testing::WaitUntil("the label error to be counted", [&] { return metric(errors); },
+                                 [](double v) { return v == 1; }))
+      << server.Log();
+  EXPECT_EQ(metric(stable), 1);
+  EXPECT_EQ(metric(canary), 2);
+  publish(R"pb(labels { name: "stable" version: 2 })pb");
+  ASSERT_TRUE(testing::WaitUntil("the canary's gauge to go", [&] { return metric(canary); },
+                                 [](double v) { return v == -1; }))
+      << server.Log();
+  EXPECT_EQ(metric(stable), 2);
+  EXPECT_EQ(metric(errors), 1);
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0) << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr("model 'tiny' version labels: canary=2, stable=1"));
+  EXPECT_THAT(server.Log(), HasSubstr("cannot apply the version labels of model 'tiny'; its labels stay canary=2, "
+                                      "stable=1: " + root + "/tiny/rollout.pbtxt: label 'stable' names version 3, "
+                                      "which has no directory"));
+  EXPECT_THAT(server.Log(), HasSubstr("model 'tiny' version labels: stable=2"));
 }
 
 }  // namespace

@@ -331,6 +331,36 @@ TEST_F(ServerTest, GetModelInfoDescribesFieldsAndTasks) {
   EXPECT_EQ(harness_.stub().GetModelInfo(&context2, request, &info).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(ServerTest, CallsNameAVersionByLabelAndModelInfoSaysWhichLabelsNameIt) {
+  testing::WriteFileOrDie(root_ + "/tiny/rollout.pbtxt",  // versions 1 and 2
+                          R"pb(labels { name: "stable" version: 1 } labels { name: "canary" version: 2 })pb");
+  ServerHarness harness(root_);  // loads the labels
+  RankRequest request = Request(3);
+  RankResponse response;
+  ASSERT_TRUE(harness.Rank(request, &response).ok());
+  EXPECT_EQ(response.model_version(), 1);  // no version named: stable, not the newest
+  request.set_model_version_label("canary");
+  ASSERT_TRUE(harness.Rank(request, &response).ok());
+  EXPECT_EQ(response.model_version(), 2);
+  request.set_model_version(2);
+  EXPECT_EQ(harness.Rank(request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  request.set_model_version(0);
+  request.set_model_version_label("beta");
+  const grpc::Status unknown = harness.Rank(request, &response);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(unknown.error_message(), HasSubstr("no version labelled 'beta' (labels: canary=2, stable=1)"));
+
+  for (const auto& [label, version] : std::vector<std::pair<std::string, int64_t>>{{"", 1}, {"canary", 2}}) {
+    serving::v1::GetModelInfoRequest info_request;
+    info_request.set_model_version_label(label);
+    serving::v1::ModelInfo info;
+    grpc::ClientContext context;
+    ASSERT_TRUE(harness.stub().GetModelInfo(&context, info_request, &info).ok());
+    EXPECT_EQ(info.model_version(), version);
+    EXPECT_THAT(info.version_labels(), ::testing::ElementsAre(label.empty() ? "stable" : label));
+  }
+}
+
 TEST_F(ServerTest, HealthServiceReportsServing) {
   auto health = grpc::health::v1::Health::NewStub(harness_.channel());
   for (const std::string service : {"", "masknet.serving.v1.Ranker"}) {
