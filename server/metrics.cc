@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <sstream>
 #include <vector>
 
@@ -28,6 +29,13 @@ Histogram::BucketBoundaries BatchSizeBuckets() {
   return b;
 }
 
+// Score histogram bounds: finer near 0, where click probabilities live.
+const Histogram::BucketBoundaries& ScoreBuckets() {
+  static const Histogram::BucketBoundaries* const b = new Histogram::BucketBoundaries{
+      0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99};
+  return *b;
+}
+
 // absl's codes share gRPC's numbers and names (ToGrpcStatus relies on it);
 // an unknown number counts as UNKNOWN.
 int CodeIndex(absl::StatusCode code) {
@@ -38,7 +46,7 @@ int CodeIndex(absl::StatusCode code) {
 }  // namespace
 
 VersionMetrics::VersionMetrics(ServerMetrics* owner, const std::string& model, const std::string& version,
-                               bool queued)
+                               bool queued, const std::vector<std::string>& tasks)
     : owner_(owner), model_(model), version_(version) {
   const prometheus::Labels labels = {{"model", model}, {"version", version}};
   latency_ = &owner->latency_.Add(labels, SecondsBuckets());
@@ -47,6 +55,9 @@ VersionMetrics::VersionMetrics(ServerMetrics* owner, const std::string& model, c
   compute_ = &owner->compute_.Add(labels, SecondsBuckets());
   batch_size_ = &owner->batch_size_.Add(labels, BatchSizeBuckets());
   queued_ = &owner->queued_.Add(labels);
+  for (const std::string& task : tasks) {
+    scores_.push_back(&owner->scores_.Add({{"model", model}, {"version", version}, {"task", task}}, ScoreBuckets()));
+  }
 }
 
 VersionMetrics::~VersionMetrics() {
@@ -60,6 +71,7 @@ VersionMetrics::~VersionMetrics() {
   owner_->compute_.Remove(compute_);
   owner_->batch_size_.Remove(batch_size_);
   owner_->queued_.Remove(queued_);
+  for (prometheus::Histogram* h : scores_) owner_->scores_.Remove(h);
 }
 
 std::pair<prometheus::Counter*, prometheus::Counter*> VersionMetrics::CountersFor(absl::StatusCode code) {
@@ -93,6 +105,25 @@ void VersionMetrics::ObserveBatch(int64_t candidates, absl::Duration compute) {
   compute_->Observe(absl::ToDoubleSeconds(compute));
 }
 
+void VersionMetrics::ObserveScores(absl::Span<const float> scores) {
+  const size_t tasks = scores_.size();
+  if (tasks == 0) return;
+  const Histogram::BucketBoundaries& bounds = ScoreBuckets();
+  const size_t buckets = bounds.size() + 1;  // and +Inf
+  std::vector<double> counts(buckets * tasks, 0.0);
+  std::vector<double> sums(tasks, 0.0);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const size_t task = i % tasks;
+    const size_t bucket = std::lower_bound(bounds.begin(), bounds.end(), scores[i]) - bounds.begin();  // le
+    counts[task * buckets + bucket] += 1;
+    sums[task] += scores[i];
+  }
+  for (size_t task = 0; task < tasks; ++task) {
+    scores_[task]->ObserveMultiple(
+        std::vector<double>(counts.begin() + task * buckets, counts.begin() + (task + 1) * buckets), sums[task]);
+  }
+}
+
 void VersionMetrics::SetQueuedCandidates(int64_t candidates) { queued_->Set(static_cast<double>(candidates)); }
 
 ServerMetrics::ServerMetrics()
@@ -123,6 +154,10 @@ ServerMetrics::ServerMetrics()
       queued_(prometheus::BuildGauge()
                   .Name("masknet_queued_candidates")
                   .Help("Candidates accepted and not yet in a batch, by model version.")
+                  .Register(registry_)),
+      scores_(prometheus::BuildHistogram()
+                  .Name("masknet_scores")
+                  .Help("Scores served (probabilities), by model version and task.")
                   .Register(registry_)),
       versions_loaded_(prometheus::BuildGauge()
                            .Name("masknet_model_versions_loaded")
@@ -192,14 +227,16 @@ ServerMetrics::ServerMetrics()
                       .Register(registry_)
                       .Add({});
   start_time_->Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
-  unresolved_.reset(new VersionMetrics(this, "", "", /*queued=*/false));
+  unresolved_.reset(new VersionMetrics(this, "", "", /*queued=*/false, {}));
 }
 
-std::shared_ptr<VersionMetrics> ServerMetrics::ForVersion(const std::string& model, int64_t version) {
+std::shared_ptr<VersionMetrics> ServerMetrics::ForVersion(const std::string& model, int64_t version,
+                                                          const std::vector<std::string>& tasks) {
   absl::MutexLock lock(&mu_);
   std::weak_ptr<VersionMetrics>& slot = versions_[{model, version}];
   if (auto existing = slot.lock()) return existing;
-  std::shared_ptr<VersionMetrics> made(new VersionMetrics(this, model, absl::StrCat(version), /*queued=*/true));
+  std::shared_ptr<VersionMetrics> made(
+      new VersionMetrics(this, model, absl::StrCat(version), /*queued=*/true, tasks));
   slot = made;
   for (auto it = versions_.begin(); it != versions_.end();) {  // forget released ones
     it = it->second.expired() ? versions_.erase(it) : std::next(it);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "loader/model_repository.h"
@@ -54,13 +55,17 @@ class VersionMetrics {
   void ObserveQueueWait(absl::Duration wait);
   // One batch: its candidates and the forward pass's time.
   void ObserveBatch(int64_t candidates, absl::Duration compute);
+  // The scores of one batch, one per task per candidate in the task order
+  // ForVersion was given: one update of each task's histogram.
+  void ObserveScores(absl::Span<const float> scores);
   void SetQueuedCandidates(int64_t candidates);
 
  private:
   friend class ServerMetrics;
   // `queued`: whether the version has a queue (false for calls that never
   // reached a version: they get only call counts and latency).
-  VersionMetrics(ServerMetrics* owner, const std::string& model, const std::string& version, bool queued);
+  VersionMetrics(ServerMetrics* owner, const std::string& model, const std::string& version, bool queued,
+                 const std::vector<std::string>& tasks);
   // The counters of calls and candidates answered with `code`, made on
   // first use.
   std::pair<prometheus::Counter*, prometheus::Counter*> CountersFor(absl::StatusCode code) ABSL_LOCKS_EXCLUDED(mu_);
@@ -75,6 +80,7 @@ class VersionMetrics {
   prometheus::Histogram* compute_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;
   prometheus::Gauge* queued_ = nullptr;
+  std::vector<prometheus::Histogram*> scores_;  // by task; empty when not `queued`
 };
 
 class ServerMetrics {
@@ -83,9 +89,10 @@ class ServerMetrics {
   ServerMetrics(const ServerMetrics&) = delete;
   ServerMetrics& operator=(const ServerMetrics&) = delete;
 
-  // The series of one model version; made on first use, removed when the
-  // last holder releases it.
-  std::shared_ptr<VersionMetrics> ForVersion(const std::string& model, int64_t version) ABSL_LOCKS_EXCLUDED(mu_);
+  // The series of one model version with tasks `tasks`; made on first use,
+  // removed when the last holder releases it.
+  std::shared_ptr<VersionMetrics> ForVersion(const std::string& model, int64_t version,
+                                             const std::vector<std::string>& tasks) ABSL_LOCKS_EXCLUDED(mu_);
 
   // A call answered before it reached a model version.
   void CountUnresolvedCall(absl::StatusCode code, absl::Duration latency);
@@ -115,6 +122,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& compute_;
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Gauge>& queued_;
+  prometheus::Family<prometheus::Histogram>& scores_;
   prometheus::Family<prometheus::Gauge>& versions_loaded_;
   prometheus::Family<prometheus::Counter>& model_loads_;
   prometheus::Family<prometheus::Counter>& model_unloads_;

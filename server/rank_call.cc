@@ -120,6 +120,7 @@ absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Scor
   absl::Status status = model.Run(worker.slices, worker.workspace, absl::MakeSpan(worker.scores));
   if (metrics != nullptr) metrics->ObserveBatch(n, absl::Now() - start);
   if (status.ok()) {
+    if (metrics != nullptr) metrics->ObserveScores(worker.scores);
     const float* from = worker.scores.data();
     for (const TaskSlice& s : batch) {
       std::copy_n(from, s.size() * num_tasks, static_cast<RankCall*>(s.task)->scores(s.begin));

@@ -66,7 +66,11 @@ RankerService::VersionState RankerService::StateFor(const std::shared_ptr<const 
   }
   VersionState& state = versions_[servable.get()];
   if (state.queue == nullptr) {
-    if (options_.metrics != nullptr) state.metrics = options_.metrics->ForVersion(servable->name, servable->version);
+    if (options_.metrics != nullptr) {
+      std::vector<std::string> tasks;
+      for (const TaskSpec& t : servable->model->spec().tasks) tasks.push_back(t.name);
+      state.metrics = options_.metrics->ForVersion(servable->name, servable->version, tasks);
+    }
     BatchScheduler::QueueOptions options = options_.queue;
     options.max_batch_size = servable->model->max_batch_size();
     // The queue keeps its model (and its metrics' series) alive.

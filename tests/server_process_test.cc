@@ -558,6 +558,15 @@ TEST(ServerProcessTest, ReadyOnlyOnceAModelIsAndMetricsMoveWithTrafficAndPassPro
   EXPECT_EQ(MetricValue(metrics.body, "masknet_batch_size_candidates_sum{" + v + "}"), 21);
   EXPECT_GE(MetricValue(metrics.body, "masknet_batch_compute_seconds_count{" + v + "}"), 3);
   EXPECT_EQ(MetricValue(metrics.body, "masknet_model_versions_loaded{model=\"tiny\"}"), 1);
+  for (const std::string task : {"click", "like"}) {  // every score served, in its task's histogram
+    const std::string s = "model=\"tiny\",task=\"" + task + "\",version=\"1\"";
+    EXPECT_EQ(MetricValue(metrics.body, "masknet_scores_count{" + s + "}"), 21) << task;
+    EXPECT_EQ(MetricValue(metrics.body, "masknet_scores_bucket{" + s + ",le=\"+Inf\"}"), 21) << task;
+    EXPECT_LE(MetricValue(metrics.body, "masknet_scores_bucket{" + s + ",le=\"0.5\"}"), 21) << task;
+    const double sum = MetricValue(metrics.body, "masknet_scores_sum{" + s + "}");
+    EXPECT_GT(sum, 0) << task;
+    EXPECT_LT(sum, 21) << task;
+  }
   EXPECT_EQ(MetricValue(metrics.body, "masknet_model_loads_total{model=\"tiny\",result=\"ok\"}"), 1);
   EXPECT_EQ(MetricValue(metrics.body, "masknet_ready"), 1);
   EXPECT_GT(MetricValue(metrics.body, "process_resident_memory_bytes"), 1 << 20);
