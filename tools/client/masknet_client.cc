@@ -16,6 +16,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "grpcpp/grpcpp.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "tools/client/random_request.h"
@@ -23,7 +24,8 @@
 
 ABSL_FLAG(std::string, target, "localhost:50051", "Server address.");
 ABSL_FLAG(std::string, model, "", "Model name; empty: the server's default model.");
-ABSL_FLAG(int64_t, version, 0, "Model version; 0: the newest.");
+ABSL_FLAG(int64_t, version, 0, "Model version; 0: the one labelled stable, else the newest.");
+ABSL_FLAG(std::string, version_label, "", "A version by its label (the model's rollout.pbtxt); not with --version.");
 ABSL_FLAG(int32_t, candidates, 5, "Candidates in the sample Rank call (0: only describe the model).");
 ABSL_FLAG(uint32_t, seed, 1, "Seed for the random feature values.");
 ABSL_FLAG(int32_t, timeout_ms, 10000, "Deadline of each call.");
@@ -67,6 +69,7 @@ int Main() {
   serving::v1::GetModelInfoRequest info_request;
   info_request.set_model_name(absl::GetFlag(FLAGS_model));
   info_request.set_model_version(absl::GetFlag(FLAGS_version));
+  info_request.set_model_version_label(absl::GetFlag(FLAGS_version_label));
   serving::v1::ModelInfo info;
   grpc::ClientContext info_context;
   info_context.set_deadline(deadline());
@@ -80,6 +83,9 @@ int Main() {
   std::printf("  %ld parameters, %.2f MFLOP per candidate\n", static_cast<long>(info.parameter_count()),
               info.flops_per_candidate() / 1e6);
   if (!info.precision().empty()) std::printf("  precision: %s\n", info.precision().c_str());
+  if (!info.version_labels().empty()) {
+    std::printf("  labels: %s\n", absl::StrJoin(info.version_labels(), ", ").c_str());
+  }
   const std::map<std::string, std::string> metadata(info.metadata().begin(), info.metadata().end());
   for (const auto& [key, value] : metadata) std::printf("  %s: %s\n", key.c_str(), value.c_str());
   PrintFields("context", info.context_fields());

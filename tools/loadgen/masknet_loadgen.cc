@@ -57,7 +57,8 @@ ABSL_FLAG(int32_t, threads, 1,
           "Threads that complete calls (each polls its own completion queue) and, in a closed "
           "loop, send the next ones.");
 ABSL_FLAG(std::string, model, "", "Model name; empty: the server's default model.");
-ABSL_FLAG(int64_t, version, 0, "Model version; 0: the newest.");
+ABSL_FLAG(int64_t, version, 0, "Model version; 0: the one labelled stable, else the newest.");
+ABSL_FLAG(std::string, version_label, "", "A version by its label (the model's rollout.pbtxt); not with --version.");
 ABSL_FLAG(int32_t, candidates, 64,
           "Candidates per call. 0 sends calls with no candidates, which measures the cost of a "
           "gRPC call itself.");
@@ -387,6 +388,7 @@ int Main() {
   serving::v1::GetModelInfoRequest info_request;
   info_request.set_model_name(absl::GetFlag(FLAGS_model));
   info_request.set_model_version(absl::GetFlag(FLAGS_version));
+  info_request.set_model_version_label(absl::GetFlag(FLAGS_version_label));
   serving::v1::ModelInfo info;
   grpc::ClientContext info_context;
   info_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
