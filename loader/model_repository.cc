@@ -203,7 +203,8 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
     auto version_dirs = ListDirectories(model_dir);
     if (!version_dirs.ok()) {
       if (strict) return version_dirs.status();
-      Report({RepositoryEvent::Kind::kScanFailed, model_dir.string(), 0, version_dirs.status(), absl::ZeroDuration(), {}});
+      Report({RepositoryEvent::Kind::kScanFailed, model_dir.string(), 0, version_dirs.status(), absl::ZeroDuration(),
+              {}});
       if (!served.empty()) {  // keep what serves
         next[name] = served;
         if (!labelled.empty()) next_labels[name] = labelled;
@@ -310,7 +311,8 @@ VersionLabels ModelRepository::ApplyLabels(const std::string& name, const std::s
   if (wanted.ok()) {
     for (const auto& [label, version] : *wanted) {
       if (chosen.contains(version)) continue;
-      const bool exists = std::any_of(on_disk.begin(), on_disk.end(), [&](const auto& v) { return v.first == version; });
+      const bool exists =
+          std::any_of(on_disk.begin(), on_disk.end(), [&](const auto& v) { return v.first == version; });
       *rejected = absl::FailedPreconditionError(
           absl::StrCat((fs::path(model_dir) / kRolloutFile).string(), ": label '", label, "' names version ", version,
                        exists ? ", which does not load" : ", which has no directory"));

@@ -538,7 +538,8 @@ TEST(VersionLabelsTest, TheRolloutFileIsReadAndCheckedNamingWhatIsWrong) {
               ElementsAre(std::make_pair(std::string("canary-2.b_c"), int64_t{8}),
                           std::make_pair(std::string("stable"), int64_t{7})));
   for (const auto& [text, error] : std::vector<std::pair<std::string, std::string>>{
-           {"labels { name: \"stable\" version: 7 }\nlabels { name: \"x\" vers: 1 }", "line 2, column 24: Message type"},
+           {"labels { name: \"stable\" version: 7 }\nlabels { name: \"x\" vers: 1 }",
+            "line 2, column 24: Message type"},
            {R"pb(labels { name: "" version: 7 })pb", "label '': a label is 1-64 of [A-Za-z0-9_.-]"},
            {R"pb(labels { name: "a/b" version: 7 })pb", "label 'a/b': a label is 1-64"},
            {R"pb(labels { name: "stable" })pb", "label 'stable': version must be positive, got 0"},
@@ -558,7 +559,8 @@ TEST_F(WatchedRepositoryTest, AStrictLoadFailsOnLabelsItCannotApply) {
   std::vector<std::string> warnings;
   const auto strict = ModelRepository::Load(options, &warnings);
   EXPECT_EQ(strict.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(strict.status().message()), HasSubstr("label 'stable' names version 2, which has no directory"));
+  EXPECT_THAT(std::string(strict.status().message()),
+              HasSubstr("label 'stable' names version 2, which has no directory"));
   options.fail_on_model_error = false;  // then the newest serves, the error reported
   const auto lenient = ModelRepository::Load(options, &warnings);
   ASSERT_TRUE(lenient.ok()) << lenient.status();
