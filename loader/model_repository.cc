@@ -311,8 +311,9 @@ VersionLabels ModelRepository::ApplyLabels(const std::string& name, const std::s
   if (wanted.ok()) {
     for (const auto& [label, version] : *wanted) {
       if (chosen.contains(version)) continue;
+      const int64_t named = version;  // a lambda cannot capture a structured binding before C++20
       const bool exists =
-          std::any_of(on_disk.begin(), on_disk.end(), [&](const auto& v) { return v.first == version; });
+          std::any_of(on_disk.begin(), on_disk.end(), [named](const auto& v) { return v.first == named; });
       *rejected = absl::FailedPreconditionError(
           absl::StrCat((fs::path(model_dir) / kRolloutFile).string(), ": label '", label, "' names version ", version,
                        exists ? ", which does not load" : ", which has no directory"));
