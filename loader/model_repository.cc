@@ -229,12 +229,12 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
     VersionLabels labels = ApplyLabels(name, model_dir.string(), on_disk, labelled, wanted, chosen, &events, &rejected);
     if (strict && !rejected.ok()) return rejected;
     // Versions kept only for labels that no longer name them go now.
-    for (auto it = chosen.begin(); it != chosen.end();) {
-      bool keep = newest.contains(it->first);
-      for (const auto& [label, version] : labels) keep = keep || version == it->first;
-      for (const auto& [label, version] : wanted.ok() ? *wanted : VersionLabels{}) keep = keep || version == it->first;
-      it = keep ? std::next(it) : chosen.erase(it);
+    std::set<int64_t> keep = std::move(newest);
+    for (const auto& [label, version] : labels) keep.insert(version);
+    if (wanted.ok()) {
+      for (const auto& [label, version] : *wanted) keep.insert(version);
     }
+    std::erase_if(chosen, [&keep](const auto& entry) { return !keep.contains(entry.first); });
     if (!chosen.empty()) next[name] = std::move(chosen);
     if (!labels.empty()) next_labels[name] = std::move(labels);
   }
