@@ -156,8 +156,10 @@ BatchQueueStats BatchScheduler::QueueStats(const Queue* queue) const {
 double BatchScheduler::QueuedSeconds() const {
   double seconds = 0;
   for (const Queue* q : queues_) {
-    // A running batch is, on average, half done.
-    seconds += (q->queued_candidates + 0.5 * q->running_candidates) * q->SecondsPerCandidate();
+    // A running batch is, on average, half done. A background queue's
+    // queued work runs after everyone else's.
+    const double queued = q->options.background ? 0 : static_cast<double>(q->queued_candidates);
+    seconds += (queued + 0.5 * q->running_candidates) * q->SecondsPerCandidate();
   }
   return seconds;
 }
@@ -257,60 +259,92 @@ bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
                                std::vector<std::pair<BatchTask*, absl::Status>>* finished,
                                absl::Time* wake) {
   const size_t n = queues_.size();
-  for (size_t step = 1; step <= n; ++step) {
-    const size_t index = (cursor_ + step) % n;
-    Queue* q = queues_[index];
-    if (q->tasks.empty()) continue;
-    const QueueOptions& o = q->options;
-    if (o.merge_tasks && !stopping_ && q->queued_candidates < o.max_batch_size) {
-      const absl::Time ready = q->tasks.front()->state_.accepted + o.batch_timeout;
-      if (now < ready) {
-        *wake = std::min(*wake, ready);
+  // Background queues are visited after every other queue found nothing
+  // ready, and run only while another worker stays idle (when there is one
+  // to keep), or once the scheduler is shutting down (its workers exit when
+  // every queue is empty).
+  const bool background_allowed = stopping_ || idle_workers_ >= std::min(1, num_workers() - 1);
+  for (const bool background : {false, true}) {
+    for (size_t step = 1; step <= n; ++step) {
+      const size_t index = (cursor_ + step) % n;
+      Queue* q = queues_[index];
+      if (q->options.background != background || q->tasks.empty()) continue;
+      if (background && !background_allowed) {
+        DropExpired(now, q, finished, wake);
         continue;
       }
-    }
-    // Idle workers share what is queued, so that a burst (or one large
-    // call) runs on all of them at once.
-    int64_t room = o.max_batch_size;
-    if (idle_workers_ > 0) {
-      room = std::clamp<int64_t>((q->queued_candidates + idle_workers_) / (idle_workers_ + 1), 1, room);
-    }
-    const int64_t capacity = room;
-    const double cost = q->SecondsPerCandidate();
-    for (auto it = q->tasks.begin(); room > 0 && it != q->tasks.end();) {
-      BatchTask* task = *it++;
-      TaskState& s = task->state_;
-      // A task whose deadline passes before this batch would end is not
-      // scored: its answer would come too late.
-      const int64_t take = std::min(room, s.size - s.next);
-      const absl::Duration batch_time = absl::Seconds(cost * static_cast<double>(capacity - room + take));
-      if (s.deadline <= now + batch_time) {
-        if (Withdraw(task, absl::DeadlineExceededError(
-                               "the call's deadline passed, or would before its batch ends; it was not scored"))) {
-          finished->emplace_back(task, std::move(s.status));
-        }
-        continue;
+      if (FillBatch(now, q, batch, finished, wake)) {
+        cursor_ = index;
+        return true;
       }
-      batch->slices.push_back(TaskSlice{task, s.next, s.next + take, absl::OkStatus()});
-      s.next += take;
-      ++s.in_flight;
-      q->queued_candidates -= take;
-      room -= take;
-      if (s.next == s.size) {
-        q->tasks.erase(s.place);
-        q->queued_bytes -= s.bytes;
-        s.queued = false;
-      }
-      if (!o.merge_tasks) break;
     }
-    if (batch->slices.empty()) continue;  // every task it held had expired
-    batch->queue = q;
-    batch->size = capacity - room;
-    q->running_candidates += batch->size;
-    cursor_ = index;
-    return true;
   }
   return false;
+}
+
+void BatchScheduler::DropExpired(absl::Time now, Queue* q, std::vector<std::pair<BatchTask*, absl::Status>>* finished,
+                                 absl::Time* wake) {
+  while (!q->tasks.empty()) {
+    BatchTask* task = q->tasks.front();
+    if (task->state_.deadline > now) {
+      *wake = std::min(*wake, task->state_.deadline);
+      return;
+    }
+    if (Withdraw(task, absl::DeadlineExceededError("the task's deadline passed before a worker was free for it"))) {
+      finished->emplace_back(task, std::move(task->state_.status));
+    }
+  }
+}
+
+bool BatchScheduler::FillBatch(absl::Time now, Queue* q, Batch* batch,
+                               std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake) {
+  const QueueOptions& o = q->options;
+  if (o.merge_tasks && !stopping_ && q->queued_candidates < o.max_batch_size) {
+    const absl::Time ready = q->tasks.front()->state_.accepted + o.batch_timeout;
+    if (now < ready) {
+      *wake = std::min(*wake, ready);
+      return false;
+    }
+  }
+  // Idle workers share what is queued, so that a burst (or one large call)
+  // runs on all of them at once; a background queue leaves them idle.
+  int64_t room = o.max_batch_size;
+  if (idle_workers_ > 0 && !o.background) {
+    room = std::clamp<int64_t>((q->queued_candidates + idle_workers_) / (idle_workers_ + 1), 1, room);
+  }
+  const int64_t capacity = room;
+  const double cost = q->SecondsPerCandidate();
+  for (auto it = q->tasks.begin(); room > 0 && it != q->tasks.end();) {
+    BatchTask* task = *it++;
+    TaskState& s = task->state_;
+    // A task whose deadline passes before this batch would end is not
+    // scored: its answer would come too late.
+    const int64_t take = std::min(room, s.size - s.next);
+    const absl::Duration batch_time = absl::Seconds(cost * static_cast<double>(capacity - room + take));
+    if (s.deadline <= now + batch_time) {
+      if (Withdraw(task, absl::DeadlineExceededError(
+                             "the call's deadline passed, or would before its batch ends; it was not scored"))) {
+        finished->emplace_back(task, std::move(s.status));
+      }
+      continue;
+    }
+    batch->slices.push_back(TaskSlice{task, s.next, s.next + take, absl::OkStatus()});
+    s.next += take;
+    ++s.in_flight;
+    q->queued_candidates -= take;
+    room -= take;
+    if (s.next == s.size) {
+      q->tasks.erase(s.place);
+      q->queued_bytes -= s.bytes;
+      s.queued = false;
+    }
+    if (!o.merge_tasks) break;
+  }
+  if (batch->slices.empty()) return false;  // every task it held had expired
+  batch->queue = q;
+  batch->size = capacity - room;
+  q->running_candidates += batch->size;
+  return true;
 }
 
 void BatchScheduler::WorkerLoop(int worker) {

@@ -17,6 +17,14 @@
 // visit the queues in turn, so a backlog in one queue delays another queue's
 // task by at most one batch.
 //
+// A queue may be a background queue (QueueOptions::background), for work
+// that must never hold up the others, such as scoring a sample of calls on
+// a version under test: its batches run only when no other queue has one
+// ready, and (with more than one worker) only while another worker stays
+// idle for the others; its queued work does not count in the others'
+// admission. Its tasks' deadlines drop them when the others leave it no
+// time.
+//
 // Queues are bounded in candidates and in bytes. Schedule refuses, with
 // RESOURCE_EXHAUSTED, a task that does not fit, or that the work queued
 // ahead of it would make miss its deadline. A task whose deadline passes
@@ -179,6 +187,16 @@ class BatchScheduler {
     // falls within (1 - deadline_headroom) of that time. In [0, 1).
     // 0.25: docs/benchmarks.md, "Overload", says why.
     double deadline_headroom = 0.25;
+    // A background queue: its batches run only when no other queue has a
+    // batch ready and, when the scheduler has more than one worker, only
+    // while another worker stays idle; so a background batch delays another
+    // queue's batch only when every other worker is busy, and by at most
+    // the rest of one batch. Its queued candidates do not count in other
+    // queues' admission (its running ones do). A background task whose
+    // deadline passes while it waits is dropped (DEADLINE_EXCEEDED), even
+    // while the others keep every worker busy (once the tasks queued before
+    // it are dropped: give them deadlines in arrival order).
+    bool background = false;
 
     // INVALID_ARGUMENT naming the first option out of its bounds.
     absl::Status Validate() const;
@@ -223,6 +241,16 @@ class BatchScheduler {
   // then `*wake` is when the first one will be (by its timeout).
   bool TakeBatch(absl::Time now, Batch* batch,
                  std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fills `batch` from queue `q` if it has a batch ready (as TakeBatch).
+  bool FillBatch(absl::Time now, batching_internal::Queue* q, Batch* batch,
+                 std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Withdraws the tasks at the front of `q` whose deadline has passed (a
+  // background queue's tasks usually come with deadlines in arrival order);
+  // `*wake` becomes no later than the deadline of the first that stays.
+  void DropExpired(absl::Time now, batching_internal::Queue* q,
+                   std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the task's queued candidates out of its queue; the task finishes
   // when no batch holds it. Returns whether it is finished now.

@@ -93,14 +93,15 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& 
   return servable;
 }
 
-absl::StatusOr<VersionLabels> ReadVersionLabels(const std::string& model_dir) {
+absl::StatusOr<RolloutPlan> ReadRollout(const std::string& model_dir) {
   const std::string path = (fs::path(model_dir) / kRolloutFile).string();
   auto text = ReadFile(path);
-  if (absl::IsNotFound(text.status())) return VersionLabels{};
+  if (absl::IsNotFound(text.status())) return RolloutPlan{};
   if (!text.ok()) return text.status();
   config::v1::Rollout rollout;
   if (absl::Status s = ParseTextProto(path, *text, &rollout); !s.ok()) return s;
-  VersionLabels labels;
+  RolloutPlan plan;
+  VersionLabels& labels = plan.labels;
   for (const config::v1::Rollout::Label& label : rollout.labels()) {
     const std::string& l = label.name();
     if (l.empty() || l.size() > 64 || !AllNameCharacters(l)) {
@@ -114,11 +115,21 @@ absl::StatusOr<VersionLabels> ReadVersionLabels(const std::string& model_dir) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": label '", l, "' appears twice"));
     }
   }
-  return labels;
+  plan.shadow_fraction = rollout.shadow_fraction();
+  if (!(plan.shadow_fraction >= 0 && plan.shadow_fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": shadow_fraction must be in [0, 1], got ", plan.shadow_fraction));
+  }
+  return plan;
 }
 
 std::string DescribeLabels(const VersionLabels& labels) {
   return labels.empty() ? "none" : absl::StrJoin(labels, ", ", absl::PairFormatter("="));
+}
+
+std::string DescribeRollout(const RolloutPlan& plan) {
+  return absl::StrCat(DescribeLabels(plan.labels),
+                      plan.shadow_fraction > 0 ? absl::StrCat("; shadow_fraction=", plan.shadow_fraction) : "");
 }
 
 bool IsValidModelName(absl::string_view name) {
@@ -181,14 +192,14 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
     return model_dirs.status();
   }
   std::map<std::string, Versions> current;
-  std::map<std::string, VersionLabels> current_labels;
+  std::map<std::string, RolloutPlan> current_rollouts;
   {
     absl::MutexLock lock(&mu_);
     current = models_;
-    current_labels = labels_;
+    current_rollouts = rollouts_;
   }
   std::map<std::string, Versions> next;
-  std::map<std::string, VersionLabels> next_labels;
+  std::map<std::string, RolloutPlan> next_rollouts;
   std::vector<RepositoryEvent> events;
   for (const fs::path& model_dir : *model_dirs) {
     const std::string name = model_dir.filename().string();
@@ -199,7 +210,7 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
       continue;
     }
     const Versions& served = current[name];
-    const VersionLabels& labelled = current_labels[name];
+    const RolloutPlan& in_force = current_rollouts[name];
     auto version_dirs = ListDirectories(model_dir);
     if (!version_dirs.ok()) {
       if (strict) return version_dirs.status();
@@ -207,18 +218,18 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
               {}});
       if (!served.empty()) {  // keep what serves
         next[name] = served;
-        if (!labelled.empty()) next_labels[name] = labelled;
+        if (in_force != RolloutPlan{}) next_rollouts[name] = in_force;
       }
       continue;
     }
     const std::vector<std::pair<int64_t, std::string>> on_disk = VersionDirectories(*version_dirs, warnings);
     // Labelled versions stay loaded: those of the labels in force, and those
     // the rollout file asks for (which are applied only once they load).
-    const absl::StatusOr<VersionLabels> wanted = ReadVersionLabels(model_dir.string());
+    const absl::StatusOr<RolloutPlan> wanted = ReadRollout(model_dir.string());
     std::set<int64_t> pinned;
-    for (const auto& [label, version] : labelled) pinned.insert(version);
+    for (const auto& [label, version] : in_force.labels) pinned.insert(version);
     if (wanted.ok()) {
-      for (const auto& [label, version] : *wanted) pinned.insert(version);
+      for (const auto& [label, version] : wanted->labels) pinned.insert(version);
     }
     std::set<int64_t> newest;
     absl::Status first_error;
@@ -226,20 +237,20 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
     if (first_failure != nullptr && first_failure->ok()) *first_failure = first_error;
     if (chosen.empty() && strict && !first_error.ok()) return first_error;
     absl::Status rejected;
-    VersionLabels labels = ApplyLabels(name, model_dir.string(), on_disk, labelled, wanted, chosen, &events, &rejected);
+    RolloutPlan plan = ApplyLabels(name, model_dir.string(), on_disk, in_force, wanted, chosen, &events, &rejected);
     if (strict && !rejected.ok()) return rejected;
     // Versions kept only for labels that no longer name them go now.
     std::set<int64_t> keep = std::move(newest);
-    for (const auto& [label, version] : labels) keep.insert(version);
+    for (const auto& [label, version] : plan.labels) keep.insert(version);
     if (wanted.ok()) {
-      for (const auto& [label, version] : *wanted) keep.insert(version);
+      for (const auto& [label, version] : wanted->labels) keep.insert(version);
     }
     std::erase_if(chosen, [&keep](const auto& entry) { return !keep.contains(entry.first); });
     if (!chosen.empty()) next[name] = std::move(chosen);
-    if (!labels.empty()) next_labels[name] = std::move(labels);
+    if (plan != RolloutPlan{}) next_rollouts[name] = std::move(plan);
   }
-  for (const auto& [name, labels] : current_labels) {  // a model that left the root takes its labels
-    if (!labels.empty() && !next.contains(name) && !next_labels.contains(name)) {
+  for (const auto& [name, plan] : current_rollouts) {  // a model that left the root takes its labels
+    if (plan != RolloutPlan{} && !next.contains(name) && !next_rollouts.contains(name)) {
       events.push_back({RepositoryEvent::Kind::kLabelsChanged, name, 0, absl::OkStatus(), absl::ZeroDuration(), {}});
     }
   }
@@ -255,7 +266,7 @@ absl::Status ModelRepository::Refresh(bool strict, std::vector<std::string>* war
     absl::MutexLock lock(&mu_);
     if (!events.empty()) ++generation_;
     models_ = std::move(next);
-    labels_ = std::move(next_labels);
+    rollouts_ = std::move(next_rollouts);
     if (default_model_.empty()) {
       if (!options_.default_model.empty()) {
         default_model_ = options_.default_model;
@@ -302,14 +313,14 @@ ModelRepository::Versions ModelRepository::ChooseVersions(
   return chosen;
 }
 
-VersionLabels ModelRepository::ApplyLabels(const std::string& name, const std::string& model_dir,
-                                           const std::vector<std::pair<int64_t, std::string>>& on_disk,
-                                           const VersionLabels& previous,
-                                           const absl::StatusOr<VersionLabels>& wanted, const Versions& chosen,
-                                           std::vector<RepositoryEvent>* events, absl::Status* rejected) {
+RolloutPlan ModelRepository::ApplyLabels(const std::string& name, const std::string& model_dir,
+                                         const std::vector<std::pair<int64_t, std::string>>& on_disk,
+                                         const RolloutPlan& previous, const absl::StatusOr<RolloutPlan>& wanted,
+                                         const Versions& chosen, std::vector<RepositoryEvent>* events,
+                                         absl::Status* rejected) {
   *rejected = wanted.status();
   if (wanted.ok()) {
-    for (const auto& [label, version] : *wanted) {
+    for (const auto& [label, version] : wanted->labels) {
       if (chosen.contains(version)) continue;
       const int64_t named = version;  // a lambda cannot capture a structured binding before C++20
       const bool exists =
@@ -320,20 +331,18 @@ VersionLabels ModelRepository::ApplyLabels(const std::string& name, const std::s
       break;
     }
   }
-  VersionLabels labels = rejected->ok() ? *wanted : previous;
-  for (auto it = labels.begin(); it != labels.end();) {
-    it = chosen.contains(it->second) ? std::next(it) : labels.erase(it);
-  }
+  RolloutPlan plan = rejected->ok() ? *wanted : previous;
+  std::erase_if(plan.labels, [&chosen](const auto& label) { return !chosen.contains(label.second); });
   if (rejected->ok()) {
     label_failures_.erase(name);
   } else if (std::string& last = label_failures_[name]; last != rejected->message()) {
     last = std::string(rejected->message());
-    events->push_back({RepositoryEvent::Kind::kLabelsRejected, name, 0, *rejected, absl::ZeroDuration(), labels});
+    events->push_back({RepositoryEvent::Kind::kLabelsRejected, name, 0, *rejected, absl::ZeroDuration(), plan});
   }
-  if (labels != previous) {
-    events->push_back({RepositoryEvent::Kind::kLabelsChanged, name, 0, absl::OkStatus(), absl::ZeroDuration(), labels});
+  if (plan != previous) {
+    events->push_back({RepositoryEvent::Kind::kLabelsChanged, name, 0, absl::OkStatus(), absl::ZeroDuration(), plan});
   }
-  return labels;
+  return plan;
 }
 
 absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::string_view name, int64_t version,
@@ -365,9 +374,9 @@ absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::stri
     return absl::NotFoundError(absl::StrCat("model '", name, "' is not served (serving ",
                                             served_names(), ")"));
   }
-  const auto labels = labels_.find(model->first);
+  const auto rollout = rollouts_.find(model->first);
   const VersionLabels no_labels;
-  const VersionLabels& labelled = labels == labels_.end() ? no_labels : labels->second;
+  const VersionLabels& labelled = rollout == rollouts_.end() ? no_labels : rollout->second.labels;
   if (!label.empty()) {
     const auto it = labelled.find(std::string(label));
     if (it == labelled.end()) {
@@ -392,8 +401,26 @@ absl::StatusOr<std::shared_ptr<const Servable>> ModelRepository::Find(absl::stri
 
 VersionLabels ModelRepository::Labels(absl::string_view name) const {
   absl::MutexLock lock(&mu_);
-  const auto it = labels_.find(std::string(name));
-  return it == labels_.end() ? VersionLabels{} : it->second;
+  const auto it = rollouts_.find(std::string(name));
+  return it == rollouts_.end() ? VersionLabels{} : it->second.labels;
+}
+
+ModelRepository::ShadowTarget ModelRepository::Shadow(const Servable& answering) const {
+  absl::MutexLock lock(&mu_);
+  const auto rollout = rollouts_.find(answering.name);
+  if (rollout == rollouts_.end() || rollout->second.shadow_fraction <= 0) return {};
+  const VersionLabels& labels = rollout->second.labels;
+  const auto stable = labels.find("stable");
+  const auto canary = labels.find("canary");
+  if (stable == labels.end() || canary == labels.end() || stable->second != answering.version ||
+      canary->second == stable->second) {
+    return {};
+  }
+  const auto model = models_.find(answering.name);
+  if (model == models_.end()) return {};
+  const auto it = model->second.find(canary->second);
+  if (it == model->second.end()) return {};
+  return {it->second, rollout->second.shadow_fraction};
 }
 
 std::vector<std::pair<std::string, int64_t>> ModelRepository::List() const {

@@ -42,32 +42,43 @@ absl::StatusOr<std::shared_ptr<const Servable>> LoadServable(const std::string& 
 // A model's version labels (`stable`, `canary`): label -> version.
 using VersionLabels = std::map<std::string, int64_t>;
 
+// What a model's rollout file asks for (config::v1::Rollout, validated).
+struct RolloutPlan {
+  VersionLabels labels;
+  // Share of the calls answered by `stable` that `canary` also scores.
+  double shadow_fraction = 0;
+  bool operator==(const RolloutPlan&) const = default;
+};
+
 // The file beside a model's version directories that labels its versions
 // (config::v1::Rollout in text format).
 inline constexpr char kRolloutFile[] = "rollout.pbtxt";
 
-// The labels of <model_dir>/rollout.pbtxt; none when there is no such file.
-// Errors name the file and what is wrong: its syntax (line and column), a
-// label that is not 1-64 of [A-Za-z0-9_.-] or appears twice, a version that
-// is not positive.
-absl::StatusOr<VersionLabels> ReadVersionLabels(const std::string& model_dir);
+// The plan of <model_dir>/rollout.pbtxt; no labels and no shadowing when
+// there is no such file. Errors name the file and what is wrong: its syntax
+// (line and column), a label that is not 1-64 of [A-Za-z0-9_.-] or appears
+// twice, a version that is not positive, a shadow_fraction outside [0, 1].
+absl::StatusOr<RolloutPlan> ReadRollout(const std::string& model_dir);
 
 // "stable=7, canary=8", or "none".
 std::string DescribeLabels(const VersionLabels& labels);
+// DescribeLabels, and "; shadow_fraction=0.1" when it is not 0.
+std::string DescribeRollout(const RolloutPlan& plan);
 
 // Something that happened to a model version, reported to
 // ModelRepository::Options::on_event.
 struct RepositoryEvent {
-  // kLabelsChanged: the model's labels changed (`labels` holds the new
-  // ones). kLabelsRejected: its rollout.pbtxt asks for labels that cannot be
-  // applied; `labels` are those that stay. Reported once per distinct error.
+  // kLabelsChanged: the model's labels or shadow fraction changed
+  // (`rollout` holds the new ones). kLabelsRejected: its rollout.pbtxt asks
+  // for labels that cannot be applied; `rollout` is what stays. Reported
+  // once per distinct error.
   enum class Kind { kLoaded, kUnloaded, kLoadFailed, kScanFailed, kLabelsChanged, kLabelsRejected };
   Kind kind;
   std::string name;          // kScanFailed: the directory that could not be listed
   int64_t version = 0;
   absl::Status status;       // kLoadFailed, kScanFailed, kLabelsRejected: why (naming the file and what)
   absl::Duration load_time;  // kLoaded and kLoadFailed: reading, building and warming up
-  VersionLabels labels;      // kLabelsChanged, kLabelsRejected
+  RolloutPlan rollout;       // kLabelsChanged, kLabelsRejected
 };
 
 // The model versions under a model root:
@@ -80,12 +91,12 @@ struct RepositoryEvent {
 // version, e.g. `.tmp-5`) and renaming it to `<version>`: a half-written
 // directory is never read.
 //
-// <root>/<model_name>/rollout.pbtxt, if present, labels versions
-// (ReadVersionLabels): a labelled version is loaded and kept whatever
-// keep_versions says, and the labels change at the Poll that sees the file
-// change, all at once and only if every version they name is served;
-// otherwise the previous labels stay (kLabelsRejected). A version whose
-// directory is removed loses its labels.
+// <root>/<model_name>/rollout.pbtxt, if present, labels versions and sets
+// the shadow fraction (ReadRollout): a labelled version is loaded and kept
+// whatever keep_versions says, and the plan changes at the Poll that sees
+// the file change, all at once and only if every version it names is
+// served; otherwise the previous plan stays (kLabelsRejected). A version
+// whose directory is removed loses its labels.
 //
 // Thread-safe. Find never waits on a load.
 class ModelRepository {
@@ -148,6 +159,16 @@ class ModelRepository {
   // The labels of model `name` (none for an unknown model).
   VersionLabels Labels(absl::string_view name) const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Where the calls `answering` answers are shadowed: the version labelled
+  // `canary` and the share of calls, when `answering` is the version
+  // labelled `stable` of its model, the canary is another version and the
+  // model's shadow_fraction is above 0; else no canary.
+  struct ShadowTarget {
+    std::shared_ptr<const Servable> canary;
+    double fraction = 0;
+  };
+  ShadowTarget Shadow(const Servable& answering) const ABSL_LOCKS_EXCLUDED(mu_);
+
   // (name, version) of everything served, sorted.
   std::vector<std::pair<std::string, int64_t>> List() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -180,14 +201,14 @@ class ModelRepository {
   Versions ChooseVersions(const std::string& name, const std::vector<std::pair<int64_t, std::string>>& on_disk,
                           const Versions& served, const std::set<int64_t>& pinned, std::set<int64_t>* newest,
                           std::vector<RepositoryEvent>* events, absl::Status* first_error);
-  // The labels model `name` gets: those `wanted` from its rollout file when
-  // every one names a version in `chosen`, else the `previous` ones (the
+  // The plan model `name` gets: the one `wanted` by its rollout file when
+  // every label names a version in `chosen`, else the `previous` one (the
   // reason goes to *rejected, and once per distinct reason to `events`);
   // either way without labels of versions no longer chosen.
-  VersionLabels ApplyLabels(const std::string& name, const std::string& model_dir,
-                            const std::vector<std::pair<int64_t, std::string>>& on_disk,
-                            const VersionLabels& previous, const absl::StatusOr<VersionLabels>& wanted,
-                            const Versions& chosen, std::vector<RepositoryEvent>* events, absl::Status* rejected);
+  RolloutPlan ApplyLabels(const std::string& name, const std::string& model_dir,
+                          const std::vector<std::pair<int64_t, std::string>>& on_disk, const RolloutPlan& previous,
+                          const absl::StatusOr<RolloutPlan>& wanted, const Versions& chosen,
+                          std::vector<RepositoryEvent>* events, absl::Status* rejected);
   void Report(const RepositoryEvent& event) const;
 
   const Options options_;
@@ -198,7 +219,7 @@ class ModelRepository {
   std::map<std::string, std::string> label_failures_;
   mutable absl::Mutex mu_;
   std::map<std::string, Versions> models_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, VersionLabels> labels_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, RolloutPlan> rollouts_ ABSL_GUARDED_BY(mu_);
   std::string default_model_ ABSL_GUARDED_BY(mu_);
   int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -67,6 +67,14 @@ ABSL_FLAG(int64_t, max_queued_candidates, masknet::Server::Options().grpc.servic
 ABSL_FLAG(int64_t, max_queued_bytes, masknet::Server::Options().grpc.service.queue.max_queued_bytes,
           "Per model version: most bytes of feature values held by queued calls; beyond it Rank "
           "answers RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, shadow_max_queued_candidates, masknet::Server::Options().grpc.service.shadow_max_queued_candidates,
+          "Shadow scoring (a model's rollout.pbtxt shadow_fraction): most candidates of shadow calls "
+          "queued for one canary version; a shadow call beyond it is dropped and counted "
+          "(masknet_shadow_calls_total{outcome=\"dropped\"}), never a caller's call.");
+ABSL_FLAG(absl::Duration, shadow_max_delay, masknet::Server::Options().grpc.service.shadow_max_delay,
+          "Shadow scoring: how long a shadow call may wait for a free worker before it is dropped "
+          "and counted. Shadow batches run only when no caller's batch is ready, and leave a "
+          "worker idle for callers.");
 ABSL_FLAG(int64_t, max_calls_in_flight, masknet::Server::Options().grpc.service.max_calls_in_flight,
           "Rank calls held at once across every model, from arrival to answer; beyond it Rank "
           "answers RESOURCE_EXHAUSTED at once. Bounds the memory a flood of calls can hold "
@@ -136,6 +144,8 @@ Server::Options ServerOptionsFromFlags() {
   o.grpc.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   o.grpc.service.max_candidates = absl::GetFlag(FLAGS_max_candidates);
   o.grpc.service.max_calls_in_flight = absl::GetFlag(FLAGS_max_calls_in_flight);
+  o.grpc.service.shadow_max_queued_candidates = absl::GetFlag(FLAGS_shadow_max_queued_candidates);
+  o.grpc.service.shadow_max_delay = absl::GetFlag(FLAGS_shadow_max_delay);
   BatchScheduler::QueueOptions& queue = o.grpc.service.queue;
   queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
   queue.merge_tasks = absl::GetFlag(FLAGS_batch_merging);
@@ -162,7 +172,8 @@ std::string NameFlags(absl::string_view message) {
       "max_batch_size", "max_workspace_bytes", "precision", "model_poll_interval", "num_workers",
       "max_request_bytes", "max_concurrent_streams", "max_candidates", "max_calls_in_flight", "batch_timeout",
       "max_queued_candidates", "max_queued_bytes", "admit_by_deadline", "deadline_headroom",
-      "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period"};
+      "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period", "shadow_max_queued_candidates",
+      "shadow_max_delay"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string out;
   size_t i = 0;

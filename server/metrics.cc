@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 #include <vector>
 
@@ -34,6 +35,27 @@ const Histogram::BucketBoundaries& ScoreBuckets() {
   static const Histogram::BucketBoundaries* const b = new Histogram::BucketBoundaries{
       0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99};
   return *b;
+}
+
+// |canary - stable| of one candidate's score: 1e-4 (float noise of a
+// re-export) to 1 (a different model).
+const Histogram::BucketBoundaries& DifferenceBuckets() {
+  static const Histogram::BucketBoundaries* const b =
+      new Histogram::BucketBoundaries{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1};
+  return *b;
+}
+
+// Adds `values` (one row per candidate of `stride` values, column `column`)
+// to `histogram` with one update.
+void ObserveColumn(prometheus::Histogram* histogram, const Histogram::BucketBoundaries& bounds,
+                   absl::Span<const float> values, int stride, int column) {
+  std::vector<double> counts(bounds.size() + 1, 0.0);
+  double sum = 0;
+  for (size_t i = column; i < values.size(); i += stride) {
+    counts[std::lower_bound(bounds.begin(), bounds.end(), values[i]) - bounds.begin()] += 1;  // le
+    sum += values[i];
+  }
+  histogram->ObserveMultiple(counts, sum);
 }
 
 // absl's codes share gRPC's numbers and names (ToGrpcStatus relies on it);
@@ -126,6 +148,55 @@ void VersionMetrics::ObserveScores(absl::Span<const float> scores) {
 
 void VersionMetrics::SetQueuedCandidates(int64_t candidates) { queued_->Set(static_cast<double>(candidates)); }
 
+ShadowMetrics::ShadowMetrics(ServerMetrics* owner, const std::string& model, int64_t stable_version,
+                             int64_t canary_version, const std::vector<std::string>& stable_tasks,
+                             const std::vector<std::string>& canary_tasks)
+    : owner_(owner) {
+  const std::string stable = absl::StrCat(stable_version), canary = absl::StrCat(canary_version);
+  const prometheus::Labels pair = {{"model", model}, {"stable_version", stable}, {"canary_version", canary}};
+  for (const auto& [outcome, index] : {std::pair{"scored", Outcome::kScored}, std::pair{"dropped", Outcome::kDropped},
+                                       std::pair{"failed", Outcome::kFailed}}) {
+    prometheus::Labels labels = pair;
+    labels["outcome"] = outcome;
+    calls_[static_cast<int>(index)] = &owner->shadow_calls_.Add(labels);
+  }
+  for (size_t i = 0; i < stable_tasks.size(); ++i) {
+    const auto found = std::find(canary_tasks.begin(), canary_tasks.end(), stable_tasks[i]);
+    if (found == canary_tasks.end()) continue;
+    tasks_.emplace_back(static_cast<int>(i), static_cast<int>(found - canary_tasks.begin()));
+    prometheus::Labels labels = pair;
+    labels["task"] = stable_tasks[i];
+    difference_.push_back(&owner->shadow_difference_.Add(labels, DifferenceBuckets()));
+    labels["scored_by"] = "stable";
+    stable_scores_.push_back(&owner->shadow_scores_.Add(labels, ScoreBuckets()));
+    labels["scored_by"] = "canary";
+    canary_scores_.push_back(&owner->shadow_scores_.Add(labels, ScoreBuckets()));
+  }
+}
+
+ShadowMetrics::~ShadowMetrics() {
+  for (prometheus::Counter* c : calls_) owner_->shadow_calls_.Remove(c);
+  for (prometheus::Histogram* h : difference_) owner_->shadow_difference_.Remove(h);
+  for (prometheus::Histogram* h : stable_scores_) owner_->shadow_scores_.Remove(h);
+  for (prometheus::Histogram* h : canary_scores_) owner_->shadow_scores_.Remove(h);
+}
+
+void ShadowMetrics::ObserveScored(absl::Span<const float> stable, int stable_tasks, absl::Span<const float> canary,
+                                  int canary_tasks) {
+  Count(Outcome::kScored);
+  const size_t candidates = stable.size() / stable_tasks;
+  std::vector<float> difference(candidates);
+  for (size_t t = 0; t < tasks_.size(); ++t) {
+    const auto [s, c] = tasks_[t];
+    ObserveColumn(stable_scores_[t], ScoreBuckets(), stable, stable_tasks, s);
+    ObserveColumn(canary_scores_[t], ScoreBuckets(), canary, canary_tasks, c);
+    for (size_t i = 0; i < candidates; ++i) {
+      difference[i] = std::abs(canary[i * canary_tasks + c] - stable[i * stable_tasks + s]);
+    }
+    ObserveColumn(difference_[t], DifferenceBuckets(), difference, 1, 0);
+  }
+}
+
 ServerMetrics::ServerMetrics()
     : calls_(prometheus::BuildCounter()
                  .Name("masknet_rank_calls_total")
@@ -178,7 +249,27 @@ ServerMetrics::ServerMetrics()
       label_errors_(prometheus::BuildCounter()
                         .Name("masknet_model_label_errors_total")
                         .Help("Rollout files whose labels could not be applied (each distinct error once).")
-                        .Register(registry_)) {
+                        .Register(registry_)),
+      shadow_fraction_(prometheus::BuildGauge()
+                           .Name("masknet_model_shadow_fraction")
+                           .Help("The shadow_fraction of a model's rollout.pbtxt in force: the share of the calls "
+                                 "answered by `stable` that `canary` also scores.")
+                           .Register(registry_)),
+      shadow_calls_(prometheus::BuildCounter()
+                        .Name("masknet_shadow_calls_total")
+                        .Help("Calls answered by a model's stable version and sampled for shadow scoring by its "
+                              "canary, by outcome: scored, dropped (no worker free in time, or the shadow queue "
+                              "full), failed (the canary could not score them).")
+                        .Register(registry_)),
+      shadow_scores_(prometheus::BuildHistogram()
+                         .Name("masknet_shadow_scores")
+                         .Help("Scores of the shadowed calls' candidates, by task, as stable answered them and "
+                               "as canary scored them (scored_by).")
+                         .Register(registry_)),
+      shadow_difference_(prometheus::BuildHistogram()
+                             .Name("masknet_shadow_score_difference")
+                             .Help("|canary - stable| of each shadowed candidate's score, by task.")
+                             .Register(registry_)) {
   ready_ = &prometheus::BuildGauge()
                 .Name("masknet_ready")
                 .Help("1 when a model is loaded and the server is not draining, else 0.")
@@ -244,6 +335,20 @@ std::shared_ptr<VersionMetrics> ServerMetrics::ForVersion(const std::string& mod
   return made;
 }
 
+std::shared_ptr<ShadowMetrics> ServerMetrics::ForShadow(const std::string& model, int64_t stable_version,
+                                                        int64_t canary_version,
+                                                        const std::vector<std::string>& stable_tasks,
+                                                        const std::vector<std::string>& canary_tasks) {
+  absl::MutexLock lock(&mu_);
+  std::weak_ptr<ShadowMetrics>& slot = shadows_[{model, stable_version, canary_version}];
+  if (auto existing = slot.lock()) return existing;
+  std::shared_ptr<ShadowMetrics> made(
+      new ShadowMetrics(this, model, stable_version, canary_version, stable_tasks, canary_tasks));
+  slot = made;
+  std::erase_if(shadows_, [](const auto& entry) { return entry.second.expired(); });
+  return made;
+}
+
 void ServerMetrics::CountUnresolvedCall(absl::StatusCode code, absl::Duration latency) {
   unresolved_->CountCall(code, 0, latency);
 }
@@ -269,11 +374,19 @@ void ServerMetrics::CountRepositoryEvent(const RepositoryEvent& event) {
       std::vector<prometheus::Gauge*>& gauges = version_labels_by_model_[event.name];
       for (prometheus::Gauge* gauge : gauges) version_labels_.Remove(gauge);
       gauges.clear();
-      for (const auto& [label, version] : event.labels) {
+      for (const auto& [label, version] : event.rollout.labels) {
         gauges.push_back(&version_labels_.Add({{"model", event.name}, {"label", label}}));
         gauges.back()->Set(static_cast<double>(version));
       }
       if (gauges.empty()) version_labels_by_model_.erase(event.name);
+      prometheus::Gauge*& fraction = shadow_fraction_by_model_[event.name];
+      if (event.rollout.shadow_fraction > 0) {
+        if (fraction == nullptr) fraction = &shadow_fraction_.Add({{"model", event.name}});
+        fraction->Set(event.rollout.shadow_fraction);
+      } else {
+        if (fraction != nullptr) shadow_fraction_.Remove(fraction);
+        shadow_fraction_by_model_.erase(event.name);
+      }
       break;
     }
   }

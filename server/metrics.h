@@ -19,6 +19,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -83,6 +85,41 @@ class VersionMetrics {
   std::vector<prometheus::Histogram*> scores_;  // by task; empty when not `queued`
 };
 
+// The series of shadow scoring between two versions of a model: the one
+// labelled `stable`, which answers, and the one labelled `canary`, which
+// scores a sample of the same calls in the background. Obtained from
+// ServerMetrics::ForShadow; shared by the pair's shadow calls.
+class ShadowMetrics {
+ public:
+  enum class Outcome { kScored = 0, kDropped = 1, kFailed = 2 };
+
+  ~ShadowMetrics();
+  ShadowMetrics(const ShadowMetrics&) = delete;
+  ShadowMetrics& operator=(const ShadowMetrics&) = delete;
+
+  // The tasks both versions have, as (stable's index, canary's index), in
+  // stable's task order.
+  const std::vector<std::pair<int, int>>& tasks() const { return tasks_; }
+
+  void Count(Outcome outcome) { calls_[static_cast<int>(outcome)]->Increment(); }
+  // One call scored by both: `stable` holds stable_tasks scores per
+  // candidate, `canary` canary_tasks per candidate, for the same candidates.
+  // Updates, per task both have, the score histograms of each version and
+  // the histogram of |canary - stable| per candidate.
+  void ObserveScored(absl::Span<const float> stable, int stable_tasks, absl::Span<const float> canary,
+                     int canary_tasks);
+
+ private:
+  friend class ServerMetrics;
+  ShadowMetrics(ServerMetrics* owner, const std::string& model, int64_t stable_version, int64_t canary_version,
+                const std::vector<std::string>& stable_tasks, const std::vector<std::string>& canary_tasks);
+
+  ServerMetrics* owner_;
+  std::vector<std::pair<int, int>> tasks_;
+  std::array<prometheus::Counter*, 3> calls_{};
+  std::vector<prometheus::Histogram*> stable_scores_, canary_scores_, difference_;  // by common task
+};
+
 class ServerMetrics {
  public:
   ServerMetrics();
@@ -93,6 +130,13 @@ class ServerMetrics {
   // removed when the last holder releases it.
   std::shared_ptr<VersionMetrics> ForVersion(const std::string& model, int64_t version,
                                              const std::vector<std::string>& tasks) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The shadow series of model `model`'s pair of versions, with each
+  // version's task names; made on first use, removed when the last holder
+  // releases it.
+  std::shared_ptr<ShadowMetrics> ForShadow(const std::string& model, int64_t stable_version, int64_t canary_version,
+                                           const std::vector<std::string>& stable_tasks,
+                                           const std::vector<std::string>& canary_tasks) ABSL_LOCKS_EXCLUDED(mu_);
 
   // A call answered before it reached a model version.
   void CountUnresolvedCall(absl::StatusCode code, absl::Duration latency);
@@ -113,6 +157,7 @@ class ServerMetrics {
 
  private:
   friend class VersionMetrics;
+  friend class ShadowMetrics;
 
   prometheus::Registry registry_;
   prometheus::Family<prometheus::Counter>& calls_;
@@ -128,6 +173,10 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& model_unloads_;
   prometheus::Family<prometheus::Gauge>& version_labels_;
   prometheus::Family<prometheus::Counter>& label_errors_;
+  prometheus::Family<prometheus::Gauge>& shadow_fraction_;
+  prometheus::Family<prometheus::Counter>& shadow_calls_;
+  prometheus::Family<prometheus::Histogram>& shadow_scores_;
+  prometheus::Family<prometheus::Histogram>& shadow_difference_;
   prometheus::Gauge* ready_;
   prometheus::Gauge* workers_;
   prometheus::Gauge* calls_in_flight_;
@@ -144,6 +193,8 @@ class ServerMetrics {
   std::map<std::pair<std::string, int64_t>, std::weak_ptr<VersionMetrics>> versions_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, prometheus::Gauge*> versions_loaded_by_model_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<prometheus::Gauge*>> version_labels_by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, prometheus::Gauge*> shadow_fraction_by_model_ ABSL_GUARDED_BY(mu_);
+  std::map<std::tuple<std::string, int64_t, int64_t>, std::weak_ptr<ShadowMetrics>> shadows_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<VersionMetrics> unresolved_;  // model="", version=""
 };
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/logging.h"
 #include "server/status_conversion.h"
 
 namespace masknet {
@@ -32,6 +33,52 @@ int64_t BytesOf(const FeatureValues& v) {
 
 }  // namespace
 
+int64_t CopiedFeatures::bytes() const {
+  return static_cast<int64_t>(dense.capacity() * sizeof(float) + ids.capacity() * sizeof(int64_t) +
+                              id_counts.capacity() * sizeof(uint32_t) +
+                              view.candidates.capacity() * sizeof(FeatureValues));
+}
+
+CopiedFeatures CopyFeatures(const RequestFeatures& from) {
+  CopiedFeatures out;
+  size_t dense = from.context.dense.size(), ids = from.context.ids.size(), counts = from.context.id_counts.size();
+  for (const FeatureValues& c : from.candidates) {
+    dense += c.dense.size();
+    ids += c.ids.size();
+    counts += c.id_counts.size();
+  }
+  out.dense.reserve(dense);
+  out.ids.reserve(ids);
+  out.id_counts.reserve(counts);
+  // The vectors never grow past their reservations: the spans stay valid.
+  auto copy = [&out](const FeatureValues& v) {
+    FeatureValues c;
+    c.dense = absl::MakeConstSpan(out.dense.data() + out.dense.size(), v.dense.size());
+    out.dense.insert(out.dense.end(), v.dense.begin(), v.dense.end());
+    c.ids = absl::MakeConstSpan(out.ids.data() + out.ids.size(), v.ids.size());
+    out.ids.insert(out.ids.end(), v.ids.begin(), v.ids.end());
+    c.id_counts = absl::MakeConstSpan(out.id_counts.data() + out.id_counts.size(), v.id_counts.size());
+    out.id_counts.insert(out.id_counts.end(), v.id_counts.begin(), v.id_counts.end());
+    return c;
+  };
+  out.view.context = copy(from.context);
+  out.view.candidates.reserve(from.candidates.size());
+  for (const FeatureValues& c : from.candidates) out.view.candidates.push_back(copy(c));
+  return out;
+}
+
+void ShadowRoute::Fail(const absl::Status& status) const {
+  Count(ShadowMetrics::Outcome::kFailed);
+  if (failure_logged.exchange(true)) return;
+  Log(Severity::kWarning,
+      absl::StrCat("shadow scoring: version ", canary->version, " (canary) of model '", canary->name,
+                   "' cannot score a call that version ", stable->version,
+                   " (stable) answered; such calls count as failed in masknet_shadow_calls_total, and only this "
+                   "first one is logged: ",
+                   status.message()),
+      {{"event", "shadow_failed"}, {"model", canary->name}, {"version", absl::StrCat(canary->version)}});
+}
+
 RankCall::RankCall(grpc::CallbackServerContext* context, const serving::v1::RankRequest* request,
                    serving::v1::RankResponse* response, CallRecorder* recorder, std::atomic<int64_t>* in_flight)
     : request_(request),
@@ -56,6 +103,12 @@ void RankCall::Prepare(RequestFeatures features) {
   for (const FeatureValues& c : features_.candidates) values += BytesOf(c);
   bytes_ = 2 * values + kBytesPerCandidate * static_cast<int64_t>(features_.candidates.size()) + kBytesPerCall;
   scores_.resize(features_.candidates.size() * servable_->model->num_tasks());
+}
+
+void RankCall::SetShadow(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features) {
+  shadow_ = std::move(route);
+  shadow_features_ = std::move(features);
+  bytes_ += shadow_features_.bytes();
 }
 
 void RankCall::Schedule(std::shared_ptr<BatchQueue> queue) {
@@ -94,7 +147,59 @@ void RankCall::Done(absl::Status status) {
     });
     if (!status.ok()) response_->Clear();
   }
+  // Once answered, the call may be deleted at any time: take what the
+  // shadow needs first.
+  std::shared_ptr<const ShadowRoute> shadow = status.ok() ? std::move(shadow_) : nullptr;
+  CopiedFeatures features;
+  std::vector<float> scores;
+  if (shadow != nullptr) {
+    features = std::move(shadow_features_);
+    scores = std::move(scores_);
+  }
   Answer(status);
+  if (shadow != nullptr) ShadowCall::Start(std::move(shadow), std::move(features), std::move(scores));
+}
+
+ShadowCall::ShadowCall(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features,
+                       std::vector<float> stable_scores)
+    : route_(std::move(route)),
+      features_(std::move(features)),
+      stable_scores_(std::move(stable_scores)),
+      scores_(features_.view.candidates.size() * route_->canary->model->num_tasks()),
+      accepted_(absl::Now()) {}
+
+void ShadowCall::Start(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features,
+                       std::vector<float> stable_scores) {
+  (void)StatusFromExceptions("starting a shadow call", [&] {
+    const ShadowRoute& r = *route;
+    std::unique_ptr<ShadowCall> call(new ShadowCall(std::move(route), std::move(features), std::move(stable_scores)));
+    if (r.queue->Schedule(call.get()).ok()) {
+      call.release();  // the queue finishes it, and Done deletes it
+    } else {
+      r.Count(ShadowMetrics::Outcome::kDropped);
+    }
+    return absl::OkStatus();
+  });
+}
+
+int64_t ShadowCall::bytes() const {
+  return features_.bytes() + static_cast<int64_t>((stable_scores_.size() + scores_.size()) * sizeof(float)) +
+         static_cast<int64_t>(sizeof(ShadowCall));
+}
+
+void ShadowCall::Done(absl::Status status) {
+  std::unique_ptr<ShadowCall> self(this);
+  const ShadowRoute& route = *route_;
+  if (status.ok()) {
+    if (route.metrics != nullptr) {
+      route.metrics->ObserveScored(stable_scores_, route.stable->model->num_tasks(), scores_,
+                                   route.canary->model->num_tasks());
+    }
+  } else if (status.code() == absl::StatusCode::kDeadlineExceeded || status.code() == absl::StatusCode::kUnavailable) {
+    route.Count(ShadowMetrics::Outcome::kDropped);
+  } else {
+    route.Fail(status);
+  }
 }
 
 void RankCall::OnCancel() {
@@ -111,7 +216,7 @@ absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Scor
   worker.slices.clear();
   int64_t n = 0;
   for (const TaskSlice& s : batch) {
-    const RankCall& call = *static_cast<RankCall*>(s.task);
+    const ScoredTask& call = *static_cast<ScoredTask*>(s.task);
     worker.slices.push_back(BatchSlice{&call.features(), s.begin, s.end});
     n += s.size();
     if (s.begin == 0 && metrics != nullptr) metrics->ObserveQueueWait(start - call.accepted());
@@ -123,7 +228,7 @@ absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Scor
     if (metrics != nullptr) metrics->ObserveScores(worker.scores);
     const float* from = worker.scores.data();
     for (const TaskSlice& s : batch) {
-      std::copy_n(from, s.size() * num_tasks, static_cast<RankCall*>(s.task)->scores(s.begin));
+      std::copy_n(from, s.size() * num_tasks, static_cast<ScoredTask*>(s.task)->scores(s.begin));
       from += s.size() * num_tasks;
     }
     return absl::OkStatus();
@@ -137,7 +242,7 @@ absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Scor
   for (size_t i = 0; i < batch.size(); ++i) {
     TaskSlice& s = batch[i];
     status = model.Run(absl::MakeConstSpan(&worker.slices[i], 1), worker.workspace,
-                       absl::MakeSpan(static_cast<RankCall*>(s.task)->scores(s.begin), s.size() * num_tasks));
+                       absl::MakeSpan(static_cast<ScoredTask*>(s.task)->scores(s.begin), s.size() * num_tasks));
     if (status.code() == absl::StatusCode::kInvalidArgument) {
       s.status = std::move(status);
     } else if (!status.ok()) {

@@ -19,10 +19,55 @@
 
 namespace masknet {
 
+// A task whose candidates ScoreBatch scores: a call's features in, its
+// scores out.
+class ScoredTask : public BatchTask {
+ public:
+  virtual const RequestFeatures& features() const = 0;
+  // Where candidate `candidate`'s scores go (num_tasks of them).
+  virtual float* scores(int64_t candidate) = 0;
+  // When the queue accepted the task.
+  virtual absl::Time accepted() const = 0;
+};
+
+// A request's feature values copied out of it, for scoring after the call
+// is answered (and its request freed). Moving it keeps `view` valid.
+struct CopiedFeatures {
+  std::vector<float> dense;
+  std::vector<int64_t> ids;
+  std::vector<uint32_t> id_counts;
+  RequestFeatures view;  // spans into the vectors above
+  int64_t bytes() const;
+};
+CopiedFeatures CopyFeatures(const RequestFeatures& from);
+
+// Where a sample of a stable version's calls is scored again, in the
+// background, by the model's canary version: the canary, its background
+// queue, and the pair's metrics. Shared by the calls sampled.
+struct ShadowRoute {
+  std::shared_ptr<const Servable> stable;
+  std::shared_ptr<const Servable> canary;
+  std::shared_ptr<BatchQueue> queue;
+  std::shared_ptr<ShadowMetrics> metrics;  // null without ServerMetrics
+  // How long a shadow call may wait for a worker before it is dropped.
+  absl::Duration max_delay;
+  // Whether the canary reads requests as the stable version does (then a
+  // call's parsed features serve both).
+  bool same_schema = false;
+  // Whether the canary's first failure to read or score a call was logged.
+  mutable std::atomic<bool> failure_logged{false};
+
+  void Count(ShadowMetrics::Outcome outcome) const {
+    if (metrics != nullptr) metrics->Count(outcome);
+  }
+  // Counts a failure and logs the first one.
+  void Fail(const absl::Status& status) const;
+};
+
 // One Rank call from its validation to its answer. gRPC owns it as the
 // call's reactor (it is deleted in OnDone); while queued, it is also the
 // scheduler's task, and ScoreBatch writes its scores.
-class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
+class RankCall final : public grpc::ServerUnaryReactor, public ScoredTask {
  public:
   // Counts itself in `in_flight` until it is done. `recorder` and
   // `in_flight` must outlive the call.
@@ -36,6 +81,11 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   // Takes the validated features of the request. After Resolve.
   void Prepare(RequestFeatures features);
 
+  // Samples the call for shadow scoring on `route`'s canary, from
+  // `features` (read with the canary's schema). After Prepare. Once the call
+  // is answered OK, a ShadowCall scores them and compares.
+  void SetShadow(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features);
+
   // Queues the call; answers it at once if the queue refuses. Once queued,
   // a worker may answer the call before Schedule returns, so nothing here
   // touches the call after the queue took it.
@@ -48,17 +98,17 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   // Whether the call was answered or queued (then the queue answers it).
   bool handed_off() const { return handed_off_; }
 
-  // When the queue accepted the call.
-  absl::Time accepted() const { return accepted_; }
-
-  const RequestFeatures& features() const { return features_; }
-  float* scores(int64_t candidate) { return scores_.data() + candidate * servable_->model->num_tasks(); }
+  // ScoredTask.
+  absl::Time accepted() const override { return accepted_; }
+  const RequestFeatures& features() const override { return features_; }
+  float* scores(int64_t candidate) override { return scores_.data() + candidate * servable_->model->num_tasks(); }
 
   // BatchTask.
   int64_t size() const override { return static_cast<int64_t>(features_.candidates.size()); }
   int64_t bytes() const override { return bytes_; }
   absl::Time deadline() const override { return deadline_; }
-  // Builds the response from the scores (when `status` is OK) and answers.
+  // Builds the response from the scores (when `status` is OK) and answers;
+  // then starts the call's shadow scoring, if it was sampled.
   void Done(absl::Status status) override;
 
   // ServerUnaryReactor. gRPC calls OnCancel when the client cancels or the
@@ -81,6 +131,40 @@ class RankCall final : public grpc::ServerUnaryReactor, public BatchTask {
   std::vector<float> scores_;
   std::shared_ptr<BatchQueue> queue_;
   bool handed_off_ = false;
+  std::shared_ptr<const ShadowRoute> shadow_;  // null: not sampled
+  CopiedFeatures shadow_features_;
+};
+
+// A Rank call's shadow: its candidates scored again by the canary, after
+// the call was answered by the stable version; the difference goes to the
+// route's metrics, never to a caller. Owns itself: it is deleted when done.
+class ShadowCall final : public ScoredTask {
+ public:
+  // Queues a shadow of a call whose candidates `features` holds and that
+  // the stable version answered with `stable_scores` (its tasks per
+  // candidate). Counted dropped when the queue refuses it.
+  static void Start(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features,
+                    std::vector<float> stable_scores);
+
+  // ScoredTask.
+  const RequestFeatures& features() const override { return features_.view; }
+  float* scores(int64_t candidate) override { return scores_.data() + candidate * route_->canary->model->num_tasks(); }
+  absl::Time accepted() const override { return accepted_; }
+  int64_t size() const override { return static_cast<int64_t>(features_.view.candidates.size()); }
+  int64_t bytes() const override;
+  absl::Time deadline() const override { return accepted_ + route_->max_delay; }
+  // Compares and counts the scores (when `status` is OK), then deletes
+  // itself.
+  void Done(absl::Status status) override;
+
+ private:
+  ShadowCall(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features, std::vector<float> stable_scores);
+
+  const std::shared_ptr<const ShadowRoute> route_;
+  const CopiedFeatures features_;
+  const std::vector<float> stable_scores_;
+  std::vector<float> scores_;
+  const absl::Time accepted_;
 };
 
 // Scratch state of one scheduler worker; only that worker touches it.
@@ -90,7 +174,7 @@ struct ScoringWorker {
   std::vector<float> scores;
 };
 
-// Scores a batch of slices of RankCalls with `model`, on `worker`'s scratch
+// Scores a batch of slices of ScoredTasks (RankCalls, ShadowCalls) with `model`, on `worker`'s scratch
 // state, counting into `metrics` (if not null), and writes each call's
 // scores. A value that overflows in one call's features fails that call
 // alone (its slice's status); other errors fail the batch (INTERNAL).

@@ -1,10 +1,14 @@
 #include "server/ranker_service.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/random/distributions.h"
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "absl/time/clock.h"
 #include "server/logging.h"
 #include "server/model_info.h"
@@ -29,6 +33,29 @@ BatchScheduler::Options WithErrorLog(BatchScheduler::Options options) {
   return options;
 }
 
+// Whether a call is sampled, with probability `fraction`.
+bool Sampled(double fraction) {
+  if (fraction >= 1) return true;
+  thread_local absl::BitGen random;
+  return absl::Bernoulli(random, fraction);
+}
+
+// Whether two models read requests the same way: the same fields, in the
+// same order, with the same options.
+bool SameSchema(const MaskNetModel& a, const MaskNetModel& b) {
+  const std::vector<FieldSpec>& x = a.spec().schema.fields();
+  const std::vector<FieldSpec>& y = b.spec().schema.fields();
+  return std::equal(x.begin(), x.end(), y.begin(), y.end(), [](const FieldSpec& f, const FieldSpec& g) {
+    return google::protobuf::util::MessageDifferencer::Equals(f.config, g.config);
+  });
+}
+
+std::vector<std::string> TaskNames(const MaskNetModel& model) {
+  std::vector<std::string> names;
+  for (const TaskSpec& t : model.spec().tasks) names.push_back(t.name);
+  return names;
+}
+
 }  // namespace
 
 absl::Status RankerService::Options::Validate() const {
@@ -38,6 +65,15 @@ absl::Status RankerService::Options::Validate() const {
   }
   if (absl::Status s = scheduler.Validate(); !s.ok()) return s;
   if (absl::Status s = queue.Validate(); !s.ok()) return s;
+  if (shadow_max_queued_candidates < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shadow_max_queued_candidates must be at least 1, got ", shadow_max_queued_candidates));
+  }
+  if (shadow_max_delay <= absl::ZeroDuration() || shadow_max_delay > kMaxShadowDelay) {
+    return absl::InvalidArgumentError(absl::StrCat("shadow_max_delay must be in (0, ",
+                                                   absl::FormatDuration(kMaxShadowDelay), "], got ",
+                                                   absl::FormatDuration(shadow_max_delay)));
+  }
   if (queue.max_queued_candidates < max_candidates) {
     return absl::InvalidArgumentError(
         "max_queued_candidates must be at least max_candidates, or a full-size request could never be accepted");
@@ -62,14 +98,14 @@ RankerService::VersionState RankerService::StateFor(const std::shared_ptr<const 
   if (const int64_t generation = repository_->generation(); generation != checked_generation_) {
     // Closing a queue returns at once; its calls finish on their version.
     absl::erase_if(versions_, [&](const auto& entry) { return !repository_->Serves(entry.first); });
+    // Labels may have moved: routes are made again at their next call.
+    for (auto& [version, state] : versions_) state.shadow.reset();
     checked_generation_ = generation;
   }
   VersionState& state = versions_[servable.get()];
   if (state.queue == nullptr) {
     if (options_.metrics != nullptr) {
-      std::vector<std::string> tasks;
-      for (const TaskSpec& t : servable->model->spec().tasks) tasks.push_back(t.name);
-      state.metrics = options_.metrics->ForVersion(servable->name, servable->version, tasks);
+      state.metrics = options_.metrics->ForVersion(servable->name, servable->version, TaskNames(*servable->model));
     }
     BatchScheduler::QueueOptions options = options_.queue;
     options.max_batch_size = servable->model->max_batch_size();
@@ -83,6 +119,50 @@ RankerService::VersionState RankerService::StateFor(const std::shared_ptr<const 
     if (!repository_->Serves(servable.get())) checked_generation_ = -1;
   }
   return state;
+}
+
+std::shared_ptr<const ShadowRoute> RankerService::RouteFor(const std::shared_ptr<const Servable>& stable,
+                                                           const std::shared_ptr<const Servable>& canary) {
+  absl::MutexLock lock(&queues_mu_);
+  std::shared_ptr<const ShadowRoute>& route = versions_[stable.get()].shadow;
+  if (route != nullptr && route->canary == canary) return route;
+  auto made = std::make_shared<ShadowRoute>();
+  made->stable = stable;
+  made->canary = canary;
+  made->max_delay = options_.shadow_max_delay;
+  made->same_schema = SameSchema(*stable->model, *canary->model);
+  if (options_.metrics != nullptr) {
+    made->metrics = options_.metrics->ForShadow(stable->name, stable->version, canary->version,
+                                                TaskNames(*stable->model), TaskNames(*canary->model));
+  }
+  BatchScheduler::QueueOptions options = options_.queue;
+  options.background = true;
+  options.admit_by_deadline = false;  // its deadline drops it
+  options.max_queued_candidates = options_.shadow_max_queued_candidates;
+  options.max_batch_size = canary->model->max_batch_size();
+  // The queue keeps the canary alive until its shadow calls are done.
+  made->queue = scheduler_.AddQueue(options, [this, canary](int worker, absl::Span<TaskSlice> batch) {
+    return ScoreBatch(*canary->model, nullptr, *workers_[worker], batch);
+  });
+  route = made;
+  return route;
+}
+
+void RankerService::MaybeShadow(const std::shared_ptr<const Servable>& servable, const RankRequest& request,
+                                RankCall* call) {
+  const ModelRepository::ShadowTarget target = repository_->Shadow(*servable);
+  if (target.canary == nullptr || !Sampled(target.fraction)) return;
+  std::shared_ptr<const ShadowRoute> route = RouteFor(servable, target.canary);
+  if (route->same_schema) {
+    call->SetShadow(route, CopyFeatures(call->features()));
+    return;
+  }
+  auto features = ParseRankRequest(request, route->canary->model->spec().schema, options_.max_candidates);
+  if (!features.ok()) {
+    route->Fail(features.status());
+    return;
+  }
+  call->SetShadow(route, CopyFeatures(*features));
 }
 
 void RankerService::RefreshGauges() {
@@ -143,6 +223,7 @@ grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* conte
       return absl::OkStatus();
     }
     call->Prepare(*std::move(features));
+    MaybeShadow(*servable, *request, call);
     call->Schedule(state.queue);
     return absl::OkStatus();
   });

@@ -45,6 +45,14 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // model (MaskNetModel::max_batch_size), which the repository built for
     // the server's --max_batch_size.
     BatchScheduler::QueueOptions queue;
+    // Shadow scoring (a model's rollout.pbtxt sets its shadow_fraction):
+    // most candidates of shadow calls queued for one canary version; a
+    // shadow call beyond it is dropped (and counted).
+    int64_t shadow_max_queued_candidates = 8192;
+    // How long a shadow call may wait for a free worker before it is
+    // dropped (and counted). Primary calls always go first.
+    absl::Duration shadow_max_delay = absl::Seconds(1);
+    static constexpr absl::Duration kMaxShadowDelay = absl::Minutes(1);
     // Where calls, batches and queues are counted; null: nowhere. Must
     // outlive the service.
     ServerMetrics* metrics = nullptr;
@@ -88,12 +96,24 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
   struct VersionState {
     std::shared_ptr<BatchQueue> queue;
     std::shared_ptr<VersionMetrics> metrics;  // null without ServerMetrics
+    // Where its calls are shadowed, when it is a model's stable version
+    // with a canary; made on first use, dropped when the repository changes.
+    std::shared_ptr<const ShadowRoute> shadow;
   };
 
   // The queue and metrics of a model version, made on first use. Closes the
   // queues of versions the repository no longer serves (their calls still
   // finish).
   VersionState StateFor(const std::shared_ptr<const Servable>& servable) ABSL_LOCKS_EXCLUDED(queues_mu_);
+
+  // Samples the call for shadow scoring when `servable` is its model's
+  // stable version and the model's rollout asks for it.
+  void MaybeShadow(const std::shared_ptr<const Servable>& servable, const serving::v1::RankRequest& request,
+                   RankCall* call) ABSL_LOCKS_EXCLUDED(queues_mu_);
+  // The shadow route from `stable` to `canary`, made on first use.
+  std::shared_ptr<const ShadowRoute> RouteFor(const std::shared_ptr<const Servable>& stable,
+                                              const std::shared_ptr<const Servable>& canary)
+      ABSL_LOCKS_EXCLUDED(queues_mu_);
 
   const ModelRepository* repository_;
   const Options options_;

@@ -62,14 +62,15 @@ void LogEvent(const RepositoryEvent& e, const ModelRepository* repository) {
           {{"event", "repository_scan_failed"}, {"path", e.name}});
       break;
     case RepositoryEvent::Kind::kLabelsChanged:
-      Log(Severity::kInfo, absl::StrCat("model '", e.name, "' version labels: ", DescribeLabels(e.labels)),
-          {{"event", "model_labels_changed"}, {"model", e.name}, {"labels", DescribeLabels(e.labels)}});
+      Log(Severity::kInfo, absl::StrCat("model '", e.name, "' version labels: ", DescribeRollout(e.rollout)),
+          {{"event", "model_labels_changed"}, {"model", e.name}, {"labels", DescribeLabels(e.rollout.labels)},
+           {"shadow_fraction", absl::StrCat(e.rollout.shadow_fraction)}});
       break;
     case RepositoryEvent::Kind::kLabelsRejected:
       Log(Severity::kError,
           absl::StrCat("cannot apply the version labels of model '", e.name, "'; its labels stay ",
-                       DescribeLabels(e.labels), ": ", e.status.message()),
-          {{"event", "model_labels_rejected"}, {"model", e.name}, {"labels", DescribeLabels(e.labels)}});
+                       DescribeRollout(e.rollout), ": ", e.status.message()),
+          {{"event", "model_labels_rejected"}, {"model", e.name}, {"labels", DescribeLabels(e.rollout.labels)}});
       break;
   }
 }

@@ -1,5 +1,6 @@
 #include "batching/batch_scheduler.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <functional>
@@ -261,6 +262,121 @@ TEST(BatchSchedulerTest, QueuesTakeTurnsSoABacklogDelaysAnotherQueueByOneBatch) 
   int position = 0;
   while (batches[position][0].task != &small) ++position;
   EXPECT_LE(position, 2);
+}
+
+BatchScheduler::QueueOptions Background(int64_t max_batch_size) {
+  BatchScheduler::QueueOptions o = QueueOptions(max_batch_size);
+  o.background = true;
+  return o;
+}
+
+TEST(BatchSchedulerTest, ABackgroundBatchRunsOnlyWhenNoOtherQueueHasOneReady) {
+  BatchScheduler scheduler(Workers(1));
+  BatchLog log;
+  Gate gate;
+  TestTask blocker(1), shadow(4), first(2), second(2);
+  auto processor = [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    log.Add(batch);
+    return absl::OkStatus();
+  };
+  auto primary = scheduler.AddQueue(QueueOptions(2), processor);
+  auto background = scheduler.AddQueue(Background(2), processor);
+  ASSERT_TRUE(primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(Drained(*primary));
+  // Queued before the primary tasks, it still runs after them.
+  ASSERT_TRUE(background->Schedule(&shadow).ok());
+  ASSERT_TRUE(primary->Schedule(&first).ok());
+  ASSERT_TRUE(primary->Schedule(&second).ok());
+  gate.Open();
+  for (TestTask* t : {&shadow, &first, &second}) EXPECT_TRUE(t->Wait().ok());
+  EXPECT_THAT(log.batches(), ElementsAre(ElementsAre(Slice{&blocker, 0, 1}), ElementsAre(Slice{&first, 0, 2}),
+                                         ElementsAre(Slice{&second, 0, 2}), ElementsAre(Slice{&shadow, 0, 2}),
+                                         ElementsAre(Slice{&shadow, 2, 4})));
+}
+
+TEST(BatchSchedulerTest, ABackgroundQueueLeavesAWorkerIdleForTheOthers) {
+  BatchScheduler scheduler(Workers(2));
+  Gate gate;
+  std::atomic<int> running_background{0}, most_background{0};
+  TestTask shadow(8), call(1);
+  auto background = scheduler.AddQueue(Background(2), [&](int, absl::Span<TaskSlice>) {
+    const int now = ++running_background;
+    most_background = std::max(most_background.load(), now);
+    gate.Pass();
+    --running_background;
+    return absl::OkStatus();
+  });
+  auto primary = scheduler.AddQueue(QueueOptions(2), [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); });
+  ASSERT_TRUE(background->Schedule(&shadow).ok());
+  ASSERT_TRUE(WaitUntil(
+      "a background batch to run", [&] { return running_background.load(); }, [](int n) { return n > 0; }));
+  // A background batch holds one worker; the other stays free, and a
+  // primary call runs on it while the background batch is still running.
+  ASSERT_TRUE(primary->Schedule(&call).ok());
+  EXPECT_TRUE(call.Wait().ok());
+  EXPECT_EQ(running_background.load(), 1);
+  gate.Open();
+  EXPECT_TRUE(shadow.Wait().ok());
+  EXPECT_EQ(most_background.load(), 1);
+}
+
+TEST(BatchSchedulerTest, BackgroundWorkDoesNotCountInAnotherQueuesAdmission) {
+  BatchScheduler scheduler(Workers(1));
+  Gate gate;
+  TestTask warmup(4), shadow_warmup(4), blocker(1), shadow(40);
+  auto processor = [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    absl::SleepFor(absl::Milliseconds(20));  // >= 5 ms per candidate
+    return absl::OkStatus();
+  };
+  auto primary = scheduler.AddQueue(QueueOptions(4), processor);
+  auto background = scheduler.AddQueue(Background(4), processor);
+  ASSERT_TRUE(primary->Schedule(&warmup).ok());
+  ASSERT_TRUE(background->Schedule(&shadow_warmup).ok());
+  ASSERT_TRUE(warmup.Wait().ok());
+  ASSERT_TRUE(shadow_warmup.Wait().ok());  // both queues know their cost
+  ASSERT_TRUE(primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(Drained(*primary));
+  ASSERT_TRUE(background->Schedule(&shadow).ok());  // >= 200 ms of background work queued
+  // Were the background work counted, 200 ms ahead would refuse a call
+  // with 100 ms to its deadline; it runs first, so it is admitted.
+  TestTask hurried(1, absl::Now() + absl::Milliseconds(100));
+  const absl::Status s = primary->Schedule(&hurried);
+  EXPECT_TRUE(s.ok()) << s;
+  gate.Open();
+  if (s.ok()) {
+    EXPECT_TRUE(hurried.Wait().ok());
+  }
+  EXPECT_TRUE(shadow.Wait().ok());
+}
+
+TEST(BatchSchedulerTest, ABackgroundTaskPastItsDeadlineIsDroppedWhileTheOthersHoldTheWorkers) {
+  BatchScheduler scheduler(Workers(2));
+  Gate gate;
+  TestTask blocker(1), shadow(2, absl::Now() + absl::Milliseconds(50));
+  auto primary = scheduler.AddQueue(QueueOptions(2), [&](int, absl::Span<TaskSlice>) {
+    gate.Pass();
+    return absl::OkStatus();
+  });
+  std::atomic<int> background_batches{0};
+  auto background = scheduler.AddQueue(Background(2), [&](int, absl::Span<TaskSlice>) {
+    ++background_batches;
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(WaitUntil(
+      "the blocker to run", [&] { return primary->stats().running_candidates; }, [](int64_t n) { return n > 0; }));
+  // One worker is busy and the other is kept for primary work: the
+  // background task waits, and is dropped when its deadline passes.
+  ASSERT_TRUE(background->Schedule(&shadow).ok());
+  const absl::Status s = shadow.Wait();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_FALSE(blocker.done());
+  EXPECT_EQ(background_batches.load(), 0);
+  EXPECT_EQ(background->stats().queued_candidates, 0);
+  gate.Open();
+  EXPECT_TRUE(blocker.Wait().ok());
 }
 
 TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {

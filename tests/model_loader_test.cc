@@ -290,7 +290,7 @@ class WatchedRepositoryTest : public ::testing::Test {
       absl::MutexLock lock(&mu_);
       const bool labels = e.kind == RepositoryEvent::Kind::kLabelsChanged ||
                           e.kind == RepositoryEvent::Kind::kLabelsRejected;
-      events_.push_back(labels ? absl::StrCat(EventKindName(e.kind), " ", e.name, ": ", DescribeLabels(e.labels))
+      events_.push_back(labels ? absl::StrCat(EventKindName(e.kind), " ", e.name, ": ", DescribeRollout(e.rollout))
                                : absl::StrCat(EventKindName(e.kind), " ", e.name, "/", e.version));
       if (!e.status.ok()) last_error_ = std::string(e.status.message());
     };
@@ -527,23 +527,64 @@ TEST_F(WatchedRepositoryTest, LabelsThatCannotBeAppliedKeepThePreviousOnesAndAre
   EXPECT_EQ((*repo->Find("tiny", 0))->version, 3);
 }
 
+TEST_F(WatchedRepositoryTest, TheStableVersionsCallsAreShadowedOnTheCanaryAsTheRolloutFileSays) {
+  Write("tiny", 1);
+  Write("tiny", 2);
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 1 } labels { name: "canary" version: 2 })pb");
+  auto repo = Open();
+  auto version = [&](int64_t v) { return *repo->Find("tiny", v); };
+  EXPECT_EQ(repo->Shadow(*version(1)).canary, nullptr);  // no shadow_fraction: none
+  TakeEvents();
+
+  absl::SleepFor(absl::Milliseconds(20));  // a new modification time
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 1 } labels { name: "canary" version: 2 }
+                            shadow_fraction: 0.1)pb");
+  repo->Poll();
+  EXPECT_THAT(TakeEvents(), ElementsAre("labels_changed tiny: canary=2, stable=1; shadow_fraction=0.1"));
+  const ModelRepository::ShadowTarget target = repo->Shadow(*version(1));
+  EXPECT_EQ(target.canary, version(2));
+  EXPECT_EQ(target.fraction, 0.1);
+  EXPECT_EQ(repo->Shadow(*version(2)).canary, nullptr);  // calls the canary answers are not shadowed
+
+  // A rejected file keeps the fraction in force with the labels.
+  absl::SleepFor(absl::Milliseconds(20));
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 1 } labels { name: "canary" version: 5 }
+                            shadow_fraction: 1)pb");
+  repo->Poll();
+  EXPECT_EQ(repo->Shadow(*version(1)).fraction, 0.1);
+
+  // Promoted: both labels name version 2, nothing is shadowed.
+  absl::SleepFor(absl::Milliseconds(20));
+  WriteRollout("tiny", R"pb(labels { name: "stable" version: 2 } labels { name: "canary" version: 2 }
+                            shadow_fraction: 1)pb");
+  repo->Poll();
+  EXPECT_EQ(repo->Shadow(*version(2)).canary, nullptr);
+  EXPECT_EQ(repo->Shadow(*version(1)).canary, nullptr);
+}
+
 TEST(VersionLabelsTest, TheRolloutFileIsReadAndCheckedNamingWhatIsWrong) {
   const std::string dir = testing::MakeTempDir();
-  EXPECT_THAT(*ReadVersionLabels(dir), ElementsAre());  // no file: no labels
+  EXPECT_EQ(*ReadRollout(dir), RolloutPlan{});  // no file: no labels, no shadowing
   auto read = [&](const std::string& text) {
     testing::WriteFileOrDie(dir + "/" + kRolloutFile, text);
-    return ReadVersionLabels(dir);
+    return ReadRollout(dir);
   };
-  EXPECT_THAT(*read(R"pb(labels { name: "stable" version: 7 } labels { name: "canary-2.b_c" version: 8 })pb"),
-              ElementsAre(std::make_pair(std::string("canary-2.b_c"), int64_t{8}),
-                          std::make_pair(std::string("stable"), int64_t{7})));
+  const auto plan = read(R"pb(labels { name: "stable" version: 7 } labels { name: "canary-2.b_c" version: 8 }
+                              shadow_fraction: 0.25)pb");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->labels, ElementsAre(std::make_pair(std::string("canary-2.b_c"), int64_t{8}),
+                                        std::make_pair(std::string("stable"), int64_t{7})));
+  EXPECT_EQ(plan->shadow_fraction, 0.25);
   for (const auto& [text, error] : std::vector<std::pair<std::string, std::string>>{
            {"labels { name: \"stable\" version: 7 }\nlabels { name: \"x\" vers: 1 }",
             "line 2, column 24: Message type"},
            {R"pb(labels { name: "" version: 7 })pb", "label '': a label is 1-64 of [A-Za-z0-9_.-]"},
            {R"pb(labels { name: "a/b" version: 7 })pb", "label 'a/b': a label is 1-64"},
            {R"pb(labels { name: "stable" })pb", "label 'stable': version must be positive, got 0"},
-           {R"pb(labels { name: "a" version: 1 } labels { name: "a" version: 2 })pb", "label 'a' appears twice"}}) {
+           {R"pb(labels { name: "a" version: 1 } labels { name: "a" version: 2 })pb", "label 'a' appears twice"},
+           {R"pb(shadow_fraction: 1.5)pb", "shadow_fraction must be in [0, 1], got 1.5"},
+           {R"pb(shadow_fraction: -0.1)pb", "shadow_fraction must be in [0, 1], got -0.1"},
+           {R"pb(shadow_fraction: nan)pb", "shadow_fraction must be in [0, 1], got nan"}}) {
     const auto labels = read(text);
     EXPECT_EQ(labels.status().code(), absl::StatusCode::kInvalidArgument) << text;
     EXPECT_THAT(std::string(labels.status().message()), HasSubstr(std::string(kRolloutFile) + ": ")) << text;

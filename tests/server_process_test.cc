@@ -42,6 +42,7 @@ namespace masknet {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::MetricValue;
 
 // The longest prefix of `text` made of `chars`.
 absl::string_view LeadingNumber(absl::string_view text, absl::string_view chars) {
@@ -193,16 +194,6 @@ HttpResponse HttpGet(int port, const std::string& path) {
   const size_t body = raw.find("\r\n\r\n");
   if (body != std::string::npos) out.body = raw.substr(body + 4);
   return out;
-}
-
-// The value of a sample of the Prometheus text `metrics`, e.g.
-// MetricValue(text, "masknet_ready"); -1 if absent.
-double MetricValue(const std::string& metrics, const std::string& sample) {
-  std::istringstream in(metrics);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return -1;
 }
 
 TEST(ServerProcessTest, MissingModelRootExitsWithAMessage) {
@@ -574,8 +565,8 @@ TEST(ServerProcessTest, ReadyOnlyOnceAModelIsAndMetricsMoveWithTrafficAndPassPro
   EXPECT_EQ(server.Wait(), 0) << server.Log();
 }
 
-// Labels published while the server watches its root: the label gauges
-// follow the rollout file, a file that cannot be applied is counted and
+// Labels published while the server watches its root: the label and
+// shadow-fraction gauges follow the rollout file, a file that cannot be applied is counted and
 // logged, and the labels in force stay.
 TEST(ServerProcessTest, VersionLabelsFollowTheRolloutFileInMetricsAndLogs) {
   const std::string root = testing::MakeTempDir();
@@ -590,32 +581,36 @@ TEST(ServerProcessTest, VersionLabelsFollowTheRolloutFileInMetricsAndLogs) {
   const std::string stable = "masknet_model_version_label{label=\"stable\",model=\"tiny\"}";
   const std::string canary = "masknet_model_version_label{label=\"canary\",model=\"tiny\"}";
   const std::string errors = "masknet_model_label_errors_total{model=\"tiny\"}";
+  const std::string shadow = "masknet_model_shadow_fraction{model=\"tiny\"}";
   auto publish = [&](const std::string& text) {
     testing::WriteFileOrDie(root + "/tiny/rollout.pbtxt.tmp", text);
     std::filesystem::rename(root + "/tiny/rollout.pbtxt.tmp", root + "/tiny/rollout.pbtxt");
   };
-  publish(R"pb(labels { name: "stable" version: 1 } labels { name: "canary" version: 2 })pb");
+  publish(R"pb(labels { name: "stable" version: 1 } labels { name: "canary" version: 2 } shadow_fraction: 0.5)pb");
   ASSERT_TRUE(testing::WaitUntil("the stable label's gauge", [&] { return metric(stable); },
                                  [](double v) { return v == 1; }))
       << server.Log();
   EXPECT_EQ(metric(canary), 2);
+  EXPECT_EQ(metric(shadow), 0.5);
   publish(R"pb(labels { name: "stable" version: 3 })pb");  // no version 3
   ASSERT_TRUE(testing::WaitUntil("the label error to be counted", [&] { return metric(errors); },
                                  [](double v) { return v == 1; }))
       << server.Log();
   EXPECT_EQ(metric(stable), 1);
   EXPECT_EQ(metric(canary), 2);
+  EXPECT_EQ(metric(shadow), 0.5);
   publish(R"pb(labels { name: "stable" version: 2 })pb");
   ASSERT_TRUE(testing::WaitUntil("the canary's gauge to go", [&] { return metric(canary); },
                                  [](double v) { return v == -1; }))
       << server.Log();
   EXPECT_EQ(metric(stable), 2);
   EXPECT_EQ(metric(errors), 1);
+  EXPECT_EQ(metric(shadow), -1);
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(), 0) << server.Log();
-  EXPECT_THAT(server.Log(), HasSubstr("model 'tiny' version labels: canary=2, stable=1"));
+  EXPECT_THAT(server.Log(), HasSubstr("model 'tiny' version labels: canary=2, stable=1; shadow_fraction=0.5"));
   EXPECT_THAT(server.Log(), HasSubstr("cannot apply the version labels of model 'tiny'; its labels stay canary=2, "
-                                      "stable=1: " + root + "/tiny/rollout.pbtxt: label 'stable' names version 3, "
+                                      "stable=1; shadow_fraction=0.5: " + root + "/tiny/rollout.pbtxt: label 'stable' names version 3, "
                                       "which has no directory"));
   EXPECT_THAT(server.Log(), HasSubstr("model 'tiny' version labels: stable=2"));
 }

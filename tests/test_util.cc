@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -231,6 +232,14 @@ std::vector<std::string> FixtureNames() {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+double MetricValue(const std::string& metrics, const std::string& sample) {
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
+  }
+  return -1;
 }
 
 }  // namespace masknet::testing

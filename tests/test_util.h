@@ -65,6 +65,10 @@ OwnedRequest RandomRequest(const FeatureSchema& schema, int num_candidates, uint
 // the error, when the model refuses the request.
 std::vector<float> ScoreAllOrDie(const MaskNetModel& model, const RequestFeatures& request);
 
+// The value of a sample of the Prometheus text `metrics`, e.g.
+// MetricValue(text, "masknet_ready"); -1 if absent.
+double MetricValue(const std::string& metrics, const std::string& sample);
+
 // The directory of committed parity fixtures (tests/fixtures).
 std::string FixtureRoot();
 // Names of the fixtures: tests/fixtures/<name>/cases.binpb exists.
