@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
@@ -41,7 +42,7 @@ MODEL_ROOT = os.path.join(ROOT, "tests", "fixtures", MODEL, "models")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from server_process import ServerProcess  # noqa: E402
+from server_process import ServerProcess, free_port  # noqa: E402
 
 
 def log(message):
@@ -768,6 +769,98 @@ def precision_section(bench):
     return "\n".join(lines)
 
 
+SHADOW_FRACTIONS = (0, 0.1, 1)
+
+
+def shadow_root(directory, fraction):
+    """A model root in `directory` serving MODEL twice: version 1 labelled stable and version 2 (the same files)
+    labelled canary, with `fraction` of stable's calls shadowed on the canary."""
+    source = os.path.join(MODEL_ROOT, MODEL, "1")
+    os.makedirs(os.path.join(directory, MODEL))
+    for version in ("1", "2"):
+        os.symlink(source, os.path.join(directory, MODEL, version))
+    with open(os.path.join(directory, MODEL, "rollout.pbtxt"), "w") as f:
+        f.write(f'labels {{ name: "stable" version: 1 }} labels {{ name: "canary" version: 2 }}\n'
+                f"shadow_fraction: {fraction}\n")
+    return directory
+
+
+def shadow_outcomes(server):
+    """{outcome: shadow calls} from the server's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=30).read().decode()
+    counts = {"scored": 0.0, "dropped": 0.0, "failed": 0.0}
+    for m in re.finditer(r'^masknet_shadow_calls_total\{[^}]*outcome="(\w+)"[^}]*\} (\S+)$', text, re.M):
+        counts[m.group(1)] += float(m.group(2))
+    return counts
+
+
+def rollout_section(bench):
+    """Issue 20, part 2: what shadow scoring costs the calls that stable answers."""
+    log("shadow scoring: capacity with shadowing off, then 70% of it and saturation at each shadow_fraction")
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = {f: shadow_root(os.path.join(tmp, str(f)), f) for f in SHADOW_FRACTIONS}
+
+        def run(fraction, *args):
+            with Server(f"--model_root={roots[fraction]}", f"--metrics_port={free_port()}") as server:
+                result = bench.loadgen(server, *args)
+                time.sleep(0.5)  # the last shadow calls end (their deadline is --shadow_max_delay)
+                result["shadow"] = shadow_outcomes(server)
+            return result
+
+        capacity = 0
+        for _ in range(bench.repeats):
+            capacity = max(capacity, run(0, "--concurrency=32", "--candidates=64")["calls"]["ok_per_s"])
+        at70, saturated = {}, {}
+        for _ in range(bench.repeats):  # interleaved: off, 10%, 100%, off, ...
+            for f in SHADOW_FRACTIONS:
+                r = run(f, f"--rate={capacity * 0.7:.3f}", "--candidates=64", "--deadline=500ms")
+                if f not in at70 or r["latency_ms"]["p99"] < at70[f]["latency_ms"]["p99"]:
+                    at70[f] = r
+            for f in SHADOW_FRACTIONS:
+                r = run(f, "--concurrency=32", "--candidates=64")
+                if f not in saturated or r["candidates_per_s"] > saturated[f]["candidates_per_s"]:
+                    saturated[f] = r
+
+    lines = []
+    add = lines.append
+    add("## Shadow scoring\n")
+    add(f"`{MODEL}` served as version 1 (`stable`) and version 2 (`canary`, the same files, so a shadow call costs "
+        f"what its call cost) with `shadow_fraction` 0, 0.1 and 1 in `rollout.pbtxt`; 64-candidate calls. "
+        f"Capacity (shadowing off, closed loop at concurrency 32): **{capacity:,.0f} calls/s**. Each row is its "
+        f"own server process; the three settings ran interleaved, {bench.repeats} time(s) each, and each keeps its "
+        f"run with the lowest p99 (open loop) or the most candidates per second (closed loop). Shadow calls are "
+        f"counted from the server's `masknet_shadow_calls_total` at the end of the run (warm-up included).\n")
+    add("| target | wanted | measured | verdict |")
+    add("|---|---|---|---|")
+    off = at70[0]
+    for f in SHADOW_FRACTIONS[1:]:
+        r = at70[f]
+        throughput = r["calls"]["ok_per_s"] / off["calls"]["ok_per_s"]
+        p99 = r["latency_ms"]["p99"] / off["latency_ms"]["p99"]
+        ok = throughput >= 0.9 and p99 <= 1.1
+        add(f"| shadow_fraction {f:g}, open loop at 70% of capacity | completed calls and p99 within 10% of "
+            f"shadowing off | completed **{throughput:.3f}×**, p99 **{p99:.2f}×** "
+            f"({ms(r['latency_ms']['p99'])} against {ms(off['latency_ms']['p99'])} ms) | "
+            f"{'met' if ok else 'missed'} |")
+    add("")
+    add("| load | shadow_fraction | completed calls/s | p50 / p99 ms | errors | server CPU | shadow calls scored | "
+        "dropped | failed |")
+    add("|---|---|---|---|---|---|---|---|---|")
+    for label, runs in (("open loop, 70% of capacity, 500 ms deadline", at70),
+                        ("closed loop, concurrency 32 (saturated)", saturated)):
+        for f in SHADOW_FRACTIONS:
+            r = runs[f]
+            sh = r["shadow"]
+            add(f"| {label} | {f:g} | {r['calls']['ok_per_s']:,.0f} | {ms(r['latency_ms']['p50'])} / "
+                f"{ms(r['latency_ms']['p99'])} | {errors_text(r)} | {r['server_cpu_cores']:.2f} | "
+                f"{sh['scored']:,.0f} | {sh['dropped']:,.0f} | {sh['failed']:,.0f} |")
+    add("")
+    add("A shadow batch runs only while no caller's batch is ready and another worker is idle, so at 70% load the "
+        "canary scores what the idle time allows and the rest is dropped (counted), and at saturation almost "
+        "everything is dropped: shadowing takes the idle capacity, never the callers'.\n")
+    return "\n".join(lines)
+
+
 def scale_out_section(bench):
     """Issue 6: several server processes on one machine, the load generator spreading calls over them."""
     log("scale-out: one server with 2 workers against two servers with 1 worker each")
@@ -845,7 +938,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="short runs, one repeat (a smoke test)")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     parser.add_argument("--sections", default="kernels,serving",
-                        help="comma-separated: kernels (forward pass and peers), serving (server, scale-out)")
+                        help="comma-separated: kernels (forward pass and peers), serving (server, precisions, "
+                             "scale-out, shadow scoring), or one of precision, scale_out, rollout alone")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     for binary in (SERVER, LOADGEN, FORWARD, LIMITS):
@@ -864,8 +958,12 @@ def main():
         body.append(kernels_section(bench, limits, kernel_plot))
     if "serving" in sections:
         body.append(serving_section(bench, limits, plot))
+    if sections & {"serving", "precision"}:
         body.append(precision_section(bench))
+    if sections & {"serving", "scale_out"}:
         body.append(scale_out_section(bench))
+    if sections & {"serving", "rollout"}:
+        body.append(rollout_section(bench))
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
     header = [

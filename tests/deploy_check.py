@@ -11,7 +11,9 @@ checks what can be checked:
   - Debian's Prometheus, with the scrape job of deploy/prometheus, scrapes the
     server, and promtool accepts the whole configuration;
   - every metric the dashboard queries is one the server exports, and every
-    query is valid PromQL (Prometheus evaluates it).
+    query is valid PromQL (Prometheus evaluates it). The server serves the
+    model root with a canary beside the stable version and every call
+    shadowed, so that the shadow-scoring series exist.
 
     deploy_check.py --server BIN --client BIN --model_root DIR
 """
@@ -56,13 +58,32 @@ def flag_names(args):
     return [a.split("=", 1)[0] for a in args if a.startswith("--")]
 
 
+def rollout_root(model_root):
+    """A copy of `model_root` (its version directories linked) in which the first model's newest version is
+    published a second time as the next version, labelled canary beside it as stable, with every call shadowed."""
+    root = tempfile.mkdtemp()
+    for i, model in enumerate(sorted(m for m in os.listdir(model_root) if not m.startswith("."))):
+        os.makedirs(os.path.join(root, model))
+        versions = sorted(int(v) for v in os.listdir(os.path.join(model_root, model)) if v.isdigit())
+        for v in versions:
+            os.symlink(os.path.abspath(os.path.join(model_root, model, str(v))), os.path.join(root, model, str(v)))
+        if i == 0:
+            stable = versions[-1]
+            os.symlink(os.path.abspath(os.path.join(model_root, model, str(stable))),
+                       os.path.join(root, model, str(stable + 1)))
+            with open(os.path.join(root, model, "rollout.pbtxt"), "w") as f:
+                f.write(f'labels {{ name: "stable" version: {stable} }}\n'
+                        f'labels {{ name: "canary" version: {stable + 1} }}\nshadow_fraction: 1\n')
+    return root
+
+
 class Server(ServerProcess):
     """masknet_server with the Deployment's arguments, on free ports."""
 
-    def __init__(self, args):
+    def __init__(self, args, model_root):
         self.http_port = free_port()
         args = [a for a in args if not a.startswith(("--model_root", "--port", "--metrics_port", "--host"))]
-        super().__init__(ARGS.server, [f"--model_root={ARGS.model_root}", "--host=127.0.0.1",
+        super().__init__(ARGS.server, [f"--model_root={model_root}", "--host=127.0.0.1",
                                        "--port=0", f"--metrics_port={self.http_port}"] + args)
         self.grpc_port = self.wait_serving()
         self.wait_ready()
@@ -75,16 +96,25 @@ class DeployTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.help = server_help(ARGS.server)
-        cls.server = Server(container()["args"])
-        # One Rank call, so that per-call series exist.
+        cls.root = rollout_root(ARGS.model_root)
+        cls.server = Server(container()["args"], cls.root)
+        # One Rank call, so that per-call series exist, and its shadow.
         subprocess.run([ARGS.client, f"--target=127.0.0.1:{cls.server.grpc_port}", "--candidates=2"],
                        check=True, capture_output=True)
-        status, cls.metrics = http_get(cls.server.url("/metrics"))
-        assert status == 200
+
+        def shadowed():
+            status, metrics = http_get(cls.server.url("/metrics"))
+            if status != 200 or not re.search(r'^masknet_shadow_calls_total\{[^}]*outcome="scored"[^}]*\} 1$',
+                                              metrics, re.M):
+                raise NotYet("the call's shadow is not scored yet")
+            return metrics
+
+        cls.metrics = wait_until(shadowed, what="the shadow call to be scored", process=cls.server.process)
 
     @classmethod
     def tearDownClass(cls):
         code, log = cls.server.stop()
+        shutil.rmtree(cls.root, ignore_errors=True)
         assert code == 0, log
 
     def test_every_flag_of_the_manifests_and_compose_is_accepted(self):
