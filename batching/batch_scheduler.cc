@@ -259,20 +259,21 @@ bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
                                std::vector<std::pair<BatchTask*, absl::Status>>* finished,
                                absl::Time* wake) {
   const size_t n = queues_.size();
+  // Background tasks past their deadline leave at every pass, even while
+  // the other queues keep every worker busy; at shutdown, all of them do.
+  for (Queue* q : queues_) {
+    if (q->options.background) DropBackground(now, q, finished, wake);
+  }
   // Background queues are visited after every other queue found nothing
   // ready, and run only while another worker stays idle (when there is one
-  // to keep), or once the scheduler is shutting down (its workers exit when
-  // every queue is empty).
-  const bool background_allowed = stopping_ || idle_workers_ >= std::min(1, num_workers() - 1);
+  // to keep).
+  const bool background_allowed = idle_workers_ >= std::min(1, num_workers() - 1);
   for (const bool background : {false, true}) {
+    if (background && !background_allowed) break;
     for (size_t step = 1; step <= n; ++step) {
       const size_t index = (cursor_ + step) % n;
       Queue* q = queues_[index];
       if (q->options.background != background || q->tasks.empty()) continue;
-      if (background && !background_allowed) {
-        DropExpired(now, q, finished, wake);
-        continue;
-      }
       if (FillBatch(now, q, batch, finished, wake)) {
         cursor_ = index;
         return true;
@@ -282,17 +283,20 @@ bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
   return false;
 }
 
-void BatchScheduler::DropExpired(absl::Time now, Queue* q, std::vector<std::pair<BatchTask*, absl::Status>>* finished,
-                                 absl::Time* wake) {
+void BatchScheduler::DropBackground(absl::Time now, Queue* q,
+                                    std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake) {
   while (!q->tasks.empty()) {
     BatchTask* task = q->tasks.front();
-    if (task->state_.deadline > now) {
+    absl::Status status;
+    if (stopping_) {
+      status = absl::UnavailableError("the scheduler is shutting down; background tasks are dropped");
+    } else if (task->state_.deadline <= now) {
+      status = absl::DeadlineExceededError("the task's deadline passed before a worker was free for it");
+    } else {
       *wake = std::min(*wake, task->state_.deadline);
       return;
     }
-    if (Withdraw(task, absl::DeadlineExceededError("the task's deadline passed before a worker was free for it"))) {
-      finished->emplace_back(task, std::move(task->state_.status));
-    }
+    if (Withdraw(task, std::move(status))) finished->emplace_back(task, std::move(task->state_.status));
   }
 }
 

@@ -195,7 +195,8 @@ class BatchScheduler {
     // queues' admission (its running ones do). A background task whose
     // deadline passes while it waits is dropped (DEADLINE_EXCEEDED), even
     // while the others keep every worker busy (once the tasks queued before
-    // it are dropped: give them deadlines in arrival order).
+    // it are dropped: give them deadlines in arrival order). Shutdown drops
+    // the background tasks still queued (UNAVAILABLE).
     bool background = false;
 
     // INVALID_ARGUMENT naming the first option out of its bounds.
@@ -211,7 +212,8 @@ class BatchScheduler {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Stops accepting tasks in every queue, runs every task already accepted
-  // to its end, and joins the workers. Idempotent.
+  // to its end (but drops background tasks still queued, UNAVAILABLE), and
+  // joins the workers. Idempotent.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
   int num_workers() const { return static_cast<int>(workers_.size()); }
@@ -246,11 +248,12 @@ class BatchScheduler {
   bool FillBatch(absl::Time now, batching_internal::Queue* q, Batch* batch,
                  std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Withdraws the tasks at the front of `q` whose deadline has passed (a
-  // background queue's tasks usually come with deadlines in arrival order);
-  // `*wake` becomes no later than the deadline of the first that stays.
-  void DropExpired(absl::Time now, batching_internal::Queue* q,
-                   std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
+  // Withdraws the tasks at the front of background queue `q` whose
+  // deadline has passed (its tasks usually come with deadlines in arrival
+  // order), or every task once the scheduler is stopping; `*wake` becomes no
+  // later than the deadline of the first that stays.
+  void DropBackground(absl::Time now, batching_internal::Queue* q,
+                      std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the task's queued candidates out of its queue; the task finishes
   // when no batch holds it. Returns whether it is finished now.

@@ -45,6 +45,35 @@ SignedLog1pFn FindSignedLog1p() {
 const SignedLog1pFn kSignedLog1p = FindSignedLog1p();
 
 }  // namespace
+
+const char* InputProblemName(InputProblem problem) {
+  switch (problem) {
+    case InputProblem::kNonFiniteReplaced:
+      return "non_finite_replaced";
+    case InputProblem::kClamped:
+      return "clamped";
+    case InputProblem::kOutOfVocabulary:
+      return "out_of_vocabulary";
+    case InputProblem::kEmptyIds:
+      return "empty_ids";
+  }
+  return "unknown";
+}
+
+bool CanHaveProblem(const FieldSpec& f, InputProblem problem) {
+  switch (problem) {
+    case InputProblem::kNonFiniteReplaced:
+      return f.dense && f.config.dense().non_finite() == config::v1::REPLACE_WITH_ZERO;
+    case InputProblem::kClamped:
+      return f.dense && (f.config.dense().has_clamp_min() || f.config.dense().has_clamp_max());
+    case InputProblem::kOutOfVocabulary:
+      return !f.dense && f.config.categorical().bucket_rule() == config::v1::MODULO;
+    case InputProblem::kEmptyIds:
+      return !f.dense && f.config.categorical().allow_empty();
+  }
+  return false;
+}
+
 absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
                                                           TensorMap& weights) {
   FeatureAssembler assembler;
@@ -85,7 +114,16 @@ absl::StatusOr<FeatureAssembler> FeatureAssembler::Create(const ModelSpec& spec,
   return assembler;
 }
 
-void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, float* row) const {
+void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, float* row, int64_t* counts) const {
+  if (counts != nullptr) {
+    AssembleScope<true>(scope, values, row, counts);
+  } else {
+    AssembleScope<false>(scope, values, row, nullptr);
+  }
+}
+
+template <bool kCount>
+void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, float* row, int64_t* counts) const {
   const ScopeLayout& layout = schema_->scope(scope);
   size_t id_pos = 0;
   for (int index : layout.fields) {
@@ -104,12 +142,22 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
       const bool embedded = !field.embedding.empty();
       float scalar;
       float* x = embedded ? &scalar : out;
-      for (int64_t j = 0; j < f.values; ++j) x[j] = replace && !std::isfinite(in[j]) ? 0.0f : in[j];
+      int64_t replaced = 0, clamped = 0;
+      for (int64_t j = 0; j < f.values; ++j) {
+        const bool finite = std::isfinite(in[j]);
+        if constexpr (kCount) replaced += !finite;
+        x[j] = replace && !finite ? 0.0f : in[j];
+      }
       if (log) kSignedLog1p(x, f.values);
       for (int64_t j = 0; j < f.values; ++j) {
         float y = x[j];
         if (affine) y = (y - field.affine.center[j]) * field.affine.scale[j] + field.affine.shift[j];
+        if constexpr (kCount) clamped += (y < lo) | (y > hi);
         x[j] = std::clamp(y, lo, hi);
+      }
+      if constexpr (kCount) {
+        counts[index * kInputProblems + static_cast<int>(InputProblem::kNonFiniteReplaced)] += replaced;
+        counts[index * kInputProblems + static_cast<int>(InputProblem::kClamped)] += clamped;
       }
       if (embedded) {
         for (int64_t k = 0; k < f.width; ++k) out[k] = scalar * field.embedding[k];
@@ -121,9 +169,11 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
         values.id_counts.empty() ? 1 : values.id_counts[static_cast<size_t>(f.scope_index)];
     std::fill(out, out + f.width, 0.0f);
     const int64_t buckets = static_cast<int64_t>(c.num_buckets());
+    int64_t outside = 0;
     for (uint32_t j = 0; j < count; ++j) {
       int64_t bucket = values.ids[id_pos + j];
       if (c.bucket_rule() == config::v1::MODULO) {
+        if constexpr (kCount) outside += bucket < 0 || bucket >= buckets;
         bucket %= buckets;
         if (bucket < 0) bucket += buckets;
       }
@@ -133,6 +183,10 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
     if (c.pooling() == config::v1::MEAN && count > 1) {
       const float inv = 1.0f / static_cast<float>(count);
       for (int64_t k = 0; k < f.width; ++k) out[k] *= inv;
+    }
+    if constexpr (kCount) {
+      counts[index * kInputProblems + static_cast<int>(InputProblem::kOutOfVocabulary)] += outside;
+      counts[index * kInputProblems + static_cast<int>(InputProblem::kEmptyIds)] += count == 0;
     }
     id_pos += count;
   }
@@ -147,17 +201,17 @@ void FeatureAssembler::ApplyNorms(bool context_only, float* row) const {
   }
 }
 
-void FeatureAssembler::AssembleContext(const FeatureValues& context, float* context_row) const {
-  AssembleScope(Scope::kContext, context, context_row);
+void FeatureAssembler::AssembleContext(const FeatureValues& context, float* context_row, int64_t* counts) const {
+  AssembleScope(Scope::kContext, context, context_row, counts);
   ApplyNorms(/*context_only=*/true, context_row);
 }
 
-void FeatureAssembler::AssembleCandidate(const float* context_row, const FeatureValues& candidate,
-                                         float* row) const {
+void FeatureAssembler::AssembleCandidate(const float* context_row, const FeatureValues& candidate, float* row,
+                                         int64_t* counts) const {
   for (const FieldRun& s : context_runs_) {
     std::memcpy(row + s.offset, context_row + s.offset, s.width * sizeof(float));
   }
-  AssembleScope(Scope::kCandidate, candidate, row);
+  AssembleScope(Scope::kCandidate, candidate, row, counts);
   ApplyNorms(/*context_only=*/false, row);
 }
 
@@ -166,7 +220,7 @@ absl::Status FeatureAssembler::FindOverflow(const FeatureValues& context, const 
   std::vector<float> row(schema_->instance_width());
   for (const Scope scope : {Scope::kContext, Scope::kCandidate}) {
     const FeatureValues& values = scope == Scope::kContext ? context : candidate;
-    AssembleScope(scope, values, row.data());
+    AssembleScope(scope, values, row.data(), /*counts=*/nullptr);
     for (int index : schema_->scope(scope).fields) {
       const FieldSpec& f = schema_->fields()[index];
       for (int64_t j = 0; j < f.width; ++j) {

@@ -13,6 +13,27 @@
 
 namespace masknet {
 
+// What feature assembly counts, per field: values it had to mend, and values
+// outside what the model's tables or ranges hold.
+enum class InputProblem {
+  kNonFiniteReplaced = 0,  // NaN or Inf in a REPLACE_WITH_ZERO dense field, replaced by 0
+  kClamped = 1,            // a dense value its field's clamp_min/clamp_max changed
+  kOutOfVocabulary = 2,    // an id outside [0, num_buckets) of a MODULO field, wrapped into it
+  kEmptyIds = 3,           // an empty id list (allow_empty fields)
+};
+inline constexpr int kInputProblems = 4;
+// "non_finite_replaced", "clamped", "out_of_vocabulary", "empty_ids".
+const char* InputProblemName(InputProblem problem);
+// Whether field `f` can have `problem` at all (others are refused by
+// validation, or cannot happen): a dense field whose non-finite values are
+// replaced; a dense field with a clamp; a categorical MODULO field; a
+// categorical field with allow_empty.
+bool CanHaveProblem(const FieldSpec& f, InputProblem problem);
+
+// Counts of input problems of one model, [field index * kInputProblems +
+// problem], field indices as in FeatureSchema::fields().
+using InputCounts = std::vector<int64_t>;
+
 // Builds rows of the instance vector V from request values: dense
 // transforms, embedding lookups with pooling, and the input LayerNorms.
 // Context fields (and input norms over context fields only) are computed
@@ -26,14 +47,16 @@ class FeatureAssembler {
 
   // Writes the context fields' part of a V row into `context_row` (width
   // instance_width(); other positions are left untouched).
-  // REQUIRES: schema.Validate(kContext, context) is OK.
-  void AssembleContext(const FeatureValues& context, float* context_row) const;
+  // REQUIRES: schema.Validate(kContext, context) is OK. Adds the values'
+  // problems to `counts` (InputCounts of this model's schema) if not null.
+  void AssembleContext(const FeatureValues& context, float* context_row, int64_t* counts = nullptr) const;
 
   // Writes a full V row for one candidate, taking the context part from
   // `context_row` (as filled by AssembleContext).
-  // REQUIRES: schema.Validate(kCandidate, candidate) is OK.
-  void AssembleCandidate(const float* context_row, const FeatureValues& candidate,
-                         float* row) const;
+  // REQUIRES: schema.Validate(kCandidate, candidate) is OK. Counts as
+  // AssembleContext.
+  void AssembleCandidate(const float* context_row, const FeatureValues& candidate, float* row,
+                         int64_t* counts = nullptr) const;
 
   // For a candidate whose row came out non-finite: an INVALID_ARGUMENT
   // naming the first value whose field transform overflowed float32, as
@@ -59,7 +82,11 @@ class FeatureAssembler {
     int64_t offset, width;
   };
 
-  void AssembleScope(Scope scope, const FeatureValues& values, float* row) const;
+  // Adds the values' problems to `counts` if not null (a build of the loop
+  // for each: uncounted assembly pays nothing for counting).
+  void AssembleScope(Scope scope, const FeatureValues& values, float* row, int64_t* counts) const;
+  template <bool kCount>
+  void AssembleScope(Scope scope, const FeatureValues& values, float* row, int64_t* counts) const;
   void ApplyNorms(bool context_only, float* row) const;
 
   std::vector<Field> fields_;

@@ -241,6 +241,7 @@ struct Workspace::Buffers {
   int64_t arena_floats = 0;
   std::vector<float> context_rows;
   std::vector<std::pair<int, int64_t>> rows;  // (slice, candidate) per batch row
+  std::vector<int64_t> thread_counts;         // input problems per OpenMP thread, when counted in parallel
 };
 
 Workspace::Workspace() = default;
@@ -676,8 +677,8 @@ void ApplyNorm(const NormParams& norm, const float* in, int64_t in_stride, float
 
 }  // namespace
 
-absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& workspace,
-                               absl::Span<float> scores) const {
+absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& workspace, absl::Span<float> scores,
+                               InputCounts* counts) const {
   const Network& net = *network_;
   int64_t n = 0;
   for (const BatchSlice& slice : slices) n += slice.size();
@@ -702,7 +703,7 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   const ScopedOmpThreads threads(options_.threads);
   const int64_t rows = net.buckets.BucketFor(n);
   ws.bucket_rows = rows;
-  if (absl::Status s = Assemble(slices, n, ws); !s.ok()) return s;
+  if (absl::Status s = Assemble(slices, n, ws, counts); !s.ok()) return s;
   if (absl::Status s = RunMaskNet(ws); !s.ok()) return s;
   if (absl::Status s = RunDenseStacks(ws); !s.ok()) return s;
   // Probabilities; calibration p' = p*r / (1 - p + p*r) is
@@ -714,14 +715,19 @@ absl::Status MaskNetModel::Run(absl::Span<const BatchSlice> slices, Workspace& w
   return absl::OkStatus();
 }
 
-absl::Status MaskNetModel::Assemble(absl::Span<const BatchSlice> slices, int64_t n, Workspace::Buffers& ws) const {
+absl::Status MaskNetModel::Assemble(absl::Span<const BatchSlice> slices, int64_t n, Workspace::Buffers& ws,
+                                    InputCounts* counts) const {
   const Network& net = *network_;
   const int64_t d = spec_.schema.instance_width();
-  // Context rows once per slice, then candidate rows.
+  const size_t num_counts = spec_.schema.fields().size() * kInputProblems;
+  if (counts != nullptr) counts->assign(num_counts, 0);
+  // Context rows once per slice, then candidate rows. A request's context
+  // counts once, with its first slice.
   ws.context_rows.resize(slices.size() * d);
   ws.rows.clear();
   for (size_t i = 0; i < slices.size(); ++i) {
-    net.assembler.AssembleContext(slices[i].request->context, ws.context_rows.data() + i * d);
+    net.assembler.AssembleContext(slices[i].request->context, ws.context_rows.data() + i * d,
+                                  counts != nullptr && slices[i].begin == 0 ? counts->data() : nullptr);
     for (int64_t c = slices[i].begin; c < slices[i].end; ++c) ws.rows.emplace_back(static_cast<int>(i), c);
   }
   float* v = ws.At(net.v);
@@ -729,11 +735,11 @@ absl::Status MaskNetModel::Assemble(absl::Span<const BatchSlice> slices, int64_t
   // overflow in its field's transform (x * scale); such a row would turn into
   // NaN, or worse into finite garbage once a ReLU swallows the NaN.
   int64_t first_bad = n;
-  auto assemble = [&](int64_t r) {
+  auto assemble = [&](int64_t r, int64_t* row_counts) {
     const auto [slice, candidate] = ws.rows[r];
     float* row = v + r * d;
     net.assembler.AssembleCandidate(ws.context_rows.data() + slice * d,
-                                    slices[slice].request->candidates[candidate], row);
+                                    slices[slice].request->candidates[candidate], row, row_counts);
     for (int64_t i = 0; i < d; ++i) {
       if (!std::isfinite(row[i])) return false;
     }
@@ -741,13 +747,23 @@ absl::Status MaskNetModel::Assemble(absl::Span<const BatchSlice> slices, int64_t
   };
   // Small batches stay out of OpenMP altogether (model/row_loop.h).
   if (RunRowsSerially(n * d)) {
+    int64_t* row_counts = counts != nullptr ? counts->data() : nullptr;
     for (int64_t r = 0; r < n && first_bad == n; ++r) {
-      if (!assemble(r)) first_bad = r;
+      if (!assemble(r, row_counts)) first_bad = r;
     }
   } else {
+    // Each thread counts into its own row of thread_counts.
+    const int threads = omp_get_max_threads();
+    if (counts != nullptr) ws.thread_counts.assign(threads * num_counts, 0);
 #pragma omp parallel for schedule(static) reduction(min : first_bad)
     for (int64_t r = 0; r < n; ++r) {
-      if (!assemble(r)) first_bad = std::min(first_bad, r);
+      int64_t* row_counts = counts != nullptr ? ws.thread_counts.data() + omp_get_thread_num() * num_counts : nullptr;
+      if (!assemble(r, row_counts)) first_bad = std::min(first_bad, r);
+    }
+    if (counts != nullptr) {
+      for (int t = 0; t < threads; ++t) {
+        for (size_t i = 0; i < num_counts; ++i) (*counts)[i] += ws.thread_counts[t * num_counts + i];
+      }
     }
   }
   if (first_bad < n) {

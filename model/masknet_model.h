@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "model/feature_assembly.h"
 #include "model/feature_schema.h"
 #include "model/limits.h"
 #include "model/model_spec.h"
@@ -142,8 +143,11 @@ class MaskNetModel {
   // FAILED_PRECONDITION when the slices hold no candidates or more than
   // max_batch_size(), or `scores` is too small; RESOURCE_EXHAUSTED when the
   // workspace cannot grow; INTERNAL if oneDNN fails.
-  absl::Status Run(absl::Span<const BatchSlice> slices, Workspace& workspace,
-                   absl::Span<float> scores) const;
+  // With `counts`, it is set to the batch's input problems (InputCounts of
+  // spec().schema): every candidate's values, and each request's context
+  // values once (with its slice that begins at candidate 0).
+  absl::Status Run(absl::Span<const BatchSlice> slices, Workspace& workspace, absl::Span<float> scores,
+                   InputCounts* counts = nullptr) const;
 
   // Runs the network on one candidate and on max_batch_size() candidates of
   // zero-valued features, so that a model that cannot run fails before it
@@ -175,7 +179,8 @@ class MaskNetModel {
   // feature assembly into V (naming the first candidate whose values
   // overflow, and zeroing the padding rows), the mask blocks, then the MLP
   // and the task heads (their logits in the workspace).
-  absl::Status Assemble(absl::Span<const BatchSlice> slices, int64_t n, Workspace::Buffers& ws) const;
+  absl::Status Assemble(absl::Span<const BatchSlice> slices, int64_t n, Workspace::Buffers& ws,
+                        InputCounts* counts) const;
   absl::Status RunMaskNet(Workspace::Buffers& ws) const;
   absl::Status RunDenseStacks(Workspace::Buffers& ws) const;
 

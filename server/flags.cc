@@ -75,6 +75,10 @@ ABSL_FLAG(absl::Duration, shadow_max_delay, masknet::Server::Options().grpc.serv
           "Shadow scoring: how long a shadow call may wait for a free worker before it is dropped "
           "and counted. Shadow batches run only when no caller's batch is ready, and leave a "
           "worker idle for callers.");
+ABSL_FLAG(bool, data_metrics, masknet::Server::Options().grpc.service.data_metrics,
+          "Export, per model version, the histograms of the scores served (masknet_scores) and the "
+          "counts of feature values mended or out of range, per field (masknet_input_problems_total); "
+          "both are updated once per batch.");
 ABSL_FLAG(int64_t, max_calls_in_flight, masknet::Server::Options().grpc.service.max_calls_in_flight,
           "Rank calls held at once across every model, from arrival to answer; beyond it Rank "
           "answers RESOURCE_EXHAUSTED at once. Bounds the memory a flood of calls can hold "
@@ -146,6 +150,7 @@ Server::Options ServerOptionsFromFlags() {
   o.grpc.service.max_calls_in_flight = absl::GetFlag(FLAGS_max_calls_in_flight);
   o.grpc.service.shadow_max_queued_candidates = absl::GetFlag(FLAGS_shadow_max_queued_candidates);
   o.grpc.service.shadow_max_delay = absl::GetFlag(FLAGS_shadow_max_delay);
+  o.grpc.service.data_metrics = absl::GetFlag(FLAGS_data_metrics);
   BatchScheduler::QueueOptions& queue = o.grpc.service.queue;
   queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
   queue.merge_tasks = absl::GetFlag(FLAGS_batch_merging);

@@ -68,7 +68,7 @@ int CodeIndex(absl::StatusCode code) {
 }  // namespace
 
 VersionMetrics::VersionMetrics(ServerMetrics* owner, const std::string& model, const std::string& version,
-                               bool queued, const std::vector<std::string>& tasks)
+                               bool queued, const std::vector<std::string>& tasks, const FeatureSchema* schema)
     : owner_(owner), model_(model), version_(version) {
   const prometheus::Labels labels = {{"model", model}, {"version", version}};
   latency_ = &owner->latency_.Add(labels, SecondsBuckets());
@@ -80,9 +80,22 @@ VersionMetrics::VersionMetrics(ServerMetrics* owner, const std::string& model, c
   for (const std::string& task : tasks) {
     scores_.push_back(&owner->scores_.Add({{"model", model}, {"version", version}, {"task", task}}, ScoreBuckets()));
   }
+  if (schema == nullptr) return;
+  for (size_t i = 0; i < schema->fields().size(); ++i) {
+    const FieldSpec& field = schema->fields()[i];
+    for (int p = 0; p < kInputProblems; ++p) {
+      const auto problem = static_cast<InputProblem>(p);
+      if (!CanHaveProblem(field, problem)) continue;
+      input_problems_.emplace_back(
+          i * kInputProblems + p, &owner->input_problems_.Add({{"model", model},
+                                                               {"version", version},
+                                                               {"field", field.config.name()},
+                                                               {"problem", InputProblemName(problem)}}));
+    }
+  }
 }
 
-VersionMetrics::~VersionMetrics() {
+void VersionMetrics::RemoveSeries() {
   for (size_t i = 0; i < calls_.size(); ++i) {
     if (prometheus::Counter* c = calls_[i].load()) owner_->calls_.Remove(c);
     if (prometheus::Counter* c = candidates_[i].load()) owner_->candidates_.Remove(c);
@@ -94,6 +107,7 @@ VersionMetrics::~VersionMetrics() {
   owner_->batch_size_.Remove(batch_size_);
   owner_->queued_.Remove(queued_);
   for (prometheus::Histogram* h : scores_) owner_->scores_.Remove(h);
+  for (const auto& [index, counter] : input_problems_) owner_->input_problems_.Remove(counter);
 }
 
 std::pair<prometheus::Counter*, prometheus::Counter*> VersionMetrics::CountersFor(absl::StatusCode code) {
@@ -146,6 +160,12 @@ void VersionMetrics::ObserveScores(absl::Span<const float> scores) {
   }
 }
 
+void VersionMetrics::ObserveInputProblems(const InputCounts& counts) {
+  for (const auto& [index, counter] : input_problems_) {
+    if (index < counts.size() && counts[index] > 0) counter->Increment(static_cast<double>(counts[index]));
+  }
+}
+
 void VersionMetrics::SetQueuedCandidates(int64_t candidates) { queued_->Set(static_cast<double>(candidates)); }
 
 ShadowMetrics::ShadowMetrics(ServerMetrics* owner, const std::string& model, int64_t stable_version,
@@ -174,7 +194,7 @@ ShadowMetrics::ShadowMetrics(ServerMetrics* owner, const std::string& model, int
   }
 }
 
-ShadowMetrics::~ShadowMetrics() {
+void ShadowMetrics::RemoveSeries() {
   for (prometheus::Counter* c : calls_) owner_->shadow_calls_.Remove(c);
   for (prometheus::Histogram* h : difference_) owner_->shadow_difference_.Remove(h);
   for (prometheus::Histogram* h : stable_scores_) owner_->shadow_scores_.Remove(h);
@@ -230,6 +250,13 @@ ServerMetrics::ServerMetrics()
                   .Name("masknet_scores")
                   .Help("Scores served (probabilities), by model version and task.")
                   .Register(registry_)),
+      input_problems_(prometheus::BuildCounter()
+                          .Name("masknet_input_problems_total")
+                          .Help("Feature values of the calls scored that feature assembly mended or found outside "
+                                "the model's range, by field and problem: non_finite_replaced (NaN or Inf replaced "
+                                "by 0), clamped (changed by the field's clamp), out_of_vocabulary (an id outside "
+                                "[0, num_buckets) of a MODULO field, wrapped), empty_ids (an empty id list).")
+                          .Register(registry_)),
       versions_loaded_(prometheus::BuildGauge()
                            .Name("masknet_model_versions_loaded")
                            .Help("Versions of a model loaded and serving.")
@@ -318,16 +345,19 @@ ServerMetrics::ServerMetrics()
                       .Register(registry_)
                       .Add({});
   start_time_->Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
-  unresolved_.reset(new VersionMetrics(this, "", "", /*queued=*/false, {}));
+  unresolved_.reset(new VersionMetrics(this, "", "", /*queued=*/false, {}, nullptr));
 }
 
 std::shared_ptr<VersionMetrics> ServerMetrics::ForVersion(const std::string& model, int64_t version,
-                                                          const std::vector<std::string>& tasks) {
+                                                          const std::vector<std::string>& tasks,
+                                                          const FeatureSchema* schema) {
   absl::MutexLock lock(&mu_);
-  std::weak_ptr<VersionMetrics>& slot = versions_[{model, version}];
+  const auto key = std::make_pair(model, version);
+  std::weak_ptr<VersionMetrics>& slot = versions_[key];
   if (auto existing = slot.lock()) return existing;
   std::shared_ptr<VersionMetrics> made(
-      new VersionMetrics(this, model, absl::StrCat(version), /*queued=*/true, tasks));
+      new VersionMetrics(this, model, absl::StrCat(version), /*queued=*/true, tasks, schema),
+      [this, key](VersionMetrics* m) { Release(versions_, key, m); });
   slot = made;
   for (auto it = versions_.begin(); it != versions_.end();) {  // forget released ones
     it = it->second.expired() ? versions_.erase(it) : std::next(it);
@@ -340,13 +370,27 @@ std::shared_ptr<ShadowMetrics> ServerMetrics::ForShadow(const std::string& model
                                                         const std::vector<std::string>& stable_tasks,
                                                         const std::vector<std::string>& canary_tasks) {
   absl::MutexLock lock(&mu_);
-  std::weak_ptr<ShadowMetrics>& slot = shadows_[{model, stable_version, canary_version}];
+  const auto key = std::make_tuple(model, stable_version, canary_version);
+  std::weak_ptr<ShadowMetrics>& slot = shadows_[key];
   if (auto existing = slot.lock()) return existing;
   std::shared_ptr<ShadowMetrics> made(
-      new ShadowMetrics(this, model, stable_version, canary_version, stable_tasks, canary_tasks));
+      new ShadowMetrics(this, model, stable_version, canary_version, stable_tasks, canary_tasks),
+      [this, key](ShadowMetrics* m) { Release(shadows_, key, m); });
   slot = made;
   std::erase_if(shadows_, [](const auto& entry) { return entry.second.expired(); });
   return made;
+}
+
+template <typename T, typename Key>
+void ServerMetrics::Release(std::map<Key, std::weak_ptr<T>>& slots, const Key& key, T* metrics) {
+  {
+    absl::MutexLock lock(&mu_);
+    // A holder made since for the same labels shares the series (Family::Add
+    // returns those that exist): they stay.
+    const auto slot = slots.find(key);
+    if (slot == slots.end() || slot->second.expired()) metrics->RemoveSeries();
+  }
+  delete metrics;
 }
 
 void ServerMetrics::CountUnresolvedCall(absl::StatusCode code, absl::Duration latency) {

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "loader/model_repository.h"
+#include "model/feature_assembly.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -46,7 +47,6 @@ class VersionMetrics {
   // to 16 (UNAUTHENTICATED).
   static constexpr int kStatusCodes = static_cast<int>(absl::StatusCode::kUnauthenticated) + 1;
 
-  ~VersionMetrics();
   VersionMetrics(const VersionMetrics&) = delete;
   VersionMetrics& operator=(const VersionMetrics&) = delete;
 
@@ -60,6 +60,11 @@ class VersionMetrics {
   // The scores of one batch, one per task per candidate in the task order
   // ForVersion was given: one update of each task's histogram.
   void ObserveScores(absl::Span<const float> scores);
+  // Whether the version counts input problems (ForVersion had a schema).
+  bool counts_inputs() const { return !input_problems_.empty(); }
+  // One batch's input problems (InputCounts of the schema ForVersion was
+  // given): adds each non-zero count to its field's counter.
+  void ObserveInputProblems(const InputCounts& counts);
   void SetQueuedCandidates(int64_t candidates);
 
  private:
@@ -67,7 +72,10 @@ class VersionMetrics {
   // `queued`: whether the version has a queue (false for calls that never
   // reached a version: they get only call counts and latency).
   VersionMetrics(ServerMetrics* owner, const std::string& model, const std::string& version, bool queued,
-                 const std::vector<std::string>& tasks);
+                 const std::vector<std::string>& tasks, const FeatureSchema* schema);
+  // Removes the series from the registry (ServerMetrics::Release does,
+  // under its lock, unless a newer holder of the same labels shares them).
+  void RemoveSeries();
   // The counters of calls and candidates answered with `code`, made on
   // first use.
   std::pair<prometheus::Counter*, prometheus::Counter*> CountersFor(absl::StatusCode code) ABSL_LOCKS_EXCLUDED(mu_);
@@ -83,6 +91,8 @@ class VersionMetrics {
   prometheus::Histogram* batch_size_ = nullptr;
   prometheus::Gauge* queued_ = nullptr;
   std::vector<prometheus::Histogram*> scores_;  // by task; empty when not `queued`
+  // (index into InputCounts, its counter), for every problem a field can have.
+  std::vector<std::pair<size_t, prometheus::Counter*>> input_problems_;
 };
 
 // The series of shadow scoring between two versions of a model: the one
@@ -93,7 +103,6 @@ class ShadowMetrics {
  public:
   enum class Outcome { kScored = 0, kDropped = 1, kFailed = 2 };
 
-  ~ShadowMetrics();
   ShadowMetrics(const ShadowMetrics&) = delete;
   ShadowMetrics& operator=(const ShadowMetrics&) = delete;
 
@@ -113,6 +122,8 @@ class ShadowMetrics {
   friend class ServerMetrics;
   ShadowMetrics(ServerMetrics* owner, const std::string& model, int64_t stable_version, int64_t canary_version,
                 const std::vector<std::string>& stable_tasks, const std::vector<std::string>& canary_tasks);
+  // As VersionMetrics::RemoveSeries.
+  void RemoveSeries();
 
   ServerMetrics* owner_;
   std::vector<std::pair<int, int>> tasks_;
@@ -126,10 +137,12 @@ class ServerMetrics {
   ServerMetrics(const ServerMetrics&) = delete;
   ServerMetrics& operator=(const ServerMetrics&) = delete;
 
-  // The series of one model version with tasks `tasks`; made on first use,
-  // removed when the last holder releases it.
+  // The series of one model version: score histograms for `tasks`, and
+  // input-problem counters for the fields of `schema` (none when null);
+  // made on first use, removed when the last holder releases it.
   std::shared_ptr<VersionMetrics> ForVersion(const std::string& model, int64_t version,
-                                             const std::vector<std::string>& tasks) ABSL_LOCKS_EXCLUDED(mu_);
+                                             const std::vector<std::string>& tasks, const FeatureSchema* schema)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // The shadow series of model `model`'s pair of versions, with each
   // version's task names; made on first use, removed when the last holder
@@ -159,6 +172,12 @@ class ServerMetrics {
   friend class VersionMetrics;
   friend class ShadowMetrics;
 
+  // The deleter of what ForVersion and ForShadow hand out: removes its
+  // series unless `slots` already holds a newer holder of `key` (which
+  // shares them), then deletes it.
+  template <typename T, typename Key>
+  void Release(std::map<Key, std::weak_ptr<T>>& slots, const Key& key, T* metrics) ABSL_LOCKS_EXCLUDED(mu_);
+
   prometheus::Registry registry_;
   prometheus::Family<prometheus::Counter>& calls_;
   prometheus::Family<prometheus::Counter>& candidates_;
@@ -168,6 +187,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Gauge>& queued_;
   prometheus::Family<prometheus::Histogram>& scores_;
+  prometheus::Family<prometheus::Counter>& input_problems_;
   prometheus::Family<prometheus::Gauge>& versions_loaded_;
   prometheus::Family<prometheus::Counter>& model_loads_;
   prometheus::Family<prometheus::Counter>& model_unloads_;

@@ -105,10 +105,13 @@ void RankCall::Prepare(RequestFeatures features) {
   scores_.resize(features_.candidates.size() * servable_->model->num_tasks());
 }
 
-void RankCall::SetShadow(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features) {
+void RankCall::SetShadow(std::shared_ptr<const ShadowRoute> route, absl::StatusOr<CopiedFeatures> features) {
   shadow_ = std::move(route);
-  shadow_features_ = std::move(features);
-  bytes_ += shadow_features_.bytes();
+  if (features.ok()) {
+    shadow_features_ = *std::move(features);
+  } else {
+    shadow_error_ = features.status();
+  }
 }
 
 void RankCall::Schedule(std::shared_ptr<BatchQueue> queue) {
@@ -148,16 +151,22 @@ void RankCall::Done(absl::Status status) {
     if (!status.ok()) response_->Clear();
   }
   // Once answered, the call may be deleted at any time: take what the
-  // shadow needs first.
+  // shadow needs first. Only calls answered OK are shadowed (and counted).
   std::shared_ptr<const ShadowRoute> shadow = status.ok() ? std::move(shadow_) : nullptr;
+  const absl::Status shadow_error = shadow_error_;
   CopiedFeatures features;
   std::vector<float> scores;
-  if (shadow != nullptr) {
+  if (shadow != nullptr && shadow_error.ok()) {
     features = std::move(shadow_features_);
     scores = std::move(scores_);
   }
   Answer(status);
-  if (shadow != nullptr) ShadowCall::Start(std::move(shadow), std::move(features), std::move(scores));
+  if (shadow == nullptr) return;
+  if (!shadow_error.ok()) {
+    shadow->Fail(shadow_error);
+  } else {
+    ShadowCall::Start(std::move(shadow), std::move(features), std::move(scores));
+  }
 }
 
 ShadowCall::ShadowCall(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features,
@@ -170,16 +179,17 @@ ShadowCall::ShadowCall(std::shared_ptr<const ShadowRoute> route, CopiedFeatures 
 
 void ShadowCall::Start(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features,
                        std::vector<float> stable_scores) {
-  (void)StatusFromExceptions("starting a shadow call", [&] {
-    const ShadowRoute& r = *route;
+  const std::shared_ptr<const ShadowRoute> kept = route;
+  const absl::Status started = StatusFromExceptions("starting a shadow call", [&] {
     std::unique_ptr<ShadowCall> call(new ShadowCall(std::move(route), std::move(features), std::move(stable_scores)));
-    if (r.queue->Schedule(call.get()).ok()) {
+    if (kept->queue->Schedule(call.get()).ok()) {
       call.release();  // the queue finishes it, and Done deletes it
     } else {
-      r.Count(ShadowMetrics::Outcome::kDropped);
+      kept->Count(ShadowMetrics::Outcome::kDropped);
     }
     return absl::OkStatus();
   });
+  if (!started.ok()) kept->Fail(started);
 }
 
 int64_t ShadowCall::bytes() const {
@@ -222,10 +232,12 @@ absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Scor
     if (s.begin == 0 && metrics != nullptr) metrics->ObserveQueueWait(start - call.accepted());
   }
   worker.scores.resize(n * num_tasks);
-  absl::Status status = model.Run(worker.slices, worker.workspace, absl::MakeSpan(worker.scores));
+  InputCounts* counts = metrics != nullptr && metrics->counts_inputs() ? &worker.input_counts : nullptr;
+  absl::Status status = model.Run(worker.slices, worker.workspace, absl::MakeSpan(worker.scores), counts);
   if (metrics != nullptr) metrics->ObserveBatch(n, absl::Now() - start);
   if (status.ok()) {
     if (metrics != nullptr) metrics->ObserveScores(worker.scores);
+    if (counts != nullptr) metrics->ObserveInputProblems(*counts);
     const float* from = worker.scores.data();
     for (const TaskSlice& s : batch) {
       std::copy_n(from, s.size() * num_tasks, static_cast<ScoredTask*>(s.task)->scores(s.begin));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "batching/batch_scheduler.h"
@@ -82,9 +83,10 @@ class RankCall final : public grpc::ServerUnaryReactor, public ScoredTask {
   void Prepare(RequestFeatures features);
 
   // Samples the call for shadow scoring on `route`'s canary, from
-  // `features` (read with the canary's schema). After Prepare. Once the call
-  // is answered OK, a ShadowCall scores them and compares.
-  void SetShadow(std::shared_ptr<const ShadowRoute> route, CopiedFeatures features);
+  // `features` (read with the canary's schema; an error when the canary
+  // cannot read the request). After Prepare. Once the call is answered OK,
+  // a ShadowCall scores them and compares (or the error counts as failed).
+  void SetShadow(std::shared_ptr<const ShadowRoute> route, absl::StatusOr<CopiedFeatures> features);
 
   // Queues the call; answers it at once if the queue refuses. Once queued,
   // a worker may answer the call before Schedule returns, so nothing here
@@ -133,6 +135,7 @@ class RankCall final : public grpc::ServerUnaryReactor, public ScoredTask {
   bool handed_off_ = false;
   std::shared_ptr<const ShadowRoute> shadow_;  // null: not sampled
   CopiedFeatures shadow_features_;
+  absl::Status shadow_error_;  // the canary cannot read the request
 };
 
 // A Rank call's shadow: its candidates scored again by the canary, after
@@ -172,6 +175,7 @@ struct ScoringWorker {
   Workspace workspace;
   std::vector<BatchSlice> slices;
   std::vector<float> scores;
+  InputCounts input_counts;
 };
 
 // Scores a batch of slices of ScoredTasks (RankCalls, ShadowCalls) with `model`, on `worker`'s scratch

@@ -98,14 +98,23 @@ RankerService::VersionState RankerService::StateFor(const std::shared_ptr<const 
   if (const int64_t generation = repository_->generation(); generation != checked_generation_) {
     // Closing a queue returns at once; its calls finish on their version.
     absl::erase_if(versions_, [&](const auto& entry) { return !repository_->Serves(entry.first); });
-    // Labels may have moved: routes are made again at their next call.
-    for (auto& [version, state] : versions_) state.shadow.reset();
+    // A route whose canary is no longer the one its stable version's calls
+    // go to lets go of it (and is made again at the next call, if any).
+    for (auto& [version, state] : versions_) {
+      if (state.shadow != nullptr && repository_->Shadow(*state.shadow->stable).canary != state.shadow->canary) {
+        state.shadow.reset();
+      }
+    }
     checked_generation_ = generation;
   }
   VersionState& state = versions_[servable.get()];
   if (state.queue == nullptr) {
     if (options_.metrics != nullptr) {
-      state.metrics = options_.metrics->ForVersion(servable->name, servable->version, TaskNames(*servable->model));
+      const MaskNetModel& model = *servable->model;
+      state.metrics = options_.data_metrics
+                          ? options_.metrics->ForVersion(servable->name, servable->version, TaskNames(model),
+                                                         &model.spec().schema)
+                          : options_.metrics->ForVersion(servable->name, servable->version, {}, nullptr);
     }
     BatchScheduler::QueueOptions options = options_.queue;
     options.max_batch_size = servable->model->max_batch_size();
@@ -124,7 +133,9 @@ RankerService::VersionState RankerService::StateFor(const std::shared_ptr<const 
 std::shared_ptr<const ShadowRoute> RankerService::RouteFor(const std::shared_ptr<const Servable>& stable,
                                                            const std::shared_ptr<const Servable>& canary) {
   absl::MutexLock lock(&queues_mu_);
-  std::shared_ptr<const ShadowRoute>& route = versions_[stable.get()].shadow;
+  const auto state = versions_.find(stable.get());
+  if (state == versions_.end()) return nullptr;  // unloaded since the call found it
+  std::shared_ptr<const ShadowRoute>& route = state->second.shadow;
   if (route != nullptr && route->canary == canary) return route;
   auto made = std::make_shared<ShadowRoute>();
   made->stable = stable;
@@ -152,17 +163,21 @@ void RankerService::MaybeShadow(const std::shared_ptr<const Servable>& servable,
                                 RankCall* call) {
   const ModelRepository::ShadowTarget target = repository_->Shadow(*servable);
   if (target.canary == nullptr || !Sampled(target.fraction)) return;
-  std::shared_ptr<const ShadowRoute> route = RouteFor(servable, target.canary);
-  if (route->same_schema) {
-    call->SetShadow(route, CopyFeatures(call->features()));
-    return;
-  }
-  auto features = ParseRankRequest(request, route->canary->model->spec().schema, options_.max_candidates);
-  if (!features.ok()) {
-    route->Fail(features.status());
-    return;
-  }
-  call->SetShadow(route, CopyFeatures(*features));
+  std::shared_ptr<const ShadowRoute> route;
+  // Whatever goes wrong here fails the shadow, never the call.
+  const absl::Status sampled = StatusFromExceptions("sampling the call for shadow scoring", [&] {
+    route = RouteFor(servable, target.canary);
+    if (route == nullptr) return absl::OkStatus();
+    if (route->same_schema) {
+      call->SetShadow(route, CopyFeatures(call->features()));
+      return absl::OkStatus();
+    }
+    auto features = ParseRankRequest(request, route->canary->model->spec().schema, options_.max_candidates);
+    call->SetShadow(route, features.ok() ? absl::StatusOr<CopiedFeatures>(CopyFeatures(*features))
+                                         : absl::StatusOr<CopiedFeatures>(features.status()));
+    return absl::OkStatus();
+  });
+  if (!sampled.ok() && route != nullptr) call->SetShadow(route, sampled);
 }
 
 void RankerService::RefreshGauges() {

@@ -53,6 +53,9 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // dropped (and counted). Primary calls always go first.
     absl::Duration shadow_max_delay = absl::Seconds(1);
     static constexpr absl::Duration kMaxShadowDelay = absl::Minutes(1);
+    // With metrics: also the histograms of the scores served and the
+    // counters of input problems (per field), updated once per batch.
+    bool data_metrics = true;
     // Where calls, batches and queues are counted; null: nowhere. Must
     // outlive the service.
     ServerMetrics* metrics = nullptr;

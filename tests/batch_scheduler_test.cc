@@ -351,32 +351,94 @@ TEST(BatchSchedulerTest, BackgroundWorkDoesNotCountInAnotherQueuesAdmission) {
   EXPECT_TRUE(shadow.Wait().ok());
 }
 
+// A primary queue whose every batch waits at `gate`, and a background queue
+// that counts its batches.
+struct GatedAndBackground {
+  GatedAndBackground(BatchScheduler& scheduler, int64_t primary_batch_size)
+      : primary(scheduler.AddQueue(QueueOptions(primary_batch_size),
+                                   [this](int, absl::Span<TaskSlice>) {
+                                     gate.Pass();
+                                     return absl::OkStatus();
+                                   })),
+        background(scheduler.AddQueue(Background(2), [this](int, absl::Span<TaskSlice>) {
+          ++background_batches;
+          return absl::OkStatus();
+        })) {}
+  Gate gate;
+  std::atomic<int> background_batches{0};
+  std::unique_ptr<BatchQueue> primary, background;
+};
+
 TEST(BatchSchedulerTest, ABackgroundTaskPastItsDeadlineIsDroppedWhileTheOthersHoldTheWorkers) {
   BatchScheduler scheduler(Workers(2));
-  Gate gate;
+  GatedAndBackground queues(scheduler, 2);
   TestTask blocker(1), shadow(2, absl::Now() + absl::Milliseconds(50));
-  auto primary = scheduler.AddQueue(QueueOptions(2), [&](int, absl::Span<TaskSlice>) {
-    gate.Pass();
-    return absl::OkStatus();
-  });
-  std::atomic<int> background_batches{0};
-  auto background = scheduler.AddQueue(Background(2), [&](int, absl::Span<TaskSlice>) {
-    ++background_batches;
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE(primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(queues.primary->Schedule(&blocker).ok());
   ASSERT_TRUE(WaitUntil(
-      "the blocker to run", [&] { return primary->stats().running_candidates; }, [](int64_t n) { return n > 0; }));
+      "the blocker to run", [&] { return queues.primary->stats().running_candidates; }, [](int64_t n) { return n > 0; }));
   // One worker is busy and the other is kept for primary work: the
   // background task waits, and is dropped when its deadline passes.
-  ASSERT_TRUE(background->Schedule(&shadow).ok());
+  ASSERT_TRUE(queues.background->Schedule(&shadow).ok());
   const absl::Status s = shadow.Wait();
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
   EXPECT_FALSE(blocker.done());
-  EXPECT_EQ(background_batches.load(), 0);
-  EXPECT_EQ(background->stats().queued_candidates, 0);
-  gate.Open();
+  EXPECT_EQ(queues.background_batches.load(), 0);
+  EXPECT_EQ(queues.background->stats().queued_candidates, 0);
+  queues.gate.Open();
   EXPECT_TRUE(blocker.Wait().ok());
+}
+
+TEST(BatchSchedulerTest, ABackgroundTaskPastItsDeadlineIsDroppedBeforeTheNextBatchOfABusyScheduler) {
+  BatchScheduler scheduler(Workers(1));
+  Gate gate;
+  TestTask blocker(1), shadow(2, absl::Now() + absl::Milliseconds(30));
+  std::vector<std::unique_ptr<TestTask>> backlog;
+  std::atomic<int> batches_after_drop{0}, batches_before_drop{0};
+  auto primary = scheduler.AddQueue(QueueOptions(1), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) {
+      gate.Pass();
+    } else {
+      ++(shadow.done() ? batches_after_drop : batches_before_drop);
+    }
+    return absl::OkStatus();
+  });
+  auto background = scheduler.AddQueue(Background(2), [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); });
+  ASSERT_TRUE(primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(Drained(*primary));
+  ASSERT_TRUE(background->Schedule(&shadow).ok());
+  for (int i = 0; i < 5; ++i) {
+    backlog.push_back(std::make_unique<TestTask>(1));
+    ASSERT_TRUE(primary->Schedule(backlog.back().get()).ok());
+  }
+  absl::SleepFor(absl::Milliseconds(60));
+  // The worker goes from one primary batch to the next, never idle; the
+  // expired background task still leaves before the first of them.
+  gate.Open();
+  for (const auto& t : backlog) EXPECT_TRUE(t->Wait().ok());
+  EXPECT_EQ(shadow.Wait().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(batches_before_drop.load(), 0);
+  EXPECT_EQ(batches_after_drop.load(), 5);
+}
+
+TEST(BatchSchedulerTest, ShutdownDropsQueuedBackgroundTasks) {
+  BatchScheduler scheduler(Workers(1));
+  GatedAndBackground queues(scheduler, 1);
+  TestTask blocker(1), shadow(2);
+  ASSERT_TRUE(queues.primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(Drained(*queues.primary));
+  ASSERT_TRUE(queues.background->Schedule(&shadow).ok());
+  std::thread stopper([&] { scheduler.Shutdown(); });
+  // A task larger than the queue is never accepted: refused as too large
+  // until shutdown begins, then as UNAVAILABLE.
+  TestTask probe(5000);
+  EXPECT_TRUE(WaitUntil(
+      "the shutdown to begin", [&] { return queues.primary->Schedule(&probe).code(); },
+      [](absl::StatusCode code) { return code == absl::StatusCode::kUnavailable; }));
+  queues.gate.Open();
+  stopper.join();
+  EXPECT_TRUE(blocker.Wait().ok());
+  EXPECT_EQ(shadow.Wait().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(queues.background_batches.load(), 0);
 }
 
 TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {

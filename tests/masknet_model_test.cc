@@ -389,6 +389,73 @@ TEST(MaskNetModelTest, AnOverflowInAClampedFieldSaturatesAtTheClamp) {
   }
 }
 
+// The tiny model's input problems: the field index of `name`, and the count
+// of `problem` there.
+int64_t Count(const MaskNetModel& model, const InputCounts& counts, const std::string& name, InputProblem problem) {
+  const int field = model.spec().schema.FindField(name);
+  EXPECT_GE(field, 0) << name;
+  return counts[field * kInputProblems + static_cast<int>(problem)];
+}
+
+TEST(MaskNetModelTest, CountsTheInputProblemsOfABatchSerialOrParallel) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  // age: signed log1p, then x * 1 + 0, clamped to [-3, 3]: |age| > e^3 - 1 is clamped.
+  weights["fields.age.scale"].values = {1.0f};
+  weights["fields.age.shift"].values = {0.0f};
+  MaskNetModel::Options options{2048};
+  options.threads = 2;
+  auto model = *MaskNetModel::Create(std::move(spec), std::move(weights), options);
+  const float nan = std::nanf(""), inf = INFINITY;
+  testing::OwnedRequest request;
+  // viewer_vec (3 dense, REPLACE_WITH_ZERO): 2 non-finite; viewer_id (MODULO, 50 buckets): 75 is outside.
+  request.context = {{nan, 1.0f, inf}, {75}, {}};
+  // Per candidate: age, counts (2 dense, REPLACE_WITH_ZERO); topics (IDENTITY, allow_empty) ids and count.
+  request.candidates = {{{100.0f, nan, 2.0f}, {}, {0}},      // age clamped, 1 non-finite, empty topics
+                        {{5.0f, 1.0f, 2.0f}, {3}, {1}},      // nothing
+                        {{-1000.0f, inf, -inf}, {}, {0}},    // age clamped, 2 non-finite, empty topics
+                        {{0.0f, 0.0f, 0.0f}, {1, 2}, {2}}};  // nothing
+  const RequestFeatures view = request.view();
+  for (const Scope scope : {Scope::kContext, Scope::kCandidate}) {
+    const FeatureValues& values = scope == Scope::kContext ? view.context : view.candidates[0];
+    ASSERT_TRUE(model->spec().schema.Validate(scope, values, "test").ok());
+  }
+  // Two slices of one request: its context counts once.
+  const BatchSlice slices[] = {{&view, 0, 2}, {&view, 2, 4}};
+  std::vector<float> scores(8);
+  Workspace workspace;
+  InputCounts counts;
+  ASSERT_TRUE(model->Run(slices, workspace, absl::MakeSpan(scores), &counts).ok());
+  EXPECT_EQ(Count(*model, counts, "viewer_vec", InputProblem::kNonFiniteReplaced), 2);
+  EXPECT_EQ(Count(*model, counts, "viewer_id", InputProblem::kOutOfVocabulary), 1);
+  EXPECT_EQ(Count(*model, counts, "age", InputProblem::kClamped), 2);
+  EXPECT_EQ(Count(*model, counts, "counts", InputProblem::kNonFiniteReplaced), 3);
+  EXPECT_EQ(Count(*model, counts, "topics", InputProblem::kEmptyIds), 2);
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  EXPECT_EQ(total, 10);  // and nothing else
+
+  // The second slice alone: candidates 2 and 3, no context.
+  ASSERT_TRUE(model->Run(absl::MakeConstSpan(&slices[1], 1), workspace, absl::MakeSpan(scores), &counts).ok());
+  EXPECT_EQ(Count(*model, counts, "viewer_vec", InputProblem::kNonFiniteReplaced), 0);
+  EXPECT_EQ(Count(*model, counts, "age", InputProblem::kClamped), 1);
+  EXPECT_EQ(Count(*model, counts, "counts", InputProblem::kNonFiniteReplaced), 2);
+
+  // 1200 copies of the candidates: enough rows to be assembled on both threads.
+  testing::OwnedRequest large = request;
+  large.candidates.clear();
+  for (int i = 0; i < 300; ++i) large.candidates.insert(large.candidates.end(), request.candidates.begin(),
+                                                        request.candidates.end());
+  const RequestFeatures large_view = large.view();
+  const BatchSlice all{&large_view, 0, 1200};
+  scores.resize(2400);
+  ASSERT_TRUE(model->Run(absl::MakeConstSpan(&all, 1), workspace, absl::MakeSpan(scores), &counts).ok());
+  EXPECT_EQ(Count(*model, counts, "viewer_vec", InputProblem::kNonFiniteReplaced), 2);
+  EXPECT_EQ(Count(*model, counts, "age", InputProblem::kClamped), 600);
+  EXPECT_EQ(Count(*model, counts, "counts", InputProblem::kNonFiniteReplaced), 900);
+  EXPECT_EQ(Count(*model, counts, "topics", InputProblem::kEmptyIds), 600);
+}
+
 TEST(MaskNetModelTest, RefusesAWorkspaceAboveItsLimit) {
   auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
   TensorMap weights = testing::RandomWeights(spec, 1);

@@ -2,6 +2,7 @@
 // through generated stubs.
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -21,6 +22,7 @@
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "server/grpc_server.h"
+#include "server/metrics.h"
 #include "server/ranker_service.h"
 #include "server/server.h"
 #include "server/status_conversion.h"
@@ -37,6 +39,7 @@ using serving::v1::RankResponse;
 using serving::v1::Ranker;
 using ::testing::HasSubstr;
 
+using testing::MetricValue;
 using testing::ServerHarness;
 
 // Every fixture model under one root (symlinks), served by one server.
@@ -359,6 +362,54 @@ TEST_F(ServerTest, CallsNameAVersionByLabelAndModelInfoSaysWhichLabelsNameIt) {
     EXPECT_EQ(info.model_version(), version);
     EXPECT_THAT(info.version_labels(), ::testing::ElementsAre(label.empty() ? "stable" : label));
   }
+}
+
+TEST_F(ServerTest, InputProblemsAreCountedPerFieldAndTheScoresPerTask) {
+  ServerMetrics metrics;
+  GrpcServer::Options options = SmallLimits();
+  options.service.metrics = &metrics;
+  ServerHarness harness(root_, options);
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  testing::OwnedRequest owned = testing::RandomRequest(spec_.schema, 3, 7);
+  owned.context.dense = {nan, 1.0f, inf};  // viewer_vec: 2 replaced
+  owned.context.ids = {-3};                // viewer_id: outside [0, 50)
+  owned.context.id_counts.clear();
+  for (testing::OwnedFeatures& c : owned.candidates) {
+    c.dense = {1.0f, nan, 0.5f};  // counts: 1 replaced each
+    c.ids.clear();
+    c.id_counts = {0};  // topics: empty
+  }
+  RankRequest request = owned.ToProto();
+  request.set_model_name("tiny");
+  RankResponse response;
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(harness.Rank(request, &response).ok());
+  const std::string text = metrics.Serialize();
+  auto problems = [&](const std::string& field, const std::string& problem) {
+    return MetricValue(text, absl::StrCat("masknet_input_problems_total{field=\"", field,
+                                          "\",model=\"tiny\",problem=\"", problem, "\",version=\"2\"}"));
+  };
+  EXPECT_EQ(problems("viewer_vec", "non_finite_replaced"), 4);
+  EXPECT_EQ(problems("viewer_id", "out_of_vocabulary"), 2);
+  EXPECT_EQ(problems("counts", "non_finite_replaced"), 6);
+  EXPECT_EQ(problems("topics", "empty_ids"), 6);
+  EXPECT_EQ(problems("age", "clamped"), 0);  // exported, at 0, for every problem a field can have
+  EXPECT_EQ(problems("age", "non_finite_replaced"), -1);  // REJECT: refused, never replaced
+  EXPECT_EQ(problems("topics", "out_of_vocabulary"), -1);  // IDENTITY: refused
+  EXPECT_EQ(MetricValue(text, "masknet_scores_count{model=\"tiny\",task=\"click\",version=\"2\"}"), 6);
+}
+
+TEST_F(ServerTest, WithoutDataMetricsNeitherScoresNorInputProblemsAreExported) {
+  ServerMetrics metrics;
+  GrpcServer::Options options = SmallLimits();
+  options.service.metrics = &metrics;
+  options.service.data_metrics = false;
+  ServerHarness harness(root_, options);
+  RankResponse response;
+  ASSERT_TRUE(harness.Rank(Request(3), &response).ok());
+  const std::string text = metrics.Serialize();
+  EXPECT_EQ(MetricValue(text, "masknet_batch_size_candidates_sum{model=\"tiny\",version=\"2\"}"), 3);
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("masknet_scores")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("masknet_input_problems_total")));
 }
 
 TEST_F(ServerTest, HealthServiceReportsServing) {
