@@ -68,6 +68,7 @@ struct Variant {
   Precision precision = Precision::kF32;
   bool small_gemm = true;
   bool merge_layers = true;
+  bool count_inputs = false;  // Run returns the input problems (a server with --data_metrics)
 };
 
 const MaskNetModel& ModelFor(const std::string& name, const Variant& variant) {
@@ -111,12 +112,14 @@ void BM_ForwardPass(benchmark::State& state, const std::string& name, Variant va
   const BatchSlice slice{&features, 0, batch};
   Workspace workspace;
   std::vector<float> scores(batch * model.num_tasks());
+  InputCounts counts;
+  InputCounts* const counted = variant.count_inputs ? &counts : nullptr;
   // A worker's workspace outlives its calls: allocate it before timing.
-  if (!model.Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores)).ok()) {
+  if (!model.Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores), counted).ok()) {
     state.SkipWithError("the forward pass failed");
   }
   for (auto _ : state) {
-    const absl::Status s = model.Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores));
+    const absl::Status s = model.Run(absl::MakeConstSpan(&slice, 1), workspace, absl::MakeSpan(scores), counted);
     if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
     benchmark::DoNotOptimize(scores.data());
   }
@@ -302,6 +305,7 @@ void Register() {
       {"forward_int8/", {Precision::kInt8, true, true}, all},
       {"forward_onednn/", {Precision::kF32, false, true}, {1, 4}},
       {"forward_unmerged/", {Precision::kF32, true, false}, all},
+      {"forward_counted/", {Precision::kF32, true, true, true}, {1, 64, 256}},
   };
   for (const Family& family : families) {
     for (const char* name : kConfigs) {

@@ -866,7 +866,7 @@ def data_metrics_section(bench):
     log("data metrics: --data_metrics on and off, interleaved")
     models = {MODEL: MODEL_ROOT,
               "twitter-recap-small": os.path.join(ROOT, "tests", "fixtures", "twitter-recap-small", "models")}
-    repeats = 2 * bench.repeats
+    repeats = 3 * bench.repeats  # a 2% difference is within one run's noise
     best = {}
     for _ in range(repeats):
         for name, root in models.items():

@@ -156,8 +156,10 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
         x[j] = std::clamp(y, lo, hi);
       }
       if constexpr (kCount) {
-        counts[index * kInputProblems + static_cast<int>(InputProblem::kNonFiniteReplaced)] += replaced;
-        counts[index * kInputProblems + static_cast<int>(InputProblem::kClamped)] += clamped;
+        if ((replaced | clamped) != 0) {  // rarely: no store in the common case
+          counts[index * kInputProblems + static_cast<int>(InputProblem::kNonFiniteReplaced)] += replaced;
+          counts[index * kInputProblems + static_cast<int>(InputProblem::kClamped)] += clamped;
+        }
       }
       if (embedded) {
         for (int64_t k = 0; k < f.width; ++k) out[k] = scalar * field.embedding[k];
@@ -185,8 +187,10 @@ void FeatureAssembler::AssembleScope(Scope scope, const FeatureValues& values, f
       for (int64_t k = 0; k < f.width; ++k) out[k] *= inv;
     }
     if constexpr (kCount) {
-      counts[index * kInputProblems + static_cast<int>(InputProblem::kOutOfVocabulary)] += outside;
-      counts[index * kInputProblems + static_cast<int>(InputProblem::kEmptyIds)] += count == 0;
+      if (outside != 0 || count == 0) {
+        counts[index * kInputProblems + static_cast<int>(InputProblem::kOutOfVocabulary)] += outside;
+        counts[index * kInputProblems + static_cast<int>(InputProblem::kEmptyIds)] += count == 0;
+      }
     }
     id_pos += count;
   }

@@ -71,6 +71,10 @@ ABSL_FLAG(int64_t, shadow_max_queued_candidates, masknet::Server::Options().grpc
           "Shadow scoring (a model's rollout.pbtxt shadow_fraction): most candidates of shadow calls "
           "queued for one canary version; a shadow call beyond it is dropped and counted "
           "(masknet_shadow_calls_total{outcome=\"dropped\"}), never a caller's call.");
+ABSL_FLAG(int64_t, shadow_max_batch_size, masknet::Server::Options().grpc.service.shadow_max_batch_size,
+          "Shadow scoring: most candidates in one shadow batch (and at most --max_batch_size). A "
+          "shadow batch starts only while a worker is idle; this bounds how long a caller's batch "
+          "that arrives meanwhile may wait behind it.");
 ABSL_FLAG(absl::Duration, shadow_max_delay, masknet::Server::Options().grpc.service.shadow_max_delay,
           "Shadow scoring: how long a shadow call may wait for a free worker before it is dropped "
           "and counted. Shadow batches run only when no caller's batch is ready, and leave a "
@@ -150,6 +154,7 @@ Server::Options ServerOptionsFromFlags() {
   o.grpc.service.max_calls_in_flight = absl::GetFlag(FLAGS_max_calls_in_flight);
   o.grpc.service.shadow_max_queued_candidates = absl::GetFlag(FLAGS_shadow_max_queued_candidates);
   o.grpc.service.shadow_max_delay = absl::GetFlag(FLAGS_shadow_max_delay);
+  o.grpc.service.shadow_max_batch_size = absl::GetFlag(FLAGS_shadow_max_batch_size);
   o.grpc.service.data_metrics = absl::GetFlag(FLAGS_data_metrics);
   BatchScheduler::QueueOptions& queue = o.grpc.service.queue;
   queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
@@ -178,7 +183,7 @@ std::string NameFlags(absl::string_view message) {
       "max_request_bytes", "max_concurrent_streams", "max_candidates", "max_calls_in_flight", "batch_timeout",
       "max_queued_candidates", "max_queued_bytes", "admit_by_deadline", "deadline_headroom",
       "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period", "shadow_max_queued_candidates",
-      "shadow_max_delay"};
+      "shadow_max_delay", "shadow_max_batch_size"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string out;
   size_t i = 0;

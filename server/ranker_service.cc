@@ -69,6 +69,10 @@ absl::Status RankerService::Options::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("shadow_max_queued_candidates must be at least 1, got ", shadow_max_queued_candidates));
   }
+  if (shadow_max_batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shadow_max_batch_size must be at least 1, got ", shadow_max_batch_size));
+  }
   if (shadow_max_delay <= absl::ZeroDuration() || shadow_max_delay > kMaxShadowDelay) {
     return absl::InvalidArgumentError(absl::StrCat("shadow_max_delay must be in (0, ",
                                                    absl::FormatDuration(kMaxShadowDelay), "], got ",
@@ -150,7 +154,7 @@ std::shared_ptr<const ShadowRoute> RankerService::RouteFor(const std::shared_ptr
   options.background = true;
   options.admit_by_deadline = false;  // its deadline drops it
   options.max_queued_candidates = options_.shadow_max_queued_candidates;
-  options.max_batch_size = canary->model->max_batch_size();
+  options.max_batch_size = std::min(canary->model->max_batch_size(), options_.shadow_max_batch_size);
   // The queue keeps the canary alive until its shadow calls are done.
   made->queue = scheduler_.AddQueue(options, [this, canary](int worker, absl::Span<TaskSlice> batch) {
     return ScoreBatch(*canary->model, nullptr, *workers_[worker], batch);

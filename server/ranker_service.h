@@ -49,6 +49,10 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // most candidates of shadow calls queued for one canary version; a
     // shadow call beyond it is dropped (and counted).
     int64_t shadow_max_queued_candidates = 8192;
+    // Most candidates in one shadow batch (and at most the canary's
+    // max_batch_size): how long a caller's batch may wait behind a shadow
+    // batch that started while a worker was idle.
+    int64_t shadow_max_batch_size = 32;
     // How long a shadow call may wait for a free worker before it is
     // dropped (and counted). Primary calls always go first.
     absl::Duration shadow_max_delay = absl::Seconds(1);
