@@ -37,7 +37,8 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 # and the threads under test are gRPC's, the scheduler's and the repository's.
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMASKNET_SANITIZE=thread \
   -DMASKNET_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS="-fsanitize-ignorelist=$PWD/tests/tsan_ignore.txt" >/dev/null
-tsan_tests=(batch_scheduler_test model_loader_test server_test server_batching_test hot_reload_test tls_test)
+tsan_tests=(batch_scheduler_test model_loader_test server_test server_batching_test hot_reload_test tls_test
+            shadow_scoring_test)
 cmake --build build-tsan -j "$jobs" --target "${tsan_tests[@]}"
 for t in "${tsan_tests[@]}"; do
   echo "ThreadSanitizer: $t"

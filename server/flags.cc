@@ -83,6 +83,20 @@ ABSL_FLAG(bool, data_metrics, masknet::Server::Options().grpc.service.data_metri
           "Export, per model version, the histograms of the scores served (masknet_scores) and the "
           "counts of feature values mended or out of range, per field (masknet_input_problems_total); "
           "both are updated once per batch.");
+ABSL_FLAG(std::string, capture_dir, masknet::Server::Options().capture.dir,
+          "Capture a sample of the calls answered OK (request, response, the version that "
+          "answered) to length-delimited CapturedCall files in this directory, for "
+          "masknet_loadgen --replay and masknet_compare; written off the request path. Empty: no "
+          "capture.");
+ABSL_FLAG(double, capture_fraction, masknet::Server::Options().capture.fraction,
+          "With --capture_dir: the share of the calls answered OK that are captured, in (0, 1].");
+ABSL_FLAG(int64_t, capture_max_bytes, masknet::Server::Options().capture.max_bytes,
+          "With --capture_dir: most bytes all capture files there hold; the oldest are deleted "
+          "beyond it.");
+ABSL_FLAG(int64_t, capture_file_bytes, masknet::Server::Options().capture.file_bytes,
+          "With --capture_dir: a capture file is completed (renamed from .binpb.part to .binpb) and "
+          "a new one begun once it holds this much; also the most bytes of records waiting for the "
+          "writer (beyond it records are dropped and counted, never a call).");
 ABSL_FLAG(int64_t, max_calls_in_flight, masknet::Server::Options().grpc.service.max_calls_in_flight,
           "Rank calls held at once across every model, from arrival to answer; beyond it Rank "
           "answers RESOURCE_EXHAUSTED at once. Bounds the memory a flood of calls can hold "
@@ -167,6 +181,10 @@ Server::Options ServerOptionsFromFlags() {
   o.drain_delay = absl::GetFlag(FLAGS_drain_delay);
   o.shutdown_grace_period = absl::GetFlag(FLAGS_shutdown_grace_period);
   o.ports_file = absl::GetFlag(FLAGS_ports_file);
+  o.capture.dir = absl::GetFlag(FLAGS_capture_dir);
+  o.capture.fraction = absl::GetFlag(FLAGS_capture_fraction);
+  o.capture.max_bytes = absl::GetFlag(FLAGS_capture_max_bytes);
+  o.capture.file_bytes = absl::GetFlag(FLAGS_capture_file_bytes);
   return o;
 }
 
@@ -183,7 +201,8 @@ std::string NameFlags(absl::string_view message) {
       "max_request_bytes", "max_concurrent_streams", "max_candidates", "max_calls_in_flight", "batch_timeout",
       "max_queued_candidates", "max_queued_bytes", "admit_by_deadline", "deadline_headroom",
       "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period", "shadow_max_queued_candidates",
-      "shadow_max_delay", "shadow_max_batch_size"};
+      "shadow_max_delay", "shadow_max_batch_size", "capture_dir", "capture_fraction", "capture_max_bytes",
+      "capture_file_bytes"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string out;
   size_t i = 0;

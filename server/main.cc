@@ -38,6 +38,9 @@ int Main() {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A file grown past RLIMIT_FSIZE (a capture file) fails its write rather
+  // than ending the process.
+  signal(SIGXFSZ, SIG_IGN);
 
   auto server = Server::Create(ServerOptionsFromFlags());
   if (!server.ok()) {

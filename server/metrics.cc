@@ -313,6 +313,18 @@ ServerMetrics::ServerMetrics()
                                 "(--max_calls_in_flight bounds it).")
                           .Register(registry_)
                           .Add({});
+  auto& captured = prometheus::BuildCounter()
+                       .Name("masknet_capture_calls_total")
+                       .Help("Calls sampled for capture (--capture_dir), by result: written, or dropped (the "
+                             "writer behind by --capture_file_bytes, or capture stopped).")
+                       .Register(registry_);
+  capture_written_ = &captured.Add({{"result", "written"}});
+  capture_dropped_ = &captured.Add({{"result", "dropped"}});
+  capture_errors_ = &prometheus::BuildCounter()
+                         .Name("masknet_capture_errors_total")
+                         .Help("Capture writes that failed (a full disk); capture stops, calls go on.")
+                         .Register(registry_)
+                         .Add({});
   heap_in_use_ = &prometheus::BuildGauge()
                       .Name("masknet_heap_in_use_bytes")
                       .Help("Heap memory in use (malloc's view, every arena).")

@@ -163,6 +163,11 @@ class ServerMetrics {
   void SetReady(bool ready) { ready_->Set(ready ? 1 : 0); }
   void SetWorkers(int workers) { workers_->Set(workers); }
   void SetCallsInFlight(int64_t calls) { calls_in_flight_->Set(static_cast<double>(calls)); }
+  // A sampled call's capture record: written, or dropped (the writer behind,
+  // or capture stopped).
+  void CountCapture(bool written) { (written ? capture_written_ : capture_dropped_)->Increment(); }
+  // A capture write that failed (capture stops).
+  void CountCaptureError() { capture_errors_->Increment(); }
 
   // The registry in Prometheus text format, after refreshing the process_*
   // series.
@@ -200,6 +205,9 @@ class ServerMetrics {
   prometheus::Gauge* ready_;
   prometheus::Gauge* workers_;
   prometheus::Gauge* calls_in_flight_;
+  prometheus::Counter* capture_written_;
+  prometheus::Counter* capture_dropped_;
+  prometheus::Counter* capture_errors_;
   prometheus::Gauge* heap_in_use_;
   prometheus::Gauge* heap_free_;
   prometheus::Gauge* resident_memory_;

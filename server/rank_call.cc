@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/capture_file.h"
 #include "server/logging.h"
 #include "server/status_conversion.h"
 
@@ -149,6 +150,19 @@ void RankCall::Done(absl::Status status) {
       return absl::OkStatus();
     });
     if (!status.ok()) response_->Clear();
+  }
+  if (status.ok() && capture_ != nullptr) {
+    (void)StatusFromExceptions("capturing the call", [&] {
+      serving::v1::CapturedCall record;
+      record.set_arrival_unix_micros(absl::ToUnixMicros(arrived_));
+      *record.mutable_request() = *request_;
+      *record.mutable_response() = *response_;
+      record.set_precision(PrecisionName(servable_->model->precision()));
+      std::string bytes;
+      AppendCaptureRecord(record, &bytes);
+      capture_->Add(std::move(bytes));
+      return absl::OkStatus();
+    });
   }
   // Once answered, the call may be deleted at any time: take what the
   // shadow needs first. Only calls answered OK are shadowed (and counted).

@@ -15,6 +15,7 @@
 #include "loader/model_repository.h"
 #include "masknet/serving/v1/ranker.pb.h"
 #include "model/masknet_model.h"
+#include "server/call_capture.h"
 #include "server/call_recorder.h"
 #include "server/metrics.h"
 
@@ -88,6 +89,10 @@ class RankCall final : public grpc::ServerUnaryReactor, public ScoredTask {
   // a ShadowCall scores them and compares (or the error counts as failed).
   void SetShadow(std::shared_ptr<const ShadowRoute> route, absl::StatusOr<CopiedFeatures> features);
 
+  // Captures the call, once it is answered OK, to `capture` (which must
+  // outlive the call).
+  void SetCapture(CallCapture* capture) { capture_ = capture; }
+
   // Queues the call; answers it at once if the queue refuses. Once queued,
   // a worker may answer the call before Schedule returns, so nothing here
   // touches the call after the queue took it.
@@ -136,6 +141,7 @@ class RankCall final : public grpc::ServerUnaryReactor, public ScoredTask {
   std::shared_ptr<const ShadowRoute> shadow_;  // null: not sampled
   CopiedFeatures shadow_features_;
   absl::Status shadow_error_;  // the canary cannot read the request
+  CallCapture* capture_ = nullptr;  // null: not captured
 };
 
 // A Rank call's shadow: its candidates scored again by the canary, after

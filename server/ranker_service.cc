@@ -243,6 +243,7 @@ grpc::ServerUnaryReactor* RankerService::Rank(grpc::CallbackServerContext* conte
     }
     call->Prepare(*std::move(features));
     MaybeShadow(*servable, *request, call);
+    if (options_.capture != nullptr && options_.capture->Sample()) call->SetCapture(options_.capture);
     call->Schedule(state.queue);
     return absl::OkStatus();
   });

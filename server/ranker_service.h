@@ -57,6 +57,9 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // dropped (and counted). Primary calls always go first.
     absl::Duration shadow_max_delay = absl::Seconds(1);
     static constexpr absl::Duration kMaxShadowDelay = absl::Minutes(1);
+    // Where a sample of the calls answered OK is captured; null: nowhere.
+    // Must outlive the service.
+    CallCapture* capture = nullptr;
     // With metrics: also the histograms of the scores served and the
     // counters of input problems (per field), updated once per batch.
     bool data_metrics = true;

@@ -95,7 +95,8 @@ absl::Status Server::Options::Validate() const {
   for (const absl::Status& s :
        {CheckPort("port", port), CheckPort("metrics_port", metrics_port), repository.Validate(),
         CheckNotNegative("model_poll_interval", model_poll_interval), CheckNotNegative("drain_delay", drain_delay),
-        CheckNotNegative("shutdown_grace_period", shutdown_grace_period), memory.Validate()}) {
+        CheckNotNegative("shutdown_grace_period", shutdown_grace_period), memory.Validate(),
+        capture.dir.empty() ? absl::OkStatus() : capture.Validate()}) {
     if (!s.ok()) return s;
   }
   if (repository.model.threads < 1) {
@@ -172,8 +173,17 @@ absl::Status Server::Start() {
                                     default_model.empty() ? "; no default model"
                                                           : absl::StrCat("; default model '", default_model, "'")));
 
+  if (!options_.capture.dir.empty()) {
+    auto capture = CallCapture::Start(options_.capture, &metrics_);
+    if (!capture.ok()) return capture.status();
+    capture_ = *std::move(capture);
+    Log(Severity::kInfo, absl::StrCat("capturing ", options_.capture.fraction * 100, "% of the calls to '",
+                                      options_.capture.dir, "' (files of ", options_.capture.file_bytes >> 20,
+                                      " MiB, at most ", options_.capture.max_bytes >> 20, " MiB in all)"));
+  }
   GrpcServer::Options grpc = options_.grpc;
   grpc.service.metrics = &metrics_;
+  grpc.service.capture = capture_.get();
   auto started = GrpcServer::Start(repository_.get(), grpc);
   if (!started.ok()) return started.status();
   grpc_ = *std::move(started);
@@ -233,6 +243,7 @@ void Server::Stop(absl::string_view reason) {
   Log(Severity::kInfo, absl::StrCat("received ", reason, "; finishing calls in flight"));
   if (grpc_ != nullptr) grpc_->Shutdown(options_.shutdown_grace_period);
   http_.reset();  // before the gRPC server and the repository its handlers read
+  capture_.reset();  // every call is answered: what they captured is written
   if (!options_.ports_file.empty()) {
     std::error_code ignored;  // a ports file that cannot be removed is only stale
     std::filesystem::remove(options_.ports_file, ignored);
@@ -250,6 +261,7 @@ Server::~Server() {
   watcher_.reset();
   http_.reset();
   grpc_.reset();
+  capture_.reset();
   releaser_.reset();
   repository_.reset();
 }

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "loader/model_repository.h"
 #include "net/tls.h"
+#include "server/call_capture.h"
 #include "server/grpc_server.h"
 #include "server/http_endpoint.h"
 #include "server/memory_release.h"
@@ -68,6 +69,8 @@ class Server {
     // (num_workers) and service.metrics.
     GrpcServer::Options grpc;
     MemoryReleaser::Options memory;
+    // Capture of a sample of calls to files (capture.dir empty: none).
+    CallCapture::Options capture;
     // Where Start, once serving, writes the bound ports as JSON,
     // {"grpc": P, "http": Q} (http 0: off), for whoever started the server
     // with port 0: written beside it and renamed into place, so a reader
@@ -131,6 +134,7 @@ class Server {
   ServerMetrics metrics_;
   std::unique_ptr<HttpEndpoint> http_;
   std::unique_ptr<ModelRepository> repository_;
+  std::unique_ptr<CallCapture> capture_;  // outlives the gRPC server, whose calls write to it
   std::unique_ptr<GrpcServer> grpc_;
   std::unique_ptr<RepositoryWatcher> watcher_;
   std::unique_ptr<MemoryReleaser> releaser_;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdlib>
 #include <chrono>
@@ -34,6 +35,8 @@
 #include "gtest/gtest.h"
 #include "loader/model_loader.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "server/capture_file.h"
 #include "tests/fixtures.h"
 #include "tests/test_util.h"
 #include "tests/waiting.h"
@@ -487,6 +490,179 @@ TEST_F(LoadgenProcessTest, AnOpenLoopOfFeedsSendsEachFeedAsSeveralCalls) {
   EXPECT_EQ(JsonNumber(json, "sent"), 4 * feeds);  // 32 + 32 + 32 + 4 candidates
   EXPECT_EQ(JsonNumber(json, "ok"), JsonNumber(json, "sent"));
   EXPECT_THAT(json, HasSubstr("\"errors\": {}"));
+}
+
+// Capture, compare and replay. Version 2 of "tiny" is version 1 with the
+// click head's last bias raised by kShift: its click scores are
+// sigmoid(logit(p) + kShift), its like scores the same.
+class CaptureProcessTest : public ::testing::Test {
+ protected:
+  static constexpr float kShift = 0.5f;
+
+  CaptureProcessTest() : root_(testing::MakeTempDir()), capture_(testing::MakeTempDir() + "/capture") {
+    spec_ = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+    TensorMap weights = testing::RandomWeights(spec_, 1);
+    testing::WriteModelVersion(root_, "tiny", 1, testing::kTinyConfig, weights);
+    Tensor& bias = weights.at("tasks.click.1.bias");
+    bias.values[0] += kShift;
+    testing::WriteModelVersion(root_, "tiny", 2, testing::kTinyConfig, weights);
+  }
+
+  // `calls` calls of `candidates` each to version 1; the requests and
+  // answers, in order.
+  void Send(int port, int calls, int candidates) {
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+    auto stub = serving::v1::Ranker::NewStub(channel);
+    for (int i = 0; i < calls; ++i) {
+      serving::v1::RankRequest request = testing::RandomRequest(spec_.schema, candidates, 100 + i).ToProto();
+      request.set_model_name("tiny");
+      request.set_model_version(1);
+      serving::v1::RankResponse response;
+      grpc::ClientContext context;
+      const grpc::Status status = stub->Rank(&context, request, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      sent_.push_back(request);
+      answers_.push_back(response);
+    }
+  }
+
+  // Runs masknet_compare on the capture; its JSON.
+  std::string Compare(const std::vector<std::string>& flags) {
+    const std::string json = testing::MakeTempDir() + "/compare.json";
+    std::vector<std::string> args = {"--capture_dir=" + capture_, "--model_root=" + root_, "--json=" + json};
+    args.insert(args.end(), flags.begin(), flags.end());
+    ChildProcess compare(MASKNET_COMPARE_BINARY, args);
+    EXPECT_EQ(compare.Wait(), 0) << compare.Log();
+    std::ifstream in(json);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+
+  std::string root_, capture_;
+  ModelSpec spec_;
+  std::vector<serving::v1::RankRequest> sent_;
+  std::vector<serving::v1::RankResponse> answers_;
+};
+
+TEST_F(CaptureProcessTest, CapturedCallsRoundTripCompareAndReplay) {
+  {
+    ServerProcess server({"--model_root=" + root_, "--port=0", "--host=127.0.0.1", "--model_poll_interval=0",
+                          "--capture_dir=" + capture_, "--capture_fraction=1", "--capture_file_bytes=4096",
+                          "--shutdown_grace_period=1s"});
+    const int port = server.WaitForPort();
+    ASSERT_GT(port, 0) << server.Log();
+    Send(port, 20, 5);
+    server.Signal(SIGTERM);
+    ASSERT_EQ(server.Wait(), 0) << server.Log();
+    EXPECT_THAT(server.Log(), HasSubstr("capturing 100% of the calls to '" + capture_ + "'"));
+  }
+  const auto files = ListCaptureFiles(capture_);
+  ASSERT_TRUE(files.ok()) << files.status();
+  EXPECT_GT(files->size(), 1u);  // 20 calls of ~1 KB in files of 4 KB
+  for (const std::string& f : *files) EXPECT_TRUE(absl::EndsWith(f, kCaptureSuffix)) << f << " was not completed";
+  const auto captured = ReadCaptureDir(capture_);
+  ASSERT_TRUE(captured.ok()) << captured.status();
+  ASSERT_EQ(captured->size(), 20u);
+  for (size_t i = 0; i < captured->size(); ++i) {
+    const serving::v1::CapturedCall& c = (*captured)[i];
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(c.request(), sent_[i])) << i;
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(c.response(), answers_[i])) << i;
+    EXPECT_EQ(c.response().model_version(), 1);
+    EXPECT_EQ(c.precision(), "fp32");
+    if (i > 0) {
+      EXPECT_GE(c.arrival_unix_micros(), (*captured)[i - 1].arrival_unix_micros());
+    }
+  }
+
+  // The same version twice: no difference, the same order.
+  std::string json = Compare({"--versions=1,1"});
+  EXPECT_THAT(json, HasSubstr("\"calls\": 20, \"candidates\": 100"));
+  for (const std::string task : {"click", "like"}) {
+    EXPECT_EQ(JsonNumber(json, "max", "\"" + task + "\""), 0) << task;
+    EXPECT_EQ(JsonNumber(json, "spearman_mean", "\"" + task + "\""), 1) << task;
+  }
+  // Version 2: the click difference the shift makes, as computed from the
+  // answers; like unchanged; the order of each call's candidates kept.
+  double expected = 0;
+  for (const serving::v1::RankResponse& r : answers_) {
+    for (const auto& c : r.candidates()) {
+      const double p = c.scores(0);
+      const double shifted = 1 / (1 + std::exp(-(std::log(p / (1 - p)) + kShift)));
+      expected = std::max(expected, std::abs(shifted - p));
+    }
+  }
+  json = Compare({"--model=tiny", "--versions=1,2"});
+  EXPECT_NEAR(JsonNumber(json, "max", "\"click\""), expected, 1e-5);
+  EXPECT_GT(expected, 0.01);
+  EXPECT_EQ(JsonNumber(json, "max", "\"like\""), 0);
+  EXPECT_EQ(JsonNumber(json, "spearman_mean", "\"click\""), 1);
+
+  // Replayed at the pace they came, every captured call is answered.
+  ServerProcess server({"--model_root=" + root_, "--port=0", "--host=127.0.0.1", "--shutdown_grace_period=1s"});
+  const int port = server.WaitForPort();
+  ASSERT_GT(port, 0) << server.Log();
+  const std::string replay_json = testing::MakeTempDir() + "/replay.json";
+  ChildProcess loadgen(MASKNET_LOADGEN_BINARY, {absl::StrCat("--target=127.0.0.1:", port), "--replay=" + capture_,
+                                                "--warmup=0s", "--duration=1s", "--json=" + replay_json});
+  ASSERT_EQ(loadgen.Wait(), 0) << loadgen.Log();
+  std::ifstream in(replay_json);
+  const std::string replayed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(replayed, HasSubstr("\"mode\": \"replay\""));
+  EXPECT_GE(JsonNumber(replayed, "sent"), 20);
+  EXPECT_EQ(JsonNumber(replayed, "ok"), JsonNumber(replayed, "sent"));
+  EXPECT_THAT(replayed, HasSubstr("\"errors\": {}"));
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0) << server.Log();
+}
+
+TEST_F(CaptureProcessTest, CaptureKeepsItsFilesWithinTheCapDeletingTheOldest) {
+  ServerProcess server({"--model_root=" + root_, "--port=0", "--host=127.0.0.1", "--model_poll_interval=0",
+                        "--capture_dir=" + capture_, "--capture_fraction=1", "--capture_file_bytes=4096",
+                        "--capture_max_bytes=12288", "--shutdown_grace_period=1s"});
+  const int port = server.WaitForPort();
+  ASSERT_GT(port, 0) << server.Log();
+  Send(port, 80, 5);
+  server.Signal(SIGTERM);
+  ASSERT_EQ(server.Wait(), 0) << server.Log();
+  const auto files = ListCaptureFiles(capture_);
+  ASSERT_TRUE(files.ok()) << files.status();
+  int64_t bytes = 0;
+  for (const std::string& f : *files) bytes += std::filesystem::file_size(f);
+  EXPECT_LE(bytes, 12288);
+  const auto captured = ReadCaptureDir(capture_);
+  ASSERT_TRUE(captured.ok()) << captured.status();
+  ASSERT_GT(captured->size(), 0u);
+  EXPECT_LT(captured->size(), 80u);  // the oldest went
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(captured->back().request(), sent_.back()));
+}
+
+TEST_F(CaptureProcessTest, AWriteThatFailsStopsCaptureNotTheCalls) {
+  // Files may not grow beyond 24 KiB (RLIMIT_FSIZE): the capture file's
+  // write fails as on a full disk.
+  const int http_port = FreePort();
+  const std::string ports_file = testing::MakeTempDir() + "/ports.json";
+  ChildProcess server("/usr/bin/prlimit",
+                      {"--fsize=24576", MASKNET_SERVER_BINARY, "--model_root=" + root_, "--port=0",
+                       "--host=127.0.0.1", "--model_poll_interval=0", "--capture_dir=" + capture_,
+                       "--capture_fraction=1", absl::StrCat("--metrics_port=", http_port), "--ports_file=" + ports_file,
+                       "--shutdown_grace_period=1s"});
+  int port = 0;
+  ASSERT_TRUE(testing::WaitUntil("the server to write its ports file", [&] {
+    std::ifstream in(ports_file);
+    const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = json.find("\"grpc\": ");
+    if (at != std::string::npos) (void)absl::SimpleAtoi(LeadingNumber(json.substr(at + 8), "0123456789"), &port);
+    return port != 0 || server.Exited();
+  }));
+  ASSERT_GT(port, 0) << server.Log();
+  Send(port, 40, 16);  // ~100 KB of records: every call is answered
+  ASSERT_EQ(answers_.size(), 40u);
+  const std::string metrics = HttpGet(http_port, "/metrics").body;
+  EXPECT_EQ(MetricValue(metrics, "masknet_capture_errors_total"), 1);
+  EXPECT_GT(MetricValue(metrics, "masknet_capture_calls_total{result=\"written\"}"), 0);
+  EXPECT_GT(MetricValue(metrics, "masknet_capture_calls_total{result=\"dropped\"}"), 0);
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0) << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr("call capture stopped; calls go on uncaptured"));
 }
 
 // Runs promtool check metrics on `metrics`; returns its output and sets *ok.

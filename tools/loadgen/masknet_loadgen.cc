@@ -4,6 +4,7 @@
 //   closed loop:  masknet_loadgen --target=localhost:50051 --concurrency=8 --candidates=64
 //   open loop:    masknet_loadgen --target=localhost:50051 --rate=300 --deadline=500ms
 //   feeds:        masknet_loadgen --feed_candidates=500 --candidates=64 --rate=50
+//   replay:       masknet_loadgen --replay=/var/capture [--rate=300]
 //
 // A unit of load is one call, or with --feed_candidates one feed: that many
 // candidates sent at once as calls of --candidates each. A closed loop keeps
@@ -13,8 +14,11 @@
 // hidden. Only units scheduled inside the --duration window after --warmup
 // are counted; those still in flight at its end are waited for. Requests
 // carry random valid features built from GetModelInfo and are built before
-// the run. The load generator's own CPU time is reported beside every
-// figure: on a small machine it competes with the server.
+// the run; with --replay they are calls a server captured (--capture_dir),
+// sent in their order at the pace they arrived (or at --rate), from the
+// first again when they run out. The load generator's own CPU time is
+// reported beside every figure: on a small machine it competes with the
+// server.
 
 #include <sys/resource.h>
 
@@ -46,6 +50,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "masknet/serving/v1/ranker.grpc.pb.h"
+#include "server/capture_file.h"
 #include "tools/client/random_request.h"
 #include "tools/client/tls_flags.h"
 
@@ -76,6 +81,11 @@ ABSL_FLAG(int64_t, max_outstanding, 20000,
           "Open loop: most calls in flight; a unit that would exceed it is not sent and counted "
           "as dropped by the load generator.");
 ABSL_FLAG(uint32_t, seed, 1, "Seed for the random features and arrivals.");
+ABSL_FLAG(std::string, replay, "",
+          "Send the calls captured in this directory (masknet_server --capture_dir) instead of random ones, at "
+          "the pace they arrived, or at --rate; --model, --version and --version_label, if set, replace what "
+          "they name.");
+ABSL_FLAG(int64_t, replay_calls, 100000, "With --replay: most captured calls read (the oldest first).");
 ABSL_FLAG(std::string, json, "", "Also write the results as JSON to this file.");
 
 namespace masknet {
@@ -174,12 +184,20 @@ class LoadGenerator {
     absl::Duration deadline;
     int64_t max_outstanding;
     uint32_t seed;
+    // Captured calls to send instead of random ones, with the seconds from
+    // the first one's arrival to each one's; with rate 0, at that pace.
+    std::vector<RankRequest> replay;
+    std::vector<double> replay_offsets;
   };
 
   LoadGenerator(const Options& options, std::vector<std::unique_ptr<Ranker::Stub>> stubs,
                 const serving::v1::ModelInfo& info, int distinct_requests, int threads)
       : options_(options), stubs_(std::move(stubs)) {
     for (int i = 0; i < threads; ++i) queues_.push_back(std::make_unique<grpc::CompletionQueue>());
+    if (!options.replay.empty()) {
+      unit_sizes_ = {0};  // one call per unit; its size is the captured call's
+      return;
+    }
     std::mt19937_64 rng(options.seed);
     // A feed of F candidates is calls of `candidates`, then one of the rest.
     std::vector<int> sizes;
@@ -206,7 +224,7 @@ class LoadGenerator {
     window_begin_ = start + absl::ToChronoNanoseconds(warmup);
     window_end_ = window_begin_ + absl::ToChronoNanoseconds(duration);
     double cpu_begin = 0;
-    if (options_.rate > 0) {
+    if (options_.rate > 0 || !options_.replay.empty()) {
       OpenLoop(&cpu_begin);
     } else {
       for (int i = 0; i < options_.concurrency; ++i) StartUnit(Clock::now(), queues_[i % queues_.size()].get());
@@ -247,8 +265,14 @@ class LoadGenerator {
 
   void OpenLoop(double* cpu_begin) {
     std::mt19937_64 rng(options_.seed + 1);
-    std::exponential_distribution<double> gap(options_.rate);
-    Clock::time_point next = Clock::now();
+    std::exponential_distribution<double> gap(options_.rate > 0 ? options_.rate : 1.0);
+    const Clock::time_point origin = Clock::now();
+    Clock::time_point next = origin;
+    // Replay at the recorded pace: the captured arrivals, again and again.
+    const std::vector<double>& offsets = options_.replay_offsets;
+    const bool recorded_pace = options_.rate == 0;
+    const double span = recorded_pace ? offsets.back() + std::max(1e-3, offsets.back() / offsets.size()) : 0;
+    int64_t sent = 0;
     bool measuring = false;
     while (next < window_end_) {
       std::this_thread::sleep_until(next);
@@ -261,8 +285,14 @@ class LoadGenerator {
       } else {
         StartUnit(next, queues_[next_queue_++ % queues_.size()].get());
       }
-      const double seconds = options_.poisson ? gap(rng) : 1.0 / options_.rate;
-      next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+      ++sent;
+      if (recorded_pace) {
+        const double at = static_cast<double>(sent / offsets.size()) * span + offsets[sent % offsets.size()];
+        next = origin + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at));
+      } else {
+        const double seconds = options_.poisson ? gap(rng) : 1.0 / options_.rate;
+        next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+      }
     }
     std::this_thread::sleep_until(window_end_);
   }
@@ -287,16 +317,17 @@ class LoadGenerator {
     unit->remaining = static_cast<int>(unit_sizes_.size());
     const uint64_t n = next_call_.fetch_add(unit_sizes_.size());
     for (size_t i = 0; i < unit_sizes_.size(); ++i) {
+      const RankRequest& request = options_.replay.empty()
+                                       ? requests_.at(unit_sizes_[i])[(n + i) % requests_.at(unit_sizes_[i]).size()]
+                                       : options_.replay[(n + i) % options_.replay.size()];
       auto* call = new Call();
       call->unit = unit;
-      call->candidates = unit_sizes_[i];
+      call->candidates = request.candidates_size();
       if (options_.deadline > absl::ZeroDuration()) {
         call->context.set_deadline(std::chrono::system_clock::now() +
                                    absl::ToChronoNanoseconds(options_.deadline) -
                                    std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - scheduled));
       }
-      const std::vector<RankRequest>& pool = requests_.at(unit_sizes_[i]);
-      const RankRequest& request = pool[(n + i) % pool.size()];
       Ranker::Stub& stub = *stubs_[(n + i) % stubs_.size()];
       ++outstanding_calls_;
       call->reader = stub.AsyncRank(&call->context, request, cq);
@@ -359,6 +390,8 @@ std::string CheckFlags() {
   if (absl::GetFlag(FLAGS_requests) < 1) return "--requests must be at least 1";
   if (absl::GetFlag(FLAGS_threads) < 1 || absl::GetFlag(FLAGS_threads) > 64) return "--threads must be in [1, 64]";
   if (absl::GetFlag(FLAGS_max_outstanding) < 1) return "--max_outstanding must be at least 1";
+  if (!absl::GetFlag(FLAGS_replay).empty() && feed > 0) return "--replay sends the captured calls: not with --feed_candidates";
+  if (absl::GetFlag(FLAGS_replay_calls) < 1) return "--replay_calls must be at least 1";
   return "";
 }
 
@@ -407,6 +440,32 @@ int Main() {
   options.deadline = absl::GetFlag(FLAGS_deadline);
   options.max_outstanding = absl::GetFlag(FLAGS_max_outstanding);
   options.seed = absl::GetFlag(FLAGS_seed);
+  if (const std::string dir = absl::GetFlag(FLAGS_replay); !dir.empty()) {
+    auto captured = ReadCaptureDir(dir, absl::GetFlag(FLAGS_replay_calls));
+    if (!captured.ok()) {
+      std::fprintf(stderr, "masknet_loadgen: --replay: %s\n", std::string(captured.status().message()).c_str());
+      return 1;
+    }
+    if (captured->empty()) {
+      std::fprintf(stderr, "masknet_loadgen: --replay: no captured calls in '%s'\n", dir.c_str());
+      return 1;
+    }
+    // Files hold calls in the order they were answered: send them in the order they arrived.
+    std::stable_sort(captured->begin(), captured->end(), [](const auto& a, const auto& b) {
+      return a.arrival_unix_micros() < b.arrival_unix_micros();
+    });
+    const int64_t first = (*captured)[0].arrival_unix_micros();
+    for (serving::v1::CapturedCall& call : *captured) {
+      RankRequest& request = *call.mutable_request();
+      if (!absl::GetFlag(FLAGS_model).empty()) request.set_model_name(absl::GetFlag(FLAGS_model));
+      if (absl::GetFlag(FLAGS_version) != 0 || !absl::GetFlag(FLAGS_version_label).empty()) {
+        request.set_model_version(absl::GetFlag(FLAGS_version));
+        request.set_model_version_label(absl::GetFlag(FLAGS_version_label));
+      }
+      options.replay_offsets.push_back(std::max<double>(0, (call.arrival_unix_micros() - first) * 1e-6));
+      options.replay.push_back(std::move(request));
+    }
+  }
   LoadGenerator generator(options, std::move(stubs), info, absl::GetFlag(FLAGS_requests),
                           absl::GetFlag(FLAGS_threads));
   double wall = 0, cpu = 0;
@@ -419,9 +478,13 @@ int Main() {
   const auto ok_it = r.calls.find(grpc::StatusCode::OK);
   if (ok_it != r.calls.end()) ok = ok_it->second.size();
   const Percentiles ok_latency = Percentiles::Of(ok_it != r.calls.end() ? ok_it->second : std::vector<double>{});
-  const std::string mode = options.rate > 0 ? absl::StrFormat("open loop, %.1f %s/s", options.rate,
-                                                              options.feed_candidates ? "feeds" : "calls")
-                                            : absl::StrCat("closed loop, concurrency ", options.concurrency);
+  std::string mode = options.rate > 0 ? absl::StrFormat("open loop, %.1f %s/s", options.rate,
+                                                        options.feed_candidates ? "feeds" : "calls")
+                                      : absl::StrCat("closed loop, concurrency ", options.concurrency);
+  if (!options.replay.empty()) {
+    mode = absl::StrCat("replay of ", options.replay.size(), " captured calls, ",
+                        options.rate > 0 ? absl::StrFormat("%.1f calls/s", options.rate) : "at their recorded pace");
+  }
   std::printf("masknet_loadgen: %s; %d candidates/call%s; %s measured\n", mode.c_str(), options.candidates,
               options.feed_candidates ? absl::StrCat(", feeds of ", options.feed_candidates).c_str() : "",
               absl::FormatDuration(absl::GetFlag(FLAGS_duration)).c_str());
@@ -454,7 +517,7 @@ int Main() {
         R"( "deadline_ms": %.3f, "duration_s": %.3f,)"
         R"( "calls": {"sent": %d, "ok": %d, "ok_per_s": %.3f}, "candidates_per_s": %.3f,)"
         R"( "latency_ms": %s, "errors": {%s}, "dropped_units": %d,)",
-        options.rate > 0 ? "open" : "closed", options.concurrency, options.rate, options.candidates,
+        !options.replay.empty() ? "replay" : options.rate > 0 ? "open" : "closed", options.concurrency, options.rate, options.candidates,
         options.feed_candidates, absl::ToDoubleMilliseconds(options.deadline), wall, calls, ok, ok / wall,
         r.ok_candidates / wall, ok_latency.Json(), absl::StrJoin(errors, ", "), r.dropped);
     if (options.feed_candidates > 0) {
