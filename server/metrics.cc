@@ -142,22 +142,8 @@ void VersionMetrics::ObserveBatch(int64_t candidates, absl::Duration compute) {
 }
 
 void VersionMetrics::ObserveScores(absl::Span<const float> scores) {
-  const size_t tasks = scores_.size();
-  if (tasks == 0) return;
-  const Histogram::BucketBoundaries& bounds = ScoreBuckets();
-  const size_t buckets = bounds.size() + 1;  // and +Inf
-  std::vector<double> counts(buckets * tasks, 0.0);
-  std::vector<double> sums(tasks, 0.0);
-  for (size_t i = 0; i < scores.size(); ++i) {
-    const size_t task = i % tasks;
-    const size_t bucket = std::lower_bound(bounds.begin(), bounds.end(), scores[i]) - bounds.begin();  // le
-    counts[task * buckets + bucket] += 1;
-    sums[task] += scores[i];
-  }
-  for (size_t task = 0; task < tasks; ++task) {
-    scores_[task]->ObserveMultiple(
-        std::vector<double>(counts.begin() + task * buckets, counts.begin() + (task + 1) * buckets), sums[task]);
-  }
+  const int tasks = static_cast<int>(scores_.size());
+  for (int task = 0; task < tasks; ++task) ObserveColumn(scores_[task], ScoreBuckets(), scores, tasks, task);
 }
 
 void VersionMetrics::ObserveInputProblems(const InputCounts& counts) {
