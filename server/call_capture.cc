@@ -21,7 +21,10 @@ absl::Status CallCapture::Options::Validate() const {
   if (!(fraction > 0 && fraction <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("capture_fraction must be in (0, 1], got ", fraction));
   }
-  if (file_bytes < 1) return absl::InvalidArgumentError(absl::StrCat("capture_file_bytes must be at least 1, got ", file_bytes));
+  if (file_bytes < 1 || file_bytes > kMaxFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("capture_file_bytes must be in [1, ", kMaxFileBytes, "], got ", file_bytes));
+  }
   if (max_bytes < file_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("capture_max_bytes must be at least capture_file_bytes (",
                                                    file_bytes, "), got ", max_bytes));
@@ -87,9 +90,10 @@ void CallCapture::WriterLoop() {
       absl::MutexLock lock(&mu_);
       while (pending_.empty() && !closing_) wake_.Wait(&mu_);
       if (pending_.empty()) return;
-      batch.swap(pending_);
-      pending_bytes_ = 0;
+      batch.swap(pending_);  // their bytes stay counted until written
     }
+    int64_t batch_bytes = 0;
+    for (const std::string& record : batch) batch_bytes += static_cast<int64_t>(record.size());
     for (const std::string& record : batch) {
       if (stopped()) {
         if (metrics_ != nullptr) metrics_->CountCapture(/*written=*/false);
@@ -107,6 +111,8 @@ void CallCapture::WriterLoop() {
       file_.flush();
       if (!file_) Stop(absl::UnavailableError(absl::StrCat("cannot write capture file '", part_path_, "'")));
     }
+    absl::MutexLock lock(&mu_);
+    pending_bytes_ -= batch_bytes;
   }
 }
 
@@ -152,9 +158,15 @@ void CallCapture::Evict() {
   // Room for the file being begun to grow to file_bytes.
   while (!complete_.empty() && complete_bytes_ + options_.file_bytes > options_.max_bytes) {
     const auto [path, size] = complete_.front();
-    complete_.pop_front();
     std::error_code ec;
-    fs::remove(path, ec);
+    if (!fs::remove(path, ec) && ec) {
+      Log(Severity::kWarning,
+          absl::StrCat("cannot delete capture file '", path, "' (", ec.message(),
+                       "); capture files may hold more than --capture_max_bytes"),
+          {{"event", "capture_evict_failed"}});
+      return;  // tried again at the next file
+    }
+    complete_.pop_front();
     complete_bytes_ -= size;
   }
 }

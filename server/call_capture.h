@@ -34,6 +34,10 @@ namespace masknet {
 
 class CallCapture {
  public:
+  // Largest capture_file_bytes: readers hold a file in memory, and protobuf
+  // reads streams below 2 GiB.
+  static constexpr int64_t kMaxFileBytes = int64_t{1} << 30;
+
   struct Options {
     // Where capture files go; created if missing. Empty: no capture.
     std::string dir;
@@ -42,7 +46,8 @@ class CallCapture {
     // Most bytes all capture files in `dir` hold; the oldest go beyond it.
     int64_t max_bytes = int64_t{1} << 30;
     // A file is complete, and a new one begun, once it holds this much; also
-    // the most bytes of records waiting for the writer. At most max_bytes.
+    // the most bytes of records handed to the writer and not yet written. At
+    // most max_bytes and kMaxFileBytes.
     int64_t file_bytes = int64_t{64} << 20;
 
     // INVALID_ARGUMENT naming the first option out of its bounds.

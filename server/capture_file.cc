@@ -10,20 +10,46 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
 
 namespace masknet {
 
 namespace fs = std::filesystem;
 
 void AppendCaptureRecord(const serving::v1::CapturedCall& call, std::string* out) {
-  const size_t size = call.ByteSizeLong();
-  uint8_t length[10];
-  const uint8_t* end =
-      google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(size), length);
-  out->append(reinterpret_cast<const char*>(length), end - length);
+  AppendCaptureRecord(call.arrival_unix_micros(), call.request(), call.response(), call.precision(), out);
+}
+
+void AppendCaptureRecord(int64_t arrival_unix_micros, const serving::v1::RankRequest& request,
+                         const serving::v1::RankResponse& response, absl::string_view precision, std::string* out) {
+  using google::protobuf::io::CodedOutputStream;
+  using google::protobuf::internal::WireFormatLite;
+  const size_t request_size = request.ByteSizeLong(), response_size = response.ByteSizeLong();
+  // CapturedCall's fields in order, as its serializer writes them (a field
+  // at its default is left out).
+  size_t size = 0;
+  if (arrival_unix_micros != 0) size += 1 + CodedOutputStream::VarintSize64(static_cast<uint64_t>(arrival_unix_micros));
+  size += 1 + CodedOutputStream::VarintSize32(static_cast<uint32_t>(request_size)) + request_size;
+  size += 1 + CodedOutputStream::VarintSize32(static_cast<uint32_t>(response_size)) + response_size;
+  if (!precision.empty()) size += 1 + CodedOutputStream::VarintSize32(static_cast<uint32_t>(precision.size())) + precision.size();
   const size_t at = out->size();
-  out->resize(at + size);
-  call.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out->data() + at));
+  out->resize(at + CodedOutputStream::VarintSize32(static_cast<uint32_t>(size)) + size);
+  uint8_t* p = reinterpret_cast<uint8_t*>(out->data() + at);
+  p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(size), p);
+  if (arrival_unix_micros != 0) {
+    p = WireFormatLite::WriteInt64ToArray(serving::v1::CapturedCall::kArrivalUnixMicrosFieldNumber, arrival_unix_micros, p);
+  }
+  p = WireFormatLite::WriteTagToArray(serving::v1::CapturedCall::kRequestFieldNumber,
+                                      WireFormatLite::WIRETYPE_LENGTH_DELIMITED, p);
+  p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(request_size), p);
+  p = request.SerializeWithCachedSizesToArray(p);
+  p = WireFormatLite::WriteTagToArray(serving::v1::CapturedCall::kResponseFieldNumber,
+                                      WireFormatLite::WIRETYPE_LENGTH_DELIMITED, p);
+  p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(response_size), p);
+  p = response.SerializeWithCachedSizesToArray(p);
+  if (!precision.empty()) {
+    p = WireFormatLite::WriteStringToArray(serving::v1::CapturedCall::kPrecisionFieldNumber, std::string(precision), p);
+  }
 }
 
 absl::StatusOr<std::vector<std::string>> ListCaptureFiles(const std::string& dir) {
@@ -32,7 +58,8 @@ absl::StatusOr<std::vector<std::string>> ListCaptureFiles(const std::string& dir
   std::vector<std::string> files;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (absl::EndsWith(name, kCaptureSuffix) || absl::EndsWith(name, kCapturePartSuffix)) {
+    if (absl::StartsWith(name, kCapturePrefix) &&
+        (absl::EndsWith(name, kCaptureSuffix) || absl::EndsWith(name, kCapturePartSuffix))) {
       files.push_back(it->path().string());
     }
   }
@@ -55,8 +82,10 @@ absl::StatusOr<std::vector<serving::v1::CapturedCall>> ReadCaptureFile(const std
     const int start = coded.CurrentPosition();
     uint32_t size = 0;
     const bool have_length = coded.ReadVarint32(&size);
-    const bool whole =
-        have_length && static_cast<int64_t>(coded.CurrentPosition()) + size <= static_cast<int64_t>(data.size());
+    // An empty record is none the server writes (its request is never
+    // empty): zeros a crash left.
+    const bool whole = have_length && size > 0 &&
+                       static_cast<int64_t>(coded.CurrentPosition()) + size <= static_cast<int64_t>(data.size());
     if (!whole) {
       if (part) break;  // the record being written
       return absl::DataLossError(absl::StrCat("capture file '", path, "': record ", calls.size(), " (at byte ",

@@ -3,27 +3,33 @@
 
 // Capture files: the Rank calls masknet_server captured (--capture_dir), as
 // serving::v1::CapturedCall records, each preceded by its length as a varint
-// (protobuf's length-delimited stream). A file the server still writes ends
-// in ".binpb.part" and may end with half a record; it is renamed to
-// ".binpb" once complete. Names sort by the time the file was begun.
+// (protobuf's length-delimited stream). Files are named calls-<time>-...; a
+// file the server still writes ends in ".binpb.part" and may end with half
+// a record; it is renamed to ".binpb" once complete. Names sort by the time
+// the file was begun.
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "masknet/serving/v1/capture.pb.h"
 
 namespace masknet {
 
+inline constexpr char kCapturePrefix[] = "calls-";
 inline constexpr char kCaptureSuffix[] = ".binpb";
 inline constexpr char kCapturePartSuffix[] = ".binpb.part";
 
 // Appends `call` to `out` as one record.
 void AppendCaptureRecord(const serving::v1::CapturedCall& call, std::string* out);
+// The same record from its parts, without copying them into a CapturedCall.
+void AppendCaptureRecord(int64_t arrival_unix_micros, const serving::v1::RankRequest& request,
+                         const serving::v1::RankResponse& response, absl::string_view precision, std::string* out);
 
-// The capture files of `dir`, complete ones and those still written, by
-// name (oldest first). Errors: NOT_FOUND or UNAVAILABLE naming the directory.
+// The capture files of `dir` (calls-*.binpb, and calls-*.binpb.part still
+// written), by name (oldest first); other files are not looked at. Errors: NOT_FOUND or UNAVAILABLE naming the directory.
 absl::StatusOr<std::vector<std::string>> ListCaptureFiles(const std::string& dir);
 
 // Every record of the capture file `path`, in order. A ".part" file's last

@@ -153,14 +153,10 @@ void RankCall::Done(absl::Status status) {
   }
   if (status.ok() && capture_ != nullptr) {
     (void)StatusFromExceptions("capturing the call", [&] {
-      serving::v1::CapturedCall record;
-      record.set_arrival_unix_micros(absl::ToUnixMicros(arrived_));
-      *record.mutable_request() = *request_;
-      *record.mutable_response() = *response_;
-      record.set_precision(PrecisionName(servable_->model->precision()));
-      std::string bytes;
-      AppendCaptureRecord(record, &bytes);
-      capture_->Add(std::move(bytes));
+      std::string record;
+      AppendCaptureRecord(absl::ToUnixMicros(arrived_), *request_, *response_,
+                          PrecisionName(servable_->model->precision()), &record);
+      capture_->Add(std::move(record));
       return absl::OkStatus();
     });
   }
@@ -264,17 +260,24 @@ absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Scor
   }
   if (batch.size() == 1) return status;
   // One call's values overflowed: score each call's slice alone, so that
-  // only the calls at fault fail.
+  // only the calls at fault fail (and only theirs leave the input counts).
+  InputCounts slice_counts, batch_counts;
   for (size_t i = 0; i < batch.size(); ++i) {
     TaskSlice& s = batch[i];
     status = model.Run(absl::MakeConstSpan(&worker.slices[i], 1), worker.workspace,
-                       absl::MakeSpan(static_cast<ScoredTask*>(s.task)->scores(s.begin), s.size() * num_tasks));
+                       absl::MakeSpan(static_cast<ScoredTask*>(s.task)->scores(s.begin), s.size() * num_tasks),
+                       counts != nullptr ? &slice_counts : nullptr);
+    if (status.ok() && counts != nullptr) {
+      batch_counts.resize(slice_counts.size(), 0);
+      for (size_t k = 0; k < slice_counts.size(); ++k) batch_counts[k] += slice_counts[k];
+    }
     if (status.code() == absl::StatusCode::kInvalidArgument) {
       s.status = std::move(status);
     } else if (!status.ok()) {
       s.status = absl::InternalError(absl::StrCat("scoring failed: ", status.message()));
     }
   }
+  if (counts != nullptr) metrics->ObserveInputProblems(batch_counts);
   return absl::OkStatus();
 }
 

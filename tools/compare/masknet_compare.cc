@@ -9,8 +9,8 @@
 //
 // Each call is read with each side's own schema (a call one side cannot read
 // is counted, not compared) and scored in batches of --max_batch_size. Tasks
-// are matched by name. Exit codes: 0 compared; 1 an error (named); 2 bad
-// flags.
+// are matched by name. Exit codes: 0 compared; 1 an error (named), or no
+// call could be compared; 2 bad flags.
 
 #include <algorithm>
 #include <cmath>
@@ -118,9 +118,11 @@ struct TaskReport {
   int64_t same_top = 0;            // calls whose highest-scored candidate is the same
 };
 
+// The q-quantile of x: its ceil(q * n)-th smallest value.
 double Quantile(std::vector<float> x, double q) {
   if (x.empty()) return 0;
-  const size_t k = std::min(x.size() - 1, static_cast<size_t>(q * static_cast<double>(x.size())));
+  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(x.size())));
+  const size_t k = std::min(x.size() - 1, rank == 0 ? 0 : rank - 1);
   std::nth_element(x.begin(), x.begin() + k, x.end());
   return x[k];
 }
@@ -162,8 +164,8 @@ int Main(int argc, char** argv) {
     std::map<std::string, int64_t> answered;
     for (const auto& call : *calls) ++answered[call.response().model_name()];
     if (answered.size() != 1) {
-      Fail(absl::InvalidArgumentError(absl::StrCat("the captured calls were answered by ", answered.size(),
-                                                   " models; name one with --model")), 2);
+      Fail(absl::InvalidArgumentError(absl::StrCat("the captured calls in '", capture_dir, "' were answered by ",
+                                                   answered.size(), " models; name one with --model")));
     }
     model = answered.begin()->first;
   }
@@ -229,6 +231,15 @@ int Main(int argc, char** argv) {
     }
   }
 
+  if (compared == 0) {
+    Fail(absl::FailedPreconditionError(absl::StrCat(
+        "no captured call of model '", model, "' could be compared (", calls->size(), " read from '", capture_dir,
+        "'", unreadable[0] + unreadable[1] > 0
+                 ? absl::StrCat("; unreadable by A: ", unreadable[0], ", by B: ", unreadable[1], ", e.g. ",
+                                unreadable[0] > 0 ? first_unreadable[0] : first_unreadable[1])
+                 : std::string(),
+        ")")));
+  }
   std::printf("A: %s, B: %s of model '%s'; %lld captured calls compared (%lld candidates)", sides[0].Name().c_str(),
               sides[1].Name().c_str(), model.c_str(), static_cast<long long>(compared),
               static_cast<long long>(candidates));

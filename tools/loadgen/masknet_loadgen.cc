@@ -86,6 +86,9 @@ ABSL_FLAG(std::string, replay, "",
           "the pace they arrived, or at --rate; --model, --version and --version_label, if set, replace what "
           "they name.");
 ABSL_FLAG(int64_t, replay_calls, 100000, "With --replay: most captured calls read (the oldest first).");
+ABSL_FLAG(absl::Duration, replay_max_gap, absl::Seconds(1),
+          "With --replay at the recorded pace: a longer silence between two captured calls (such as "
+          "between two captures) is cut to this.");
 ABSL_FLAG(std::string, json, "", "Also write the results as JSON to this file.");
 
 namespace masknet {
@@ -283,7 +286,7 @@ class LoadGenerator {
       if (outstanding_calls_.load() + static_cast<int64_t>(unit_sizes_.size()) > options_.max_outstanding) {
         if (InWindow(next)) results_.AddDropped();
       } else {
-        StartUnit(next, queues_[next_queue_++ % queues_.size()].get());
+        StartUnit(next, queues_[next_queue_++ % queues_.size()].get(), sent);
       }
       ++sent;
       if (recorded_pace) {
@@ -307,7 +310,9 @@ class LoadGenerator {
     while (cq->Next(&tag, &ok)) CallDone(static_cast<Call*>(tag), cq);
   }
 
-  void StartUnit(Clock::time_point scheduled, grpc::CompletionQueue* cq) {
+  // `replay_index`: with replay in the open loop, which captured call
+  // (whose arrival the schedule followed); else the next one.
+  void StartUnit(Clock::time_point scheduled, grpc::CompletionQueue* cq, int64_t replay_index = -1) {
     {
       absl::MutexLock lock(&mu_);
       ++units_in_flight_;
@@ -317,9 +322,10 @@ class LoadGenerator {
     unit->remaining = static_cast<int>(unit_sizes_.size());
     const uint64_t n = next_call_.fetch_add(unit_sizes_.size());
     for (size_t i = 0; i < unit_sizes_.size(); ++i) {
+      const uint64_t replayed = replay_index >= 0 ? static_cast<uint64_t>(replay_index) : n + i;
       const RankRequest& request = options_.replay.empty()
                                        ? requests_.at(unit_sizes_[i])[(n + i) % requests_.at(unit_sizes_[i]).size()]
-                                       : options_.replay[(n + i) % options_.replay.size()];
+                                       : options_.replay[replayed % options_.replay.size()];
       auto* call = new Call();
       call->unit = unit;
       call->candidates = request.candidates_size();
@@ -392,6 +398,7 @@ std::string CheckFlags() {
   if (absl::GetFlag(FLAGS_max_outstanding) < 1) return "--max_outstanding must be at least 1";
   if (!absl::GetFlag(FLAGS_replay).empty() && feed > 0) return "--replay sends the captured calls: not with --feed_candidates";
   if (absl::GetFlag(FLAGS_replay_calls) < 1) return "--replay_calls must be at least 1";
+  if (absl::GetFlag(FLAGS_replay_max_gap) <= absl::ZeroDuration()) return "--replay_max_gap must be positive";
   return "";
 }
 
@@ -455,6 +462,9 @@ int Main() {
       return a.arrival_unix_micros() < b.arrival_unix_micros();
     });
     const int64_t first = (*captured)[0].arrival_unix_micros();
+    const double max_gap = absl::ToDoubleSeconds(absl::GetFlag(FLAGS_replay_max_gap));
+    double offset = 0;  // from the first call, silences longer than --replay_max_gap cut
+    int64_t previous = first;
     for (serving::v1::CapturedCall& call : *captured) {
       RankRequest& request = *call.mutable_request();
       if (!absl::GetFlag(FLAGS_model).empty()) request.set_model_name(absl::GetFlag(FLAGS_model));
@@ -462,8 +472,15 @@ int Main() {
         request.set_model_version(absl::GetFlag(FLAGS_version));
         request.set_model_version_label(absl::GetFlag(FLAGS_version_label));
       }
-      options.replay_offsets.push_back(std::max<double>(0, (call.arrival_unix_micros() - first) * 1e-6));
+      offset += std::min(max_gap, std::max<double>(0, (call.arrival_unix_micros() - previous) * 1e-6));
+      previous = call.arrival_unix_micros();
+      options.replay_offsets.push_back(offset);
       options.replay.push_back(std::move(request));
+    }
+    if (options.rate == 0 && options.replay_offsets.back() == 0) {
+      std::fprintf(stderr, "masknet_loadgen: --replay: the captured calls arrived at one instant (or there is one): "
+                           "give --rate\n");
+      return 2;
     }
   }
   LoadGenerator generator(options, std::move(stubs), info, absl::GetFlag(FLAGS_requests),
