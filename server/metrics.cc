@@ -45,14 +45,49 @@ const Histogram::BucketBoundaries& DifferenceBuckets() {
   return *b;
 }
 
+// A histogram's bucket bounds, and the same padded with +Inf to a power of
+// two for BucketOf.
+struct Buckets {
+  explicit Buckets(const Histogram::BucketBoundaries& b) : bounds(b), padded(b) {
+    size_t n = 1;
+    while (n < bounds.size()) n *= 2;
+    padded.resize(n, HUGE_VAL);
+  }
+  Histogram::BucketBoundaries bounds;
+  std::vector<double> padded;
+};
+
+const Buckets& ScoreBucketsPadded() {
+  static const Buckets* const b = new Buckets(ScoreBuckets());
+  return *b;
+}
+const Buckets& DifferenceBucketsPadded() {
+  static const Buckets* const b = new Buckets(DifferenceBuckets());
+  return *b;
+}
+
+// The bucket of `x` (le): how many bounds are below it, by a binary search
+// whose steps are conditional moves, not branches that scores in random
+// order would mispredict. A NaN lands in the first bucket.
+size_t BucketOf(const Buckets& buckets, double x) {
+  const double* const first = buckets.padded.data();
+  const double* base = first;
+  for (size_t n = buckets.padded.size(); n > 1;) {
+    const size_t half = n / 2;
+    base = base[half - 1] < x ? base + half : base;
+    n -= half;
+  }
+  return static_cast<size_t>(base - first) + (*base < x);
+}
+
 // Adds `values` (one row per candidate of `stride` values, column `column`)
 // to `histogram` with one update.
-void ObserveColumn(prometheus::Histogram* histogram, const Histogram::BucketBoundaries& bounds,
-                   absl::Span<const float> values, int stride, int column) {
-  std::vector<double> counts(bounds.size() + 1, 0.0);
+void ObserveColumn(prometheus::Histogram* histogram, const Buckets& buckets, absl::Span<const float> values,
+                   int stride, int column) {
+  std::vector<double> counts(buckets.bounds.size() + 1, 0.0);
   double sum = 0;
   for (size_t i = column; i < values.size(); i += stride) {
-    counts[std::lower_bound(bounds.begin(), bounds.end(), values[i]) - bounds.begin()] += 1;  // le
+    counts[BucketOf(buckets, values[i])] += 1;
     sum += values[i];
   }
   histogram->ObserveMultiple(counts, sum);
@@ -143,7 +178,7 @@ void VersionMetrics::ObserveBatch(int64_t candidates, absl::Duration compute) {
 
 void VersionMetrics::ObserveScores(absl::Span<const float> scores) {
   const int tasks = static_cast<int>(scores_.size());
-  for (int task = 0; task < tasks; ++task) ObserveColumn(scores_[task], ScoreBuckets(), scores, tasks, task);
+  for (int task = 0; task < tasks; ++task) ObserveColumn(scores_[task], ScoreBucketsPadded(), scores, tasks, task);
 }
 
 void VersionMetrics::ObserveInputProblems(const InputCounts& counts) {
@@ -194,12 +229,12 @@ void ShadowMetrics::ObserveScored(absl::Span<const float> stable, int stable_tas
   std::vector<float> difference(candidates);
   for (size_t t = 0; t < tasks_.size(); ++t) {
     const auto [s, c] = tasks_[t];
-    ObserveColumn(stable_scores_[t], ScoreBuckets(), stable, stable_tasks, s);
-    ObserveColumn(canary_scores_[t], ScoreBuckets(), canary, canary_tasks, c);
+    ObserveColumn(stable_scores_[t], ScoreBucketsPadded(), stable, stable_tasks, s);
+    ObserveColumn(canary_scores_[t], ScoreBucketsPadded(), canary, canary_tasks, c);
     for (size_t i = 0; i < candidates; ++i) {
       difference[i] = std::abs(canary[i * canary_tasks + c] - stable[i * stable_tasks + s]);
     }
-    ObserveColumn(difference_[t], DifferenceBuckets(), difference, 1, 0);
+    ObserveColumn(difference_[t], DifferenceBucketsPadded(), difference, 1, 0);
   }
 }
 

@@ -398,6 +398,28 @@ TEST_F(ServerTest, InputProblemsAreCountedPerFieldAndTheScoresPerTask) {
   EXPECT_EQ(MetricValue(text, "masknet_scores_count{model=\"tiny\",task=\"click\",version=\"2\"}"), 6);
 }
 
+TEST(ServerMetricsTest, EachScoreCountsInTheFirstBucketItIsAtMost) {
+  ServerMetrics metrics;
+  auto version = metrics.ForVersion("m", 3, {"click"}, nullptr);
+  // Bounds 0.001 0.002 0.005 0.01 0.02 0.05 0.1 0.2 0.3 ... 0.9 0.95 0.99;
+  // these scores are exact in float (0.5 is a bound).
+  const std::vector<float> scores = {0.0f, 0.0015f, 0.25f, 0.5f, 0.5f, 0.75f, 0.9921875f, 1.0f};
+  version->ObserveScores(scores);
+  const std::string text = metrics.Serialize();
+  auto bucket = [&](const std::string& le) {
+    return MetricValue(text, "masknet_scores_bucket{model=\"m\",task=\"click\",version=\"3\",le=\"" + le + "\"}");
+  };
+  EXPECT_EQ(bucket("0.001"), 1);
+  EXPECT_EQ(bucket("0.002"), 2);
+  EXPECT_EQ(bucket("0.3"), 3);
+  EXPECT_EQ(bucket("0.4"), 3);
+  EXPECT_EQ(bucket("0.5"), 5);  // le: a score equal to a bound counts in its bucket
+  EXPECT_EQ(bucket("0.8"), 6);
+  EXPECT_EQ(bucket("0.99"), 6);
+  EXPECT_EQ(bucket("+Inf"), 8);
+  EXPECT_NEAR(MetricValue(text, "masknet_scores_sum{model=\"m\",task=\"click\",version=\"3\"}"), 3.9936875, 1e-6);
+}
+
 TEST_F(ServerTest, WithoutDataMetricsNeitherScoresNorInputProblemsAreExported) {
   ServerMetrics metrics;
   GrpcServer::Options options = SmallLimits();
