@@ -656,7 +656,15 @@ TEST_F(CaptureProcessTest, AWriteThatFailsStopsCaptureNotTheCalls) {
   ASSERT_GT(port, 0) << server.Log();
   Send(port, 40, 16);  // ~100 KB of records: every call is answered
   ASSERT_EQ(answers_.size(), 40u);
-  const std::string metrics = HttpGet(http_port, "/metrics").body;
+  // The writer thread counts what it wrote and dropped, after the calls' answers.
+  std::string metrics;
+  EXPECT_TRUE(testing::WaitUntil("the capture to stop and count its dropped records", [&] {
+    metrics = HttpGet(http_port, "/metrics").body;
+    return MetricValue(metrics, "masknet_capture_errors_total") == 1 &&
+           MetricValue(metrics, "masknet_capture_calls_total{result=\"written\"}") +
+                   MetricValue(metrics, "masknet_capture_calls_total{result=\"dropped\"}") ==
+               40;
+  }));
   EXPECT_EQ(MetricValue(metrics, "masknet_capture_errors_total"), 1);
   EXPECT_GT(MetricValue(metrics, "masknet_capture_calls_total{result=\"written\"}"), 0);
   EXPECT_GT(MetricValue(metrics, "masknet_capture_calls_total{result=\"dropped\"}"), 0);
