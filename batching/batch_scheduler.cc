@@ -80,7 +80,8 @@ absl::Status BatchScheduler::QueueOptions::Validate() const {
   return absl::OkStatus();
 }
 
-BatchScheduler::BatchScheduler(const Options& options) : on_internal_error_(options.on_internal_error) {
+BatchScheduler::BatchScheduler(const Options& options)
+    : on_internal_error_(options.on_internal_error), num_workers_(options.num_workers) {
   workers_.reserve(options.num_workers);
   for (int i = 0; i < options.num_workers; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }

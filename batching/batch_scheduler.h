@@ -216,7 +216,7 @@ class BatchScheduler {
   // joins the workers. Idempotent.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
-  int num_workers() const { return static_cast<int>(workers_.size()); }
+  int num_workers() const { return num_workers_; }
   // Workers waiting for work now.
   int idle_workers() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -269,6 +269,8 @@ class BatchScheduler {
   int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // waiting for work
   bool drained_ ABSL_GUARDED_BY(mu_) = false;  // a closed queue's last task ended
   const std::function<void(absl::string_view)> on_internal_error_;
+  // Set before the workers start (they read it), unlike workers_.size().
+  const int num_workers_;
   std::vector<std::thread> workers_;
   std::once_flag joined_;
 };
