@@ -1,8 +1,16 @@
 #include "batching/batch_scheduler.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <utility>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -56,6 +64,13 @@ absl::Status BatchScheduler::Options::Validate() const {
   if (num_workers < 1 || num_workers > kMaxWorkers) {
     return absl::InvalidArgumentError(absl::StrCat("num_workers must be in [1, ", kMaxWorkers, "], got ", num_workers));
   }
+  if (background_workers < 0 || background_workers > kMaxWorkers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("background_workers must be in [0, ", kMaxWorkers, "], got ", background_workers));
+  }
+  if (background_nice < 0 || background_nice > 19) {
+    return absl::InvalidArgumentError(absl::StrCat("background_nice must be in [0, 19], got ", background_nice));
+  }
   return absl::OkStatus();
 }
 
@@ -81,9 +96,13 @@ absl::Status BatchScheduler::QueueOptions::Validate() const {
 }
 
 BatchScheduler::BatchScheduler(const Options& options)
-    : on_internal_error_(options.on_internal_error), num_workers_(options.num_workers) {
-  workers_.reserve(options.num_workers);
-  for (int i = 0; i < options.num_workers; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+    : on_internal_error_(options.on_internal_error),
+      num_workers_(options.num_workers),
+      num_background_workers_(options.background_workers),
+      background_nice_(options.background_nice) {
+  const int threads = num_workers_ + num_background_workers_;
+  workers_.reserve(threads);
+  for (int i = 0; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
 BatchScheduler::~BatchScheduler() {
@@ -132,6 +151,7 @@ void BatchScheduler::Shutdown() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     work_.SignalAll();
+    background_work_.SignalAll();
   }
   std::call_once(joined_, [this] {
     for (std::thread& t : workers_) t.join();
@@ -157,6 +177,8 @@ BatchQueueStats BatchScheduler::QueueStats(const Queue* queue) const {
 double BatchScheduler::QueuedSeconds() const {
   double seconds = 0;
   for (const Queue* q : queues_) {
+    // A background worker's batch holds no regular worker.
+    if (q->options.background && num_background_workers_ > 0) continue;
     // A running batch is, on average, half done. A background queue's
     // queued work runs after everyone else's.
     const double queued = q->options.background ? 0 : static_cast<double>(q->queued_candidates);
@@ -212,7 +234,7 @@ absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
   queue->queued_candidates += size;
   queue->queued_bytes += bytes;
   ++queue->active_tasks;
-  work_.Signal();
+  (o.background && num_background_workers_ > 0 ? background_work_ : work_).Signal();
   return absl::OkStatus();
 }
 
@@ -256,21 +278,26 @@ void BatchScheduler::Cancel(BatchTask* task, absl::Status status) {
   Finish(task, std::move(final_status));
 }
 
-bool BatchScheduler::TakeBatch(absl::Time now, Batch* batch,
+bool BatchScheduler::TakeBatch(absl::Time now, bool background_worker, Batch* batch,
                                std::vector<std::pair<BatchTask*, absl::Status>>* finished,
                                absl::Time* wake) {
   const size_t n = queues_.size();
+  const bool dedicated = num_background_workers_ > 0;
   // Background tasks past their deadline leave at every pass, even while
   // the other queues keep every worker busy; at shutdown, all of them do.
+  // (Only the workers that run them wake for their deadlines.)
+  absl::Time ignored = absl::InfiniteFuture();
   for (Queue* q : queues_) {
-    if (q->options.background) DropBackground(now, q, finished, wake);
+    if (q->options.background) DropBackground(now, q, finished, dedicated && !background_worker ? &ignored : wake);
   }
-  // Background queues are visited after every other queue found nothing
+  // A background worker visits background queues alone. Without them,
+  // background queues are visited after every other queue found nothing
   // ready, and run only while another worker stays idle (when there is one
   // to keep).
-  const bool background_allowed = idle_workers_ >= std::min(1, num_workers() - 1);
+  const bool background_allowed =
+      background_worker || (!dedicated && idle_workers_ >= std::min(1, num_workers() - 1));
   for (const bool background : {false, true}) {
-    if (background && !background_allowed) break;
+    if (background ? !background_allowed : background_worker) continue;
     for (size_t step = 1; step <= n; ++step) {
       const size_t index = (cursor_ + step) % n;
       Queue* q = queues_[index];
@@ -352,7 +379,24 @@ bool BatchScheduler::FillBatch(absl::Time now, Queue* q, Batch* batch,
   return true;
 }
 
+void BatchScheduler::LowerPriority() {
+#if defined(__linux__)
+  // PRIO_PROCESS with a thread id sets that thread's nice value alone.
+  const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int inherited = getpriority(PRIO_PROCESS, tid);
+  if (errno == 0 && inherited >= background_nice_) return;  // already as low (lowering it back needs privilege)
+  if (setpriority(PRIO_PROCESS, tid, background_nice_) != 0 && on_internal_error_) {
+    on_internal_error_(absl::StrCat("a background worker could not set its nice value to ", background_nice_,
+                                    " (it runs at the regular workers' priority): ", std::strerror(errno)));
+  }
+#endif
+}
+
 void BatchScheduler::WorkerLoop(int worker) {
+  const bool background_worker = worker >= num_workers_;
+  if (background_worker) LowerPriority();
+  absl::CondVar& work = background_worker ? background_work_ : work_;
   Batch batch;
   std::vector<std::pair<BatchTask*, absl::Status>> finished;
   std::vector<std::unique_ptr<Queue>> drained;
@@ -373,10 +417,10 @@ void BatchScheduler::WorkerLoop(int worker) {
           break;  // delete them unlocked first
         }
         absl::Time wake = absl::InfiniteFuture();
-        if (TakeBatch(absl::Now(), &batch, &finished, &wake)) {
+        if (TakeBatch(absl::Now(), background_worker, &batch, &finished, &wake)) {
           // Others may find work too (the rest of a split task, or another
           // queue); wake one to look.
-          work_.Signal();
+          work.Signal();
           break;
         }
         if (!finished.empty()) break;
@@ -384,8 +428,12 @@ void BatchScheduler::WorkerLoop(int worker) {
                                      [](const Queue* q) { return q->tasks.empty(); })) {
           return;
         }
+        if (background_worker) {
+          work.WaitWithDeadline(&mu_, wake);
+          continue;
+        }
         ++idle_workers_;
-        work_.WaitWithDeadline(&mu_, wake);
+        work.WaitWithDeadline(&mu_, wake);
         --idle_workers_;
       }
     }

@@ -23,7 +23,10 @@
 // ready, and (with more than one worker) only while another worker stays
 // idle for the others; its queued work does not count in the others'
 // admission. Its tasks' deadlines drop them when the others leave it no
-// time.
+// time. Or the scheduler keeps background workers (Options::
+// background_workers): threads of their own, at a low CPU priority, that
+// run background batches alone, so that the operating system gives them
+// only the CPU time every other thread leaves.
 //
 // Queues are bounded in candidates and in bytes. Schedule refuses, with
 // RESOURCE_EXHAUSTED, a task that does not fit, or that the work queued
@@ -131,7 +134,8 @@ struct BatchQueueStats {
 };
 
 // Processes one batch: slices of one queue's tasks, holding 1 to
-// max_batch_size candidates. Runs on worker `worker` (in [0, num_workers));
+// max_batch_size candidates. Runs on worker `worker` (in [0, num_workers),
+// or [num_workers, num_workers + background_workers) for a background one);
 // calls for different workers run concurrently. A non-OK result fails every
 // task in the batch; a slice's own status fails only its task. An exception
 // fails the batch with INTERNAL.
@@ -142,6 +146,19 @@ class BatchScheduler {
   struct Options {
     // Worker threads, each running one batch at a time. At least 1.
     int num_workers = 1;
+    // Background workers: threads that run background queues' batches,
+    // and nothing else, at the nice value background_nice; the regular
+    // workers then leave background queues to them. Where the cores are
+    // shared with other threads (the server's network threads, a regular
+    // worker), the operating system runs a background batch on the time
+    // they leave, not on theirs. In [0, kMaxWorkers]; 0: the regular
+    // workers run background batches too (see QueueOptions::background).
+    int background_workers = 0;
+    // The nice value of background workers (on Linux, per thread): in
+    // [0, 19], 19 the lowest priority (a process already running at a
+    // higher one keeps it). Raising a thread's nice value needs no
+    // privilege; they stay at it for their lifetime.
+    int background_nice = 19;
     // Told of a failure the library can only report, never return: a task's
     // Done that threw (the task is finished regardless). Called on the
     // thread that finished the task (a worker's, or one calling Cancel),
@@ -187,12 +204,15 @@ class BatchScheduler {
     // falls within (1 - deadline_headroom) of that time. In [0, 1).
     // 0.25: docs/benchmarks.md, "Overload", says why.
     double deadline_headroom = 0.25;
-    // A background queue: its batches run only when no other queue has a
-    // batch ready and, when the scheduler has more than one worker, only
-    // while another worker stays idle; so a background batch delays another
-    // queue's batch only when every other worker is busy, and by at most
-    // the rest of one batch. Its queued candidates do not count in other
-    // queues' admission (its running ones do). A background task whose
+    // A background queue. With background workers, only they run its
+    // batches, and neither its queued nor its running candidates count in
+    // other queues' admission. Without, its batches run only when no other
+    // queue has a batch ready and, when the scheduler has more than one
+    // worker, only while another worker stays idle; so a background batch
+    // delays another queue's batch only when every other worker is busy,
+    // and by at most the rest of one batch; its queued candidates do not
+    // count in other queues' admission (its running ones do). A background
+    // task whose
     // deadline passes while it waits is dropped (DEADLINE_EXCEEDED), even
     // while the others keep every worker busy (once the tasks queued before
     // it are dropped: give them deadlines in arrival order). Shutdown drops
@@ -217,7 +237,8 @@ class BatchScheduler {
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
   int num_workers() const { return num_workers_; }
-  // Workers waiting for work now.
+  int num_background_workers() const { return num_background_workers_; }
+  // Workers waiting for work now (background workers not counted).
   int idle_workers() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -238,10 +259,13 @@ class BatchScheduler {
   BatchQueueStats QueueStats(const batching_internal::Queue* queue) const ABSL_LOCKS_EXCLUDED(mu_);
 
   void WorkerLoop(int worker) ABSL_LOCKS_EXCLUDED(mu_);
-  // Fills `batch` from the next ready queue after the cursor. Tasks found
-  // expired are appended to `finished`. Returns false if no queue is ready;
-  // then `*wake` is when the first one will be (by its timeout).
-  bool TakeBatch(absl::Time now, Batch* batch,
+  // Sets the calling background worker's nice value.
+  void LowerPriority();
+  // Fills `batch` from the next ready queue after the cursor that worker
+  // kind `background_worker` runs. Tasks found expired are appended to
+  // `finished`. Returns false if no queue is ready; then `*wake` is when
+  // the first one will be (by its timeout).
+  bool TakeBatch(absl::Time now, bool background_worker, Batch* batch,
                  std::vector<std::pair<BatchTask*, absl::Status>>* finished, absl::Time* wake)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills `batch` from queue `q` if it has a batch ready (as TakeBatch).
@@ -262,15 +286,20 @@ class BatchScheduler {
   double QueuedSeconds() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
-  absl::CondVar work_;  // a task arrived, a queue went away, or shutdown
+  // A task arrived, or shutdown: for the regular workers, and for the
+  // background ones (when there are; else work_ is for every task).
+  absl::CondVar work_;
+  absl::CondVar background_work_;
   std::vector<batching_internal::Queue*> queues_ ABSL_GUARDED_BY(mu_);
   size_t cursor_ ABSL_GUARDED_BY(mu_) = 0;  // the queue that gave the last batch
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // waiting for work
   bool drained_ ABSL_GUARDED_BY(mu_) = false;  // a closed queue's last task ended
   const std::function<void(absl::string_view)> on_internal_error_;
-  // Set before the workers start (they read it), unlike workers_.size().
+  // Set before the workers start (they read them), unlike workers_.size().
   const int num_workers_;
+  const int num_background_workers_;
+  const int background_nice_;
   std::vector<std::thread> workers_;
   std::once_flag joined_;
 };

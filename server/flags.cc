@@ -72,13 +72,20 @@ ABSL_FLAG(int64_t, shadow_max_queued_candidates, masknet::Server::Options().grpc
           "queued for one canary version; a shadow call beyond it is dropped and counted "
           "(masknet_shadow_calls_total{outcome=\"dropped\"}), never a caller's call.");
 ABSL_FLAG(int64_t, shadow_max_batch_size, masknet::Server::Options().grpc.service.shadow_max_batch_size,
-          "Shadow scoring: most candidates in one shadow batch (and at most --max_batch_size). A "
-          "shadow batch starts only while a worker is idle; this bounds how long a caller's batch "
-          "that arrives meanwhile may wait behind it.");
+          "Shadow scoring: most candidates in one shadow batch (and at most --max_batch_size). With "
+          "--shadow_workers=0 a shadow batch starts only while a scoring worker is idle; this "
+          "bounds how long a caller's batch that arrives meanwhile may wait behind it.");
 ABSL_FLAG(absl::Duration, shadow_max_delay, masknet::Server::Options().grpc.service.shadow_max_delay,
           "Shadow scoring: how long a shadow call may wait for a free worker before it is dropped "
-          "and counted. Shadow batches run only when no caller's batch is ready, and leave a "
-          "worker idle for callers.");
+          "and counted.");
+ABSL_FLAG(int32_t, shadow_workers, masknet::Server::Options().grpc.service.shadow_workers,
+          "Shadow scoring: threads that run shadow batches alone, at nice value --shadow_nice, so "
+          "that the operating system gives them only the CPU time the callers' threads leave. 0: "
+          "the scoring workers run shadow batches when no caller's batch is ready and another "
+          "worker stays idle (on shared cores a shadow batch then competes with gRPC's threads).");
+ABSL_FLAG(int32_t, shadow_nice, masknet::Server::Options().grpc.service.shadow_nice,
+          "Shadow scoring: the nice value of the shadow workers, in [0, 19] (19: the lowest CPU "
+          "priority; raising it needs no privilege).");
 ABSL_FLAG(bool, data_metrics, masknet::Server::Options().grpc.service.data_metrics,
           "Export, per model version, the histograms of the scores served (masknet_scores) and the "
           "counts of feature values mended or out of range, per field (masknet_input_problems_total); "
@@ -169,6 +176,8 @@ Server::Options ServerOptionsFromFlags() {
   o.grpc.service.shadow_max_queued_candidates = absl::GetFlag(FLAGS_shadow_max_queued_candidates);
   o.grpc.service.shadow_max_delay = absl::GetFlag(FLAGS_shadow_max_delay);
   o.grpc.service.shadow_max_batch_size = absl::GetFlag(FLAGS_shadow_max_batch_size);
+  o.grpc.service.shadow_workers = absl::GetFlag(FLAGS_shadow_workers);
+  o.grpc.service.shadow_nice = absl::GetFlag(FLAGS_shadow_nice);
   o.grpc.service.data_metrics = absl::GetFlag(FLAGS_data_metrics);
   BatchScheduler::QueueOptions& queue = o.grpc.service.queue;
   queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
@@ -201,7 +210,7 @@ std::string NameFlags(absl::string_view message) {
       "max_request_bytes", "max_concurrent_streams", "max_candidates", "max_calls_in_flight", "batch_timeout",
       "max_queued_candidates", "max_queued_bytes", "admit_by_deadline", "deadline_headroom",
       "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period", "shadow_max_queued_candidates",
-      "shadow_max_delay", "shadow_max_batch_size", "capture_dir", "capture_fraction", "capture_max_bytes",
+      "shadow_max_delay", "shadow_max_batch_size", "shadow_workers", "shadow_nice", "capture_dir", "capture_fraction", "capture_max_bytes",
       "capture_file_bytes"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string out;

@@ -24,7 +24,12 @@ using serving::v1::RankRequest;
 using serving::v1::RankResponse;
 
 // The scheduler's options, its internal errors logged.
-BatchScheduler::Options WithErrorLog(BatchScheduler::Options options) {
+// The scheduler's options, with the service's shadow workers as its
+// background workers and errors logged.
+BatchScheduler::Options SchedulerOptions(const RankerService::Options& service) {
+  BatchScheduler::Options options = service.scheduler;
+  options.background_workers = service.shadow_workers;
+  options.background_nice = service.shadow_nice;
   if (!options.on_internal_error) {
     options.on_internal_error = [](absl::string_view message) {
       Log(Severity::kError, message, {{"event", "internal_error"}});
@@ -63,7 +68,14 @@ absl::Status RankerService::Options::Validate() const {
   if (max_calls_in_flight < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_calls_in_flight must be at least 1, got ", max_calls_in_flight));
   }
-  if (absl::Status s = scheduler.Validate(); !s.ok()) return s;
+  if (shadow_workers < 0 || shadow_workers > kMaxShadowWorkers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shadow_workers must be in [0, ", kMaxShadowWorkers, "], got ", shadow_workers));
+  }
+  if (shadow_nice < 0 || shadow_nice > 19) {
+    return absl::InvalidArgumentError(absl::StrCat("shadow_nice must be in [0, 19], got ", shadow_nice));
+  }
+  if (absl::Status s = SchedulerOptions(*this).Validate(); !s.ok()) return s;
   if (absl::Status s = queue.Validate(); !s.ok()) return s;
   if (shadow_max_queued_candidates < 1) {
     return absl::InvalidArgumentError(
@@ -89,8 +101,9 @@ RankerService::RankerService(const ModelRepository* repository, const Options& o
     : repository_(repository),
       options_(options),
       recorder_(std::make_unique<CallRecorder>(options.metrics)),
-      scheduler_(WithErrorLog(options.scheduler)) {
-  for (int i = 0; i < scheduler_.num_workers(); ++i) workers_.push_back(std::make_unique<ScoringWorker>());
+      scheduler_(SchedulerOptions(options)) {
+  const int workers = scheduler_.num_workers() + scheduler_.num_background_workers();
+  for (int i = 0; i < workers; ++i) workers_.push_back(std::make_unique<ScoringWorker>());
 }
 
 RankerService::~RankerService() { Shutdown(); }

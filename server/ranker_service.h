@@ -50,12 +50,20 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // shadow call beyond it is dropped (and counted).
     int64_t shadow_max_queued_candidates = 8192;
     // Most candidates in one shadow batch (and at most the canary's
-    // max_batch_size): how long a caller's batch may wait behind a shadow
-    // batch that started while a worker was idle.
+    // max_batch_size). Without shadow workers: how long a caller's batch
+    // may wait behind a shadow batch that started while a worker was idle.
     int64_t shadow_max_batch_size = 32;
     // How long a shadow call may wait for a free worker before it is
     // dropped (and counted). Primary calls always go first.
     absl::Duration shadow_max_delay = absl::Seconds(1);
+    // Threads that run shadow batches alone (the scheduler's background
+    // workers), at nice value shadow_nice, so that shadow scoring takes the
+    // CPU time the callers' threads leave, even on cores they share. 0:
+    // the scoring workers run shadow batches while another worker is idle.
+    int shadow_workers = 1;
+    static constexpr int kMaxShadowWorkers = BatchScheduler::kMaxWorkers;
+    // Their nice value, in [0, 19] (19: the lowest CPU priority).
+    int shadow_nice = 19;
     static constexpr absl::Duration kMaxShadowDelay = absl::Minutes(1);
     // Where a sample of the calls answered OK is captured; null: nowhere.
     // Must outlive the service.

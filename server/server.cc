@@ -129,7 +129,9 @@ absl::Status Server::Start() {
   const int threads = options_.repository.model.threads;
   const absl::Duration poll = options_.model_poll_interval;
   Log(Severity::kInfo,
-      absl::StrCat(options_.num_workers, " scoring worker(s) x ", threads, " OpenMP thread(s); ", usable_cpus,
+      absl::StrCat(options_.num_workers, " scoring worker(s) x ", threads, " OpenMP thread(s) and ",
+                   options_.grpc.service.shadow_workers, " shadow worker(s) at nice ",
+                   options_.grpc.service.shadow_nice, "; ", usable_cpus,
                    " CPU(s) usable by this process; model root '", options_.repository.root, "' ",
                    poll > absl::ZeroDuration() ? absl::StrCat("scanned every ", absl::FormatDuration(poll))
                                                : std::string("read once"),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <functional>
 #include <new>
@@ -9,6 +10,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -441,6 +446,134 @@ TEST(BatchSchedulerTest, ShutdownDropsQueuedBackgroundTasks) {
   EXPECT_EQ(queues.background_batches.load(), 0);
 }
 
+BatchScheduler::Options WithBackgroundWorkers(int num_workers, int background_workers, int nice) {
+  BatchScheduler::Options o = Workers(num_workers);
+  o.background_workers = background_workers;
+  o.background_nice = nice;
+  return o;
+}
+
+// The nice value of the calling thread.
+int ThreadNice() {
+  errno = 0;
+  return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+}
+
+TEST(BatchSchedulerTest, BackgroundWorkersRunBackgroundBatchesAloneAtTheirNiceValue) {
+  const int process_nice = ThreadNice();
+  if (process_nice >= 19) GTEST_SKIP() << "the test runs at nice " << process_nice << " already";
+  BatchScheduler scheduler(WithBackgroundWorkers(1, 1, 19));
+  ASSERT_EQ(scheduler.num_background_workers(), 1);
+  Gate gate;
+  std::atomic<int> primary_worker{-1}, primary_nice{-100}, background_worker{-1}, background_nice{-100};
+  TestTask blocker(1), shadow(2);
+  auto primary = scheduler.AddQueue(QueueOptions(2), [&](int worker, absl::Span<TaskSlice>) {
+    primary_worker = worker;
+    primary_nice = ThreadNice();
+    gate.Pass();
+    return absl::OkStatus();
+  });
+  auto background = scheduler.AddQueue(Background(2), [&](int worker, absl::Span<TaskSlice>) {
+    background_worker = worker;
+    background_nice = ThreadNice();
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(Drained(*primary));
+  // The only regular worker is busy; the background worker runs the
+  // background task meanwhile, not waiting for it to be idle.
+  ASSERT_TRUE(background->Schedule(&shadow).ok());
+  EXPECT_TRUE(shadow.Wait().ok());
+  EXPECT_FALSE(blocker.done());
+  gate.Open();
+  EXPECT_TRUE(blocker.Wait().ok());
+  EXPECT_EQ(primary_worker.load(), 0);
+  EXPECT_EQ(primary_nice.load(), process_nice);
+  EXPECT_EQ(background_worker.load(), 1);
+  EXPECT_EQ(background_nice.load(), 19);
+}
+
+TEST(BatchSchedulerTest, RegularWorkersLeaveBackgroundQueuesToBackgroundWorkers) {
+  BatchScheduler scheduler(WithBackgroundWorkers(2, 1, 19));
+  Gate gate;
+  std::atomic<int> running_background{0};
+  std::atomic<int> worker_seen{-1};
+  TestTask first(2), second(2);
+  auto background = scheduler.AddQueue(Background(2), [&](int worker, absl::Span<TaskSlice>) {
+    ++running_background;
+    worker_seen = worker;
+    gate.Pass();
+    --running_background;
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(background->Schedule(&first).ok());
+  ASSERT_TRUE(background->Schedule(&second).ok());
+  ASSERT_TRUE(WaitUntil(
+      "a background batch to run", [&] { return running_background.load(); }, [](int n) { return n > 0; }));
+  // Both regular workers are idle, and still the second task waits for the
+  // one background worker.
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(running_background.load(), 1);
+  EXPECT_EQ(background->stats().queued_candidates, 2);
+  EXPECT_EQ(scheduler.idle_workers(), 2);
+  gate.Open();
+  EXPECT_TRUE(first.Wait().ok());
+  EXPECT_TRUE(second.Wait().ok());
+  EXPECT_EQ(worker_seen.load(), 2);
+}
+
+TEST(BatchSchedulerTest, EveryTaskWakesAWorkerOfItsKind) {
+  // Were one wake-up shared by both kinds, a primary task could wake an
+  // idle background worker and wait with every regular worker asleep.
+  BatchScheduler scheduler(WithBackgroundWorkers(1, 3, 19));
+  auto ok = [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); };
+  auto primary = scheduler.AddQueue(QueueOptions(4), ok);
+  auto background = scheduler.AddQueue(Background(4), ok);
+  for (int i = 0; i < 200; ++i) {
+    TestTask call(1), shadow(1);
+    ASSERT_TRUE(primary->Schedule(&call).ok());
+    ASSERT_TRUE(call.Wait().ok()) << "call " << i;
+    ASSERT_TRUE(background->Schedule(&shadow).ok());
+    ASSERT_TRUE(shadow.Wait().ok()) << "shadow call " << i;
+  }
+}
+
+TEST(BatchSchedulerTest, BackgroundWorkersWorkDoesNotCountInAnotherQueuesAdmission) {
+  BatchScheduler scheduler(WithBackgroundWorkers(1, 1, 19));
+  Gate gate;
+  TestTask warmup(4), shadow_warmup(4), shadow(40);
+  std::atomic<bool> gated{false};
+  auto processor = [&](int, absl::Span<TaskSlice>) {
+    if (gated) gate.Pass();
+    absl::SleepFor(absl::Milliseconds(20));  // >= 5 ms per candidate
+    return absl::OkStatus();
+  };
+  auto primary = scheduler.AddQueue(QueueOptions(4), [](int, absl::Span<TaskSlice>) {
+    absl::SleepFor(absl::Milliseconds(20));
+    return absl::OkStatus();
+  });
+  auto background = scheduler.AddQueue(Background(40), processor);
+  ASSERT_TRUE(primary->Schedule(&warmup).ok());
+  ASSERT_TRUE(background->Schedule(&shadow_warmup).ok());
+  ASSERT_TRUE(warmup.Wait().ok());
+  ASSERT_TRUE(shadow_warmup.Wait().ok());  // both queues know their cost
+  gated = true;
+  ASSERT_TRUE(background->Schedule(&shadow).ok());
+  ASSERT_TRUE(WaitUntil(
+      "the background batch to run", [&] { return background->stats().running_candidates; },
+      [](int64_t n) { return n == 40; }));
+  // 200 ms of background work is running, on a worker of its own: a call
+  // with 100 ms to its deadline is admitted.
+  TestTask hurried(1, absl::Now() + absl::Milliseconds(100));
+  const absl::Status s = primary->Schedule(&hurried);
+  EXPECT_TRUE(s.ok()) << s;
+  if (s.ok()) {
+    EXPECT_TRUE(hurried.Wait().ok());
+  }
+  gate.Open();
+  EXPECT_TRUE(shadow.Wait().ok());
+}
+
 TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
   BatchScheduler scheduler(Workers(1));
   Gate gate;
@@ -744,6 +877,12 @@ TEST(BatchSchedulerTest, OptionsOutOfBoundsAreRefusedNamingTheOption) {
   EXPECT_TRUE(BatchScheduler::QueueOptions().Validate().ok());
   EXPECT_THAT(std::string(Workers(0).Validate().message()), HasSubstr("num_workers must be in [1, 1024], got 0"));
   EXPECT_THAT(std::string(Workers(1025).Validate().message()), HasSubstr("num_workers must be in [1, 1024]"));
+  EXPECT_THAT(std::string(WithBackgroundWorkers(1, -1, 19).Validate().message()),
+              HasSubstr("background_workers must be in [0, 1024], got -1"));
+  EXPECT_THAT(std::string(WithBackgroundWorkers(1, 1, 20).Validate().message()),
+              HasSubstr("background_nice must be in [0, 19], got 20"));
+  EXPECT_THAT(std::string(WithBackgroundWorkers(1, 1, -1).Validate().message()),
+              HasSubstr("background_nice must be in [0, 19], got -1"));
   struct Case {
     std::function<void(BatchScheduler::QueueOptions&)> change;
     std::string error;
