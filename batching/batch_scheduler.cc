@@ -7,6 +7,8 @@
 #include <utility>
 
 #if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -68,9 +70,6 @@ absl::Status BatchScheduler::Options::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("background_workers must be in [0, ", kMaxWorkers, "], got ", background_workers));
   }
-  if (background_nice < 0 || background_nice > 19) {
-    return absl::InvalidArgumentError(absl::StrCat("background_nice must be in [0, 19], got ", background_nice));
-  }
   return absl::OkStatus();
 }
 
@@ -98,8 +97,7 @@ absl::Status BatchScheduler::QueueOptions::Validate() const {
 BatchScheduler::BatchScheduler(const Options& options)
     : on_internal_error_(options.on_internal_error),
       num_workers_(options.num_workers),
-      num_background_workers_(options.background_workers),
-      background_nice_(options.background_nice) {
+      num_background_workers_(options.background_workers) {
   const int threads = num_workers_ + num_background_workers_;
   workers_.reserve(threads);
   for (int i = 0; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
@@ -381,14 +379,21 @@ bool BatchScheduler::FillBatch(absl::Time now, Queue* q, Batch* batch,
 
 void BatchScheduler::LowerPriority() {
 #if defined(__linux__)
+  sched_param param{};
+  param.sched_priority = 0;
+  const int refused = pthread_setschedparam(pthread_self(), SCHED_IDLE, &param);
+  if (refused == 0) return;
   // PRIO_PROCESS with a thread id sets that thread's nice value alone.
-  const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
-  errno = 0;
-  const int inherited = getpriority(PRIO_PROCESS, tid);
-  if (errno == 0 && inherited >= background_nice_) return;  // already as low (lowering it back needs privilege)
-  if (setpriority(PRIO_PROCESS, tid, background_nice_) != 0 && on_internal_error_) {
-    on_internal_error_(absl::StrCat("a background worker could not set its nice value to ", background_nice_,
-                                    " (it runs at the regular workers' priority): ", std::strerror(errno)));
+  constexpr int kLowestNice = 19;
+  const int nice_refused =
+      setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kLowestNice) == 0 ? 0 : errno;
+  if (on_internal_error_) {
+    on_internal_error_(absl::StrCat("a background worker could not take the SCHED_IDLE policy (",
+                                    std::strerror(refused), "); ",
+                                    nice_refused == 0 ? "it runs at nice 19, and can take time from the other "
+                                                        "threads on a waking thread's first few milliseconds"
+                                                      : absl::StrCat("nor nice 19 (", std::strerror(nice_refused),
+                                                                     "): it runs at the others' priority")));
   }
 #endif
 }

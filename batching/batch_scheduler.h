@@ -24,9 +24,9 @@
 // idle for the others; its queued work does not count in the others'
 // admission. Its tasks' deadlines drop them when the others leave it no
 // time. Or the scheduler keeps background workers (Options::
-// background_workers): threads of their own, at a low CPU priority, that
-// run background batches alone, so that the operating system gives them
-// only the CPU time every other thread leaves.
+// background_workers): threads of their own, at the lowest CPU priority
+// (Linux's SCHED_IDLE), that run background batches alone, so that the
+// kernel gives them only the CPU time every other thread leaves.
 //
 // Queues are bounded in candidates and in bytes. Schedule refuses, with
 // RESOURCE_EXHAUSTED, a task that does not fit, or that the work queued
@@ -147,18 +147,17 @@ class BatchScheduler {
     // Worker threads, each running one batch at a time. At least 1.
     int num_workers = 1;
     // Background workers: threads that run background queues' batches,
-    // and nothing else, at the nice value background_nice; the regular
-    // workers then leave background queues to them. Where the cores are
-    // shared with other threads (the server's network threads, a regular
-    // worker), the operating system runs a background batch on the time
-    // they leave, not on theirs. In [0, kMaxWorkers]; 0: the regular
-    // workers run background batches too (see QueueOptions::background).
+    // and nothing else; the regular workers then leave background queues
+    // to them. They run under SCHED_IDLE (Linux; no privilege needed), for
+    // their lifetime: the kernel runs them only on a core no other thread
+    // wants, and a waking thread of any other policy preempts them at
+    // once, so a background batch takes no time from the regular workers
+    // or from other threads sharing the cores (a server's network
+    // threads). Where SCHED_IDLE is refused they take nice 19 instead, and
+    // Options::on_internal_error is told. In [0, kMaxWorkers]; 0: the
+    // regular workers run background batches too (see
+    // QueueOptions::background).
     int background_workers = 0;
-    // The nice value of background workers (on Linux, per thread): in
-    // [0, 19], 19 the lowest priority (a process already running at a
-    // higher one keeps it). Raising a thread's nice value needs no
-    // privilege; they stay at it for their lifetime.
-    int background_nice = 19;
     // Told of a failure the library can only report, never return: a task's
     // Done that threw (the task is finished regardless). Called on the
     // thread that finished the task (a worker's, or one calling Cancel),
@@ -259,7 +258,7 @@ class BatchScheduler {
   BatchQueueStats QueueStats(const batching_internal::Queue* queue) const ABSL_LOCKS_EXCLUDED(mu_);
 
   void WorkerLoop(int worker) ABSL_LOCKS_EXCLUDED(mu_);
-  // Sets the calling background worker's nice value.
+  // Puts the calling background worker under SCHED_IDLE (or nice 19).
   void LowerPriority();
   // Fills `batch` from the next ready queue after the cursor that worker
   // kind `background_worker` runs. Tasks found expired are appended to
@@ -299,7 +298,6 @@ class BatchScheduler {
   // Set before the workers start (they read them), unlike workers_.size().
   const int num_workers_;
   const int num_background_workers_;
-  const int background_nice_;
   std::vector<std::thread> workers_;
   std::once_flag joined_;
 };

@@ -119,10 +119,14 @@ std::optional<int> CgroupCpuLimit(const FileReader& read) {
   return limit;
 }
 
-int UsableCpus() {
-  int cpus = 1;
+int AffinityCpus() {
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+int UsableCpus() {
+  int cpus = AffinityCpus();
   const FileReader read = [](const std::string& path) -> std::optional<std::string> {
     std::ifstream in(path);
     if (!in) return std::nullopt;

@@ -17,6 +17,9 @@ using FileReader = std::function<std::optional<std::string>(const std::string& p
 // cgroup files (tests pass a fake file system).
 std::optional<int> CgroupCpuLimit(const FileReader& read);
 
+// The CPUs in this process's affinity mask. At least 1.
+int AffinityCpus();
+
 // The CPUs this process may use: its affinity mask, capped by its cgroups'
 // CPU quota. At least 1.
 int UsableCpus();

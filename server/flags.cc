@@ -78,14 +78,13 @@ ABSL_FLAG(int64_t, shadow_max_batch_size, masknet::Server::Options().grpc.servic
 ABSL_FLAG(absl::Duration, shadow_max_delay, masknet::Server::Options().grpc.service.shadow_max_delay,
           "Shadow scoring: how long a shadow call may wait for a free worker before it is dropped "
           "and counted.");
-ABSL_FLAG(int32_t, shadow_workers, masknet::Server::Options().grpc.service.shadow_workers,
-          "Shadow scoring: threads that run shadow batches alone, at nice value --shadow_nice, so "
-          "that the operating system gives them only the CPU time the callers' threads leave. 0: "
-          "the scoring workers run shadow batches when no caller's batch is ready and another "
-          "worker stays idle (on shared cores a shadow batch then competes with gRPC's threads).");
-ABSL_FLAG(int32_t, shadow_nice, masknet::Server::Options().grpc.service.shadow_nice,
-          "Shadow scoring: the nice value of the shadow workers, in [0, 19] (19: the lowest CPU "
-          "priority; raising it needs no privilege).");
+ABSL_FLAG(int32_t, shadow_workers, masknet::Server::Options().shadow_workers,
+          "Shadow scoring: threads that run shadow batches alone, under SCHED_IDLE, so that the "
+          "kernel gives them only the CPU time the callers' threads leave. 0: the scoring workers "
+          "run shadow batches when no caller's batch is ready and another worker stays idle (a "
+          "shadow batch then competes with gRPC's threads for the cores). -1: 1, or 0 where a "
+          "cgroup CPU quota is below the CPUs this process may run on (an idle-priority thread's "
+          "time counts against the quota).");
 ABSL_FLAG(bool, data_metrics, masknet::Server::Options().grpc.service.data_metrics,
           "Export, per model version, the histograms of the scores served (masknet_scores) and the "
           "counts of feature values mended or out of range, per field (masknet_input_problems_total); "
@@ -176,8 +175,7 @@ Server::Options ServerOptionsFromFlags() {
   o.grpc.service.shadow_max_queued_candidates = absl::GetFlag(FLAGS_shadow_max_queued_candidates);
   o.grpc.service.shadow_max_delay = absl::GetFlag(FLAGS_shadow_max_delay);
   o.grpc.service.shadow_max_batch_size = absl::GetFlag(FLAGS_shadow_max_batch_size);
-  o.grpc.service.shadow_workers = absl::GetFlag(FLAGS_shadow_workers);
-  o.grpc.service.shadow_nice = absl::GetFlag(FLAGS_shadow_nice);
+  o.shadow_workers = absl::GetFlag(FLAGS_shadow_workers);
   o.grpc.service.data_metrics = absl::GetFlag(FLAGS_data_metrics);
   BatchScheduler::QueueOptions& queue = o.grpc.service.queue;
   queue.batch_timeout = absl::GetFlag(FLAGS_batch_timeout);
@@ -210,7 +208,7 @@ std::string NameFlags(absl::string_view message) {
       "max_request_bytes", "max_concurrent_streams", "max_candidates", "max_calls_in_flight", "batch_timeout",
       "max_queued_candidates", "max_queued_bytes", "admit_by_deadline", "deadline_headroom",
       "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period", "shadow_max_queued_candidates",
-      "shadow_max_delay", "shadow_max_batch_size", "shadow_workers", "shadow_nice", "capture_dir", "capture_fraction", "capture_max_bytes",
+      "shadow_max_delay", "shadow_max_batch_size", "shadow_workers", "capture_dir", "capture_fraction", "capture_max_bytes",
       "capture_file_bytes"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string out;

@@ -29,7 +29,6 @@ using serving::v1::RankResponse;
 BatchScheduler::Options SchedulerOptions(const RankerService::Options& service) {
   BatchScheduler::Options options = service.scheduler;
   options.background_workers = service.shadow_workers;
-  options.background_nice = service.shadow_nice;
   if (!options.on_internal_error) {
     options.on_internal_error = [](absl::string_view message) {
       Log(Severity::kError, message, {{"event", "internal_error"}});
@@ -71,9 +70,6 @@ absl::Status RankerService::Options::Validate() const {
   if (shadow_workers < 0 || shadow_workers > kMaxShadowWorkers) {
     return absl::InvalidArgumentError(
         absl::StrCat("shadow_workers must be in [0, ", kMaxShadowWorkers, "], got ", shadow_workers));
-  }
-  if (shadow_nice < 0 || shadow_nice > 19) {
-    return absl::InvalidArgumentError(absl::StrCat("shadow_nice must be in [0, 19], got ", shadow_nice));
   }
   if (absl::Status s = SchedulerOptions(*this).Validate(); !s.ok()) return s;
   if (absl::Status s = queue.Validate(); !s.ok()) return s;

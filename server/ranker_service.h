@@ -57,13 +57,11 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // dropped (and counted). Primary calls always go first.
     absl::Duration shadow_max_delay = absl::Seconds(1);
     // Threads that run shadow batches alone (the scheduler's background
-    // workers), at nice value shadow_nice, so that shadow scoring takes the
-    // CPU time the callers' threads leave, even on cores they share. 0:
-    // the scoring workers run shadow batches while another worker is idle.
+    // workers, under SCHED_IDLE), so that shadow scoring takes only the CPU
+    // time the callers' threads leave, even on cores they share. 0: the
+    // scoring workers run shadow batches while another worker is idle.
     int shadow_workers = 1;
     static constexpr int kMaxShadowWorkers = BatchScheduler::kMaxWorkers;
-    // Their nice value, in [0, 19] (19: the lowest CPU priority).
-    int shadow_nice = 19;
     static constexpr absl::Duration kMaxShadowDelay = absl::Minutes(1);
     // Where a sample of the calls answered OK is captured; null: nowhere.
     // Must outlive the service.

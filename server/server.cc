@@ -107,8 +107,14 @@ absl::Status Server::Options::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("num_workers must be in [0, ", BatchScheduler::kMaxWorkers, "], got ", num_workers));
   }
+  if (shadow_workers < -1 || shadow_workers > RankerService::Options::kMaxShadowWorkers) {
+    return absl::InvalidArgumentError(absl::StrCat("shadow_workers must be in [-1, ",
+                                                   RankerService::Options::kMaxShadowWorkers, "], got ",
+                                                   shadow_workers));
+  }
   GrpcServer::Options resolved = grpc;  // as Create will set it
   resolved.service.scheduler.num_workers = std::max(1, num_workers);
+  resolved.service.shadow_workers = std::max(0, shadow_workers);
   return resolved.Validate();
 }
 
@@ -120,6 +126,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
   options.grpc.address = absl::StrCat(options.host, ":", options.port);
   if (options.num_workers == 0) options.num_workers = std::max(1, UsableCpus() / options.repository.model.threads);
   options.grpc.service.scheduler.num_workers = options.num_workers;
+  if (options.shadow_workers < 0) options.shadow_workers = UsableCpus() < AffinityCpus() ? 0 : 1;
+  options.grpc.service.shadow_workers = options.shadow_workers;
   options.repository.allow_empty = options.model_poll_interval > absl::ZeroDuration();
   return std::unique_ptr<Server>(new Server(std::move(options)));
 }
@@ -130,8 +138,7 @@ absl::Status Server::Start() {
   const absl::Duration poll = options_.model_poll_interval;
   Log(Severity::kInfo,
       absl::StrCat(options_.num_workers, " scoring worker(s) x ", threads, " OpenMP thread(s) and ",
-                   options_.grpc.service.shadow_workers, " shadow worker(s) at nice ",
-                   options_.grpc.service.shadow_nice, "; ", usable_cpus,
+                   options_.shadow_workers, " shadow worker(s) (SCHED_IDLE); ", usable_cpus,
                    " CPU(s) usable by this process; model root '", options_.repository.root, "' ",
                    poll > absl::ZeroDuration() ? absl::StrCat("scanned every ", absl::FormatDuration(poll))
                                                : std::string("read once"),

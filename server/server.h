@@ -64,9 +64,15 @@ class Server {
     // Scoring workers, shared by every model; 0: the CPUs this process may
     // use divided by repository.model.threads.
     int num_workers = 0;
+    // Shadow workers (RankerService::Options::shadow_workers); -1: 1, or 0
+    // where a cgroup CPU quota is below the CPUs this process may run on
+    // (a SCHED_IDLE thread's time counts against the quota, and could get
+    // the callers' threads throttled).
+    int shadow_workers = -1;
     // The gRPC server and the Ranker service. The server sets address
     // (host:port), credentials (tls), service.scheduler.num_workers
-    // (num_workers) and service.metrics.
+    // (num_workers), service.shadow_workers (shadow_workers) and
+    // service.metrics.
     GrpcServer::Options grpc;
     MemoryReleaser::Options memory;
     // Capture of a sample of calls to files (capture.dir empty: none).
@@ -130,7 +136,7 @@ class Server {
   // Writes options_.ports_file (if set).
   absl::Status WritePortsFile() const;
 
-  const Options options_;  // resolved: num_workers > 0, credentials made
+  const Options options_;  // resolved: num_workers > 0, shadow_workers >= 0, credentials made
   ServerMetrics metrics_;
   std::unique_ptr<HttpEndpoint> http_;
   std::unique_ptr<ModelRepository> repository_;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cmath>
 #include <functional>
 #include <new>
@@ -11,9 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -446,36 +444,40 @@ TEST(BatchSchedulerTest, ShutdownDropsQueuedBackgroundTasks) {
   EXPECT_EQ(queues.background_batches.load(), 0);
 }
 
-BatchScheduler::Options WithBackgroundWorkers(int num_workers, int background_workers, int nice) {
+BatchScheduler::Options WithBackgroundWorkers(int num_workers, int background_workers) {
   BatchScheduler::Options o = Workers(num_workers);
   o.background_workers = background_workers;
-  o.background_nice = nice;
   return o;
 }
 
-// The nice value of the calling thread.
-int ThreadNice() {
-  errno = 0;
-  return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+// The scheduling policy of the calling thread.
+int ThreadPolicy() {
+  int policy = -1;
+  sched_param param{};
+  if (pthread_getschedparam(pthread_self(), &policy, &param) != 0) return -1;
+  return policy;
 }
 
-TEST(BatchSchedulerTest, BackgroundWorkersRunBackgroundBatchesAloneAtTheirNiceValue) {
-  const int process_nice = ThreadNice();
-  if (process_nice >= 19) GTEST_SKIP() << "the test runs at nice " << process_nice << " already";
-  BatchScheduler scheduler(WithBackgroundWorkers(1, 1, 19));
+TEST(BatchSchedulerTest, BackgroundWorkersRunBackgroundBatchesAloneUnderSchedIdle) {
+  const int process_policy = ThreadPolicy();
+  ASSERT_NE(process_policy, SCHED_IDLE) << "the test runs under SCHED_IDLE already";
+  std::vector<std::string> errors;
+  BatchScheduler::Options options = WithBackgroundWorkers(1, 1);
+  options.on_internal_error = [&](absl::string_view e) { errors.emplace_back(e); };
+  BatchScheduler scheduler(options);
   ASSERT_EQ(scheduler.num_background_workers(), 1);
   Gate gate;
-  std::atomic<int> primary_worker{-1}, primary_nice{-100}, background_worker{-1}, background_nice{-100};
+  std::atomic<int> primary_worker{-1}, primary_policy{-100}, background_worker{-1}, background_policy{-100};
   TestTask blocker(1), shadow(2);
   auto primary = scheduler.AddQueue(QueueOptions(2), [&](int worker, absl::Span<TaskSlice>) {
     primary_worker = worker;
-    primary_nice = ThreadNice();
+    primary_policy = ThreadPolicy();
     gate.Pass();
     return absl::OkStatus();
   });
   auto background = scheduler.AddQueue(Background(2), [&](int worker, absl::Span<TaskSlice>) {
     background_worker = worker;
-    background_nice = ThreadNice();
+    background_policy = ThreadPolicy();
     return absl::OkStatus();
   });
   ASSERT_TRUE(primary->Schedule(&blocker).ok());
@@ -488,13 +490,14 @@ TEST(BatchSchedulerTest, BackgroundWorkersRunBackgroundBatchesAloneAtTheirNiceVa
   gate.Open();
   EXPECT_TRUE(blocker.Wait().ok());
   EXPECT_EQ(primary_worker.load(), 0);
-  EXPECT_EQ(primary_nice.load(), process_nice);
+  EXPECT_EQ(primary_policy.load(), process_policy);
   EXPECT_EQ(background_worker.load(), 1);
-  EXPECT_EQ(background_nice.load(), 19);
+  EXPECT_EQ(background_policy.load(), SCHED_IDLE);
+  EXPECT_THAT(errors, ::testing::IsEmpty());
 }
 
 TEST(BatchSchedulerTest, RegularWorkersLeaveBackgroundQueuesToBackgroundWorkers) {
-  BatchScheduler scheduler(WithBackgroundWorkers(2, 1, 19));
+  BatchScheduler scheduler(WithBackgroundWorkers(2, 1));
   Gate gate;
   std::atomic<int> running_background{0};
   std::atomic<int> worker_seen{-1};
@@ -525,7 +528,7 @@ TEST(BatchSchedulerTest, RegularWorkersLeaveBackgroundQueuesToBackgroundWorkers)
 TEST(BatchSchedulerTest, EveryTaskWakesAWorkerOfItsKind) {
   // Were one wake-up shared by both kinds, a primary task could wake an
   // idle background worker and wait with every regular worker asleep.
-  BatchScheduler scheduler(WithBackgroundWorkers(1, 3, 19));
+  BatchScheduler scheduler(WithBackgroundWorkers(1, 3));
   auto ok = [](int, absl::Span<TaskSlice>) { return absl::OkStatus(); };
   auto primary = scheduler.AddQueue(QueueOptions(4), ok);
   auto background = scheduler.AddQueue(Background(4), ok);
@@ -539,7 +542,7 @@ TEST(BatchSchedulerTest, EveryTaskWakesAWorkerOfItsKind) {
 }
 
 TEST(BatchSchedulerTest, BackgroundWorkersWorkDoesNotCountInAnotherQueuesAdmission) {
-  BatchScheduler scheduler(WithBackgroundWorkers(1, 1, 19));
+  BatchScheduler scheduler(WithBackgroundWorkers(1, 1));
   Gate gate;
   TestTask warmup(4), shadow_warmup(4), shadow(40);
   std::atomic<bool> gated{false};
@@ -877,12 +880,10 @@ TEST(BatchSchedulerTest, OptionsOutOfBoundsAreRefusedNamingTheOption) {
   EXPECT_TRUE(BatchScheduler::QueueOptions().Validate().ok());
   EXPECT_THAT(std::string(Workers(0).Validate().message()), HasSubstr("num_workers must be in [1, 1024], got 0"));
   EXPECT_THAT(std::string(Workers(1025).Validate().message()), HasSubstr("num_workers must be in [1, 1024]"));
-  EXPECT_THAT(std::string(WithBackgroundWorkers(1, -1, 19).Validate().message()),
+  EXPECT_THAT(std::string(WithBackgroundWorkers(1, -1).Validate().message()),
               HasSubstr("background_workers must be in [0, 1024], got -1"));
-  EXPECT_THAT(std::string(WithBackgroundWorkers(1, 1, 20).Validate().message()),
-              HasSubstr("background_nice must be in [0, 19], got 20"));
-  EXPECT_THAT(std::string(WithBackgroundWorkers(1, 1, -1).Validate().message()),
-              HasSubstr("background_nice must be in [0, 19], got -1"));
+  EXPECT_THAT(std::string(WithBackgroundWorkers(1, 1025).Validate().message()),
+              HasSubstr("background_workers must be in [0, 1024], got 1025"));
   struct Case {
     std::function<void(BatchScheduler::QueueOptions&)> change;
     std::string error;

@@ -61,12 +61,9 @@ TEST(StatusFromExceptionsTest, TurnsWhatWouldEndTheProcessIntoAnError) {
   EXPECT_EQ(StatusFromExceptions("x", [] { return absl::NotFoundError("kept"); }), absl::NotFoundError("kept"));
 }
 
-TEST(GrpcServerOptionsTest, ShadowWorkersAndTheirNiceValueAreChecked) {
+TEST(GrpcServerOptionsTest, ShadowWorkersAreChecked) {
   GrpcServer::Options options;
   EXPECT_TRUE(options.Validate().ok());
-  options.service.shadow_nice = 20;
-  EXPECT_THAT(std::string(options.Validate().message()), HasSubstr("shadow_nice must be in [0, 19], got 20"));
-  options.service.shadow_nice = 0;
   options.service.shadow_workers = -1;
   EXPECT_THAT(std::string(options.Validate().message()), HasSubstr("shadow_workers must be in [0, 1024], got -1"));
   options.service.shadow_workers = 0;
