@@ -429,8 +429,11 @@ void BatchScheduler::WorkerLoop(int worker) {
           break;
         }
         if (!finished.empty()) break;
-        if (stopping_ && std::all_of(queues_.begin(), queues_.end(),
-                                     [](const Queue* q) { return q->tasks.empty(); })) {
+        // A background worker waits only for the queues it runs (nothing
+        // wakes it when the others empty).
+        if (stopping_ && std::all_of(queues_.begin(), queues_.end(), [&](const Queue* q) {
+              return q->tasks.empty() || (background_worker && !q->options.background);
+            })) {
           return;
         }
         if (background_worker) {

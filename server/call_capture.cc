@@ -62,11 +62,14 @@ CallCapture::~CallCapture() {
   if (!stopped()) (void)CompleteFile();
 }
 
-bool CallCapture::Sample() const {
-  if (options_.fraction >= 1) return true;
+bool Sampled(double fraction) {
+  if (fraction >= 1) return true;
+  if (fraction <= 0) return false;
   thread_local absl::BitGen random;
-  return absl::Bernoulli(random, options_.fraction);
+  return absl::Bernoulli(random, fraction);
 }
+
+bool CallCapture::Sample() const { return Sampled(options_.fraction); }
 
 void CallCapture::Add(std::string record) {
   const int64_t size = static_cast<int64_t>(record.size());

@@ -32,6 +32,11 @@
 
 namespace masknet {
 
+// Whether to take one event of many, each with probability `fraction`
+// (>= 1: always; <= 0: never). Thread-safe: one generator per thread. The
+// sampling of calls for capture and for shadow scoring.
+bool Sampled(double fraction);
+
 class CallCapture {
  public:
   // Largest capture_file_bytes: readers hold a file in memory, and protobuf

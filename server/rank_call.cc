@@ -260,13 +260,15 @@ absl::Status ScoreBatch(const MaskNetModel& model, VersionMetrics* metrics, Scor
   }
   if (batch.size() == 1) return status;
   // One call's values overflowed: score each call's slice alone, so that
-  // only the calls at fault fail (and only theirs leave the input counts).
+  // only the calls at fault fail (and only theirs leave the input counts
+  // and the scores served).
   InputCounts slice_counts, batch_counts;
   for (size_t i = 0; i < batch.size(); ++i) {
     TaskSlice& s = batch[i];
-    status = model.Run(absl::MakeConstSpan(&worker.slices[i], 1), worker.workspace,
-                       absl::MakeSpan(static_cast<ScoredTask*>(s.task)->scores(s.begin), s.size() * num_tasks),
+    const absl::Span<float> scores(static_cast<ScoredTask*>(s.task)->scores(s.begin), s.size() * num_tasks);
+    status = model.Run(absl::MakeConstSpan(&worker.slices[i], 1), worker.workspace, scores,
                        counts != nullptr ? &slice_counts : nullptr);
+    if (status.ok() && metrics != nullptr) metrics->ObserveScores(scores);
     if (status.ok() && counts != nullptr) {
       batch_counts.resize(slice_counts.size(), 0);
       for (size_t k = 0; k < slice_counts.size(); ++k) batch_counts[k] += slice_counts[k];

@@ -5,13 +5,12 @@
 #include <utility>
 #include <vector>
 
-#include "absl/random/distributions.h"
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "absl/time/clock.h"
 #include "server/logging.h"
 #include "server/model_info.h"
+#include "server/call_capture.h"
 #include "server/rank_call.h"
 #include "server/request_parser.h"
 #include "server/status_conversion.h"
@@ -35,13 +34,6 @@ BatchScheduler::Options SchedulerOptions(const RankerService::Options& service) 
     };
   }
   return options;
-}
-
-// Whether a call is sampled, with probability `fraction`.
-bool Sampled(double fraction) {
-  if (fraction >= 1) return true;
-  thread_local absl::BitGen random;
-  return absl::Bernoulli(random, fraction);
 }
 
 // Whether two models read requests the same way: the same fields, in the

@@ -541,6 +541,33 @@ TEST(BatchSchedulerTest, EveryTaskWakesAWorkerOfItsKind) {
   }
 }
 
+TEST(BatchSchedulerTest, ShutdownWithCallsStillQueuedStopsTheBackgroundWorkersToo) {
+  BatchScheduler scheduler(WithBackgroundWorkers(1, 1));
+  GatedAndBackground queues(scheduler, 1);
+  TestTask blocker(1), queued(1), shadow(2);
+  ASSERT_TRUE(queues.primary->Schedule(&blocker).ok());
+  ASSERT_TRUE(Drained(*queues.primary));
+  ASSERT_TRUE(queues.primary->Schedule(&queued).ok());
+  ASSERT_TRUE(queues.background->Schedule(&shadow).ok());
+  EXPECT_TRUE(shadow.Wait().ok());
+  absl::Notification stopped;
+  std::thread stopper([&] {
+    scheduler.Shutdown();
+    stopped.Notify();
+  });
+  // The shutdown waits for the queued call, which waits for the gate; the
+  // background worker, idle, has nothing to wait for.
+  TestTask probe(5000);
+  EXPECT_TRUE(WaitUntil(
+      "the shutdown to begin", [&] { return queues.primary->Schedule(&probe).code(); },
+      [](absl::StatusCode code) { return code == absl::StatusCode::kUnavailable; }));
+  queues.gate.Open();
+  EXPECT_TRUE(blocker.Wait().ok());
+  EXPECT_TRUE(queued.Wait().ok());
+  EXPECT_TRUE(stopped.WaitForNotificationWithTimeout(kWaitTimeout)) << "Shutdown did not return";
+  stopper.join();
+}
+
 TEST(BatchSchedulerTest, BackgroundWorkersWorkDoesNotCountInAnotherQueuesAdmission) {
   BatchScheduler scheduler(WithBackgroundWorkers(1, 1));
   Gate gate;
