@@ -97,7 +97,9 @@ class DeployTest(unittest.TestCase):
     def setUpClass(cls):
         cls.help = server_help(ARGS.server)
         cls.root = rollout_root(ARGS.model_root)
-        cls.server = Server(container()["args"], cls.root)
+        # The shadow worker runs under SCHED_IDLE: with other tests keeping the cores busy it may wait seconds
+        # for one, and the one shadow call must not be dropped for that.
+        cls.server = Server(container()["args"] + ["--shadow_max_delay=1m"], cls.root)
         # One Rank call, so that per-call series exist, and its shadow.
         subprocess.run([ARGS.client, f"--target=127.0.0.1:{cls.server.grpc_port}", "--candidates=2"],
                        check=True, capture_output=True)

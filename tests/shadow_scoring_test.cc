@@ -67,6 +67,10 @@ class ShadowScoringTest : public ::testing::Test {
 
   GrpcServer::Options WithMetrics(GrpcServer::Options options = {}) {
     options.service.metrics = &metrics_;
+    // The shadow worker runs under SCHED_IDLE: while other tests keep every
+    // core busy it may wait seconds for one, and a shadow call must not be
+    // dropped for that (a test that wants drops sets its own delay).
+    options.service.shadow_max_delay = RankerService::Options::kMaxShadowDelay;
     return options;
   }
 
