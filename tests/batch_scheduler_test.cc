@@ -460,7 +460,7 @@ int ThreadPolicy() {
 
 TEST(BatchSchedulerTest, BackgroundWorkersRunBackgroundBatchesAloneUnderSchedIdle) {
   const int process_policy = ThreadPolicy();
-  ASSERT_NE(process_policy, SCHED_IDLE) << "the test runs under SCHED_IDLE already";
+  if (process_policy == SCHED_IDLE) GTEST_SKIP() << "the test runs under SCHED_IDLE already (chrt -i)";
   std::vector<std::string> errors;
   BatchScheduler::Options options = WithBackgroundWorkers(1, 1);
   options.on_internal_error = [&](absl::string_view e) { errors.emplace_back(e); };
