@@ -176,7 +176,7 @@ double BatchScheduler::QueuedSeconds() const {
   double seconds = 0;
   for (const Queue* q : queues_) {
     // A background worker's batch holds no regular worker.
-    if (q->options.background && num_background_workers_ > 0) continue;
+    if (q->options.background && dedicated_background()) continue;
     // A running batch is, on average, half done. A background queue's
     // queued work runs after everyone else's.
     const double queued = q->options.background ? 0 : static_cast<double>(q->queued_candidates);
@@ -232,7 +232,7 @@ absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
   queue->queued_candidates += size;
   queue->queued_bytes += bytes;
   ++queue->active_tasks;
-  (o.background && num_background_workers_ > 0 ? background_work_ : work_).Signal();
+  (o.background && dedicated_background() ? background_work_ : work_).Signal();
   return absl::OkStatus();
 }
 
@@ -280,7 +280,7 @@ bool BatchScheduler::TakeBatch(absl::Time now, bool background_worker, Batch* ba
                                std::vector<std::pair<BatchTask*, absl::Status>>* finished,
                                absl::Time* wake) {
   const size_t n = queues_.size();
-  const bool dedicated = num_background_workers_ > 0;
+  const bool dedicated = dedicated_background();
   // Background tasks past their deadline leave at every pass, even while
   // the other queues keep every worker busy; at shutdown, all of them do.
   // (Only the workers that run them wake for their deadlines.)

@@ -258,6 +258,8 @@ class BatchScheduler {
   BatchQueueStats QueueStats(const batching_internal::Queue* queue) const ABSL_LOCKS_EXCLUDED(mu_);
 
   void WorkerLoop(int worker) ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether background queues are left to background workers.
+  bool dedicated_background() const { return num_background_workers_ > 0; }
   // Puts the calling background worker under SCHED_IDLE (or nice 19).
   void LowerPriority();
   // Fills `batch` from the next ready queue after the cursor that worker

@@ -208,8 +208,8 @@ std::string NameFlags(absl::string_view message) {
       "max_request_bytes", "max_concurrent_streams", "max_candidates", "max_calls_in_flight", "batch_timeout",
       "max_queued_candidates", "max_queued_bytes", "admit_by_deadline", "deadline_headroom",
       "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period", "shadow_max_queued_candidates",
-      "shadow_max_delay", "shadow_max_batch_size", "shadow_workers", "capture_dir", "capture_fraction", "capture_max_bytes",
-      "capture_file_bytes"};
+      "shadow_max_delay", "shadow_max_batch_size", "shadow_workers", "capture_dir", "capture_fraction",
+      "capture_max_bytes", "capture_file_bytes"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string out;
   size_t i = 0;

@@ -8,9 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "absl/time/clock.h"
+#include "server/call_capture.h"
 #include "server/logging.h"
 #include "server/model_info.h"
-#include "server/call_capture.h"
 #include "server/rank_call.h"
 #include "server/request_parser.h"
 #include "server/status_conversion.h"
@@ -22,7 +22,6 @@ namespace {
 using serving::v1::RankRequest;
 using serving::v1::RankResponse;
 
-// The scheduler's options, its internal errors logged.
 // The scheduler's options, with the service's shadow workers as its
 // background workers and errors logged.
 BatchScheduler::Options SchedulerOptions(const RankerService::Options& service) {

@@ -124,9 +124,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
   if (!credentials.ok()) return credentials.status();
   options.grpc.credentials = *std::move(credentials);
   options.grpc.address = absl::StrCat(options.host, ":", options.port);
-  if (options.num_workers == 0) options.num_workers = std::max(1, UsableCpus() / options.repository.model.threads);
+  const int usable_cpus = UsableCpus();  // reads the cgroup files once
+  if (options.num_workers == 0) options.num_workers = std::max(1, usable_cpus / options.repository.model.threads);
   options.grpc.service.scheduler.num_workers = options.num_workers;
-  if (options.shadow_workers < 0) options.shadow_workers = UsableCpus() < AffinityCpus() ? 0 : 1;
+  if (options.shadow_workers < 0) options.shadow_workers = usable_cpus < AffinityCpus() ? 0 : 1;
   options.grpc.service.shadow_workers = options.shadow_workers;
   options.repository.allow_empty = options.model_poll_interval > absl::ZeroDuration();
   return std::unique_ptr<Server>(new Server(std::move(options)));
