@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #endif
 
@@ -54,6 +55,16 @@ constexpr double kCostDecay = 0.9;
 
 std::string Milliseconds(double seconds) { return absl::StrFormat("%.1f ms", seconds * 1e3); }
 
+// CPU time the calling thread has used (where the system tells; else 0, and
+// Options::background_cpu_share bounds nothing).
+double ThreadCpuSeconds() {
+#if defined(__linux__)
+  timespec t{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0) return static_cast<double>(t.tv_sec) + 1e-9 * t.tv_nsec;
+#endif
+  return 0;
+}
+
 }  // namespace
 
 struct BatchScheduler::Batch {
@@ -69,6 +80,10 @@ absl::Status BatchScheduler::Options::Validate() const {
   if (background_workers < 0 || background_workers > kMaxWorkers) {
     return absl::InvalidArgumentError(
         absl::StrCat("background_workers must be in [0, ", kMaxWorkers, "], got ", background_workers));
+  }
+  if (!(background_cpu_share > 0 && background_cpu_share <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("background_cpu_share must be in (0, 1], got ", background_cpu_share));
   }
   return absl::OkStatus();
 }
@@ -97,7 +112,8 @@ absl::Status BatchScheduler::QueueOptions::Validate() const {
 BatchScheduler::BatchScheduler(const Options& options)
     : on_internal_error_(options.on_internal_error),
       num_workers_(options.num_workers),
-      num_background_workers_(options.background_workers) {
+      num_background_workers_(options.background_workers),
+      background_cpu_share_(options.background_cpu_share) {
   const int threads = num_workers_ + num_background_workers_;
   workers_.reserve(threads);
   for (int i = 0; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
@@ -296,6 +312,10 @@ bool BatchScheduler::TakeBatch(absl::Time now, bool background_worker, Batch* ba
       background_worker || (!dedicated && idle_workers_ >= std::min(1, num_workers() - 1));
   for (const bool background : {false, true}) {
     if (background ? !background_allowed : background_worker) continue;
+    if (background && now < background_resume_) {
+      if (dedicated == background_worker) *wake = std::min(*wake, background_resume_);
+      continue;
+    }
     for (size_t step = 1; step <= n; ++step) {
       const size_t index = (cursor_ + step) % n;
       Queue* q = queues_[index];
@@ -377,6 +397,12 @@ bool BatchScheduler::FillBatch(absl::Time now, Queue* q, Batch* batch,
   return true;
 }
 
+void BatchScheduler::PauseBackground(absl::Time end, double cpu_seconds) {
+  if (background_cpu_share_ >= 1) return;
+  background_resume_ = std::max(background_resume_, end) +
+                       absl::Seconds(cpu_seconds * (1 / background_cpu_share_ - 1));
+}
+
 void BatchScheduler::LowerPriority() {
 #if defined(__linux__)
   sched_param param{};
@@ -449,6 +475,7 @@ void BatchScheduler::WorkerLoop(int worker) {
     if (batch.queue == nullptr) continue;
 
     const absl::Time start = absl::Now();
+    const double start_cpu = ThreadCpuSeconds();
     absl::Status status;
     try {
       status = batch.queue->processor(worker, absl::MakeSpan(batch.slices));
@@ -457,7 +484,9 @@ void BatchScheduler::WorkerLoop(int worker) {
     } catch (...) {
       status = absl::InternalError("scoring failed with an unknown exception");
     }
-    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    const absl::Time end = absl::Now();
+    const double seconds = absl::ToDoubleSeconds(end - start);
+    const double cpu_seconds = ThreadCpuSeconds() - start_cpu;
 
     {
       absl::MutexLock lock(&mu_);
@@ -467,6 +496,7 @@ void BatchScheduler::WorkerLoop(int worker) {
       q->processed_candidates += batch.size;
       q->cost_seconds = q->cost_seconds * kCostDecay + seconds;
       q->cost_candidates = q->cost_candidates * kCostDecay + static_cast<double>(batch.size);
+      if (q->options.background) PauseBackground(end, cpu_seconds);
       for (TaskSlice& slice : batch.slices) {
         BatchTask* task = slice.task;
         TaskState& s = task->state_;

@@ -158,6 +158,16 @@ class BatchScheduler {
     // regular workers run background batches too (see
     // QueueOptions::background).
     int background_workers = 0;
+    // The most CPU time background batches take, as a share of one core:
+    // after a background batch that took t seconds of its thread's CPU
+    // time, no background batch starts for t * (1 / share - 1) seconds (on
+    // any worker; batches that overlap add their pauses). Bounds what
+    // background work costs where a lower priority does not: on the other
+    // hardware thread of a core (SMT), in shared caches and memory
+    // bandwidth, and without background workers. Background tasks whose
+    // deadline passes meanwhile are dropped, as when the workers are busy.
+    // In (0, 1]; 1: no bound.
+    double background_cpu_share = 1;
     // Told of a failure the library can only report, never return: a task's
     // Done that threw (the task is finished regardless). Called on the
     // thread that finished the task (a worker's, or one calling Cancel),
@@ -285,6 +295,9 @@ class BatchScheduler {
   bool Withdraw(BatchTask* task, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Seconds of work queued in every queue, by each queue's recent cost.
   double QueuedSeconds() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a background batch that took `cpu_seconds` and ended at `end`:
+  // delays the next one by Options::background_cpu_share.
+  void PauseBackground(absl::Time end, double cpu_seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   // A task arrived, or shutdown: for the regular workers, and for the
@@ -296,10 +309,13 @@ class BatchScheduler {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int idle_workers_ ABSL_GUARDED_BY(mu_) = 0;  // waiting for work
   bool drained_ ABSL_GUARDED_BY(mu_) = false;  // a closed queue's last task ended
+  // No background batch starts before then (Options::background_cpu_share).
+  absl::Time background_resume_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   const std::function<void(absl::string_view)> on_internal_error_;
   // Set before the workers start (they read them), unlike workers_.size().
   const int num_workers_;
   const int num_background_workers_;
+  const double background_cpu_share_;
   std::vector<std::thread> workers_;
   std::once_flag joined_;
 };

@@ -85,6 +85,11 @@ ABSL_FLAG(int32_t, shadow_workers, masknet::Server::Options().shadow_workers,
           "shadow batch then competes with gRPC's threads for the cores). -1: 1, or 0 where a "
           "cgroup CPU quota is below the CPUs this process may run on (an idle-priority thread's "
           "time counts against the quota).");
+ABSL_FLAG(double, shadow_cpu_share, masknet::Server::Options().grpc.service.shadow_cpu_share,
+          "Shadow scoring: the most CPU time shadow batches take, as a share of one core, in (0, 1]: "
+          "after a shadow batch that took t seconds of CPU, the next starts no sooner than "
+          "t * (1 / share - 1) seconds later. Bounds what a lower priority does not: the other "
+          "hardware thread of a core, and the caches and memory bandwidth cores share.");
 ABSL_FLAG(bool, data_metrics, masknet::Server::Options().grpc.service.data_metrics,
           "Export, per model version, the histograms of the scores served (masknet_scores) and the "
           "counts of feature values mended or out of range, per field (masknet_input_problems_total); "
@@ -175,6 +180,7 @@ Server::Options ServerOptionsFromFlags() {
   o.grpc.service.shadow_max_queued_candidates = absl::GetFlag(FLAGS_shadow_max_queued_candidates);
   o.grpc.service.shadow_max_delay = absl::GetFlag(FLAGS_shadow_max_delay);
   o.grpc.service.shadow_max_batch_size = absl::GetFlag(FLAGS_shadow_max_batch_size);
+  o.grpc.service.shadow_cpu_share = absl::GetFlag(FLAGS_shadow_cpu_share);
   o.shadow_workers = absl::GetFlag(FLAGS_shadow_workers);
   o.grpc.service.data_metrics = absl::GetFlag(FLAGS_data_metrics);
   BatchScheduler::QueueOptions& queue = o.grpc.service.queue;
@@ -208,8 +214,8 @@ std::string NameFlags(absl::string_view message) {
       "max_request_bytes", "max_concurrent_streams", "max_candidates", "max_calls_in_flight", "batch_timeout",
       "max_queued_candidates", "max_queued_bytes", "admit_by_deadline", "deadline_headroom",
       "max_idle_heap_bytes", "drain_delay", "shutdown_grace_period", "shadow_max_queued_candidates",
-      "shadow_max_delay", "shadow_max_batch_size", "shadow_workers", "capture_dir", "capture_fraction",
-      "capture_max_bytes", "capture_file_bytes"};
+      "shadow_max_delay", "shadow_max_batch_size", "shadow_workers", "shadow_cpu_share", "capture_dir",
+      "capture_fraction", "capture_max_bytes", "capture_file_bytes"};
   auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
   std::string out;
   size_t i = 0;

@@ -27,6 +27,7 @@ using serving::v1::RankResponse;
 BatchScheduler::Options SchedulerOptions(const RankerService::Options& service) {
   BatchScheduler::Options options = service.scheduler;
   options.background_workers = service.shadow_workers;
+  options.background_cpu_share = service.shadow_cpu_share;
   if (!options.on_internal_error) {
     options.on_internal_error = [](absl::string_view message) {
       Log(Severity::kError, message, {{"event", "internal_error"}});
@@ -61,6 +62,9 @@ absl::Status RankerService::Options::Validate() const {
   if (shadow_workers < 0 || shadow_workers > kMaxShadowWorkers) {
     return absl::InvalidArgumentError(
         absl::StrCat("shadow_workers must be in [0, ", kMaxShadowWorkers, "], got ", shadow_workers));
+  }
+  if (!(shadow_cpu_share > 0 && shadow_cpu_share <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("shadow_cpu_share must be in (0, 1], got ", shadow_cpu_share));
   }
   if (absl::Status s = SchedulerOptions(*this).Validate(); !s.ok()) return s;
   if (absl::Status s = queue.Validate(); !s.ok()) return s;

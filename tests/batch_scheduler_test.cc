@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -12,7 +13,9 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -604,6 +607,47 @@ TEST(BatchSchedulerTest, BackgroundWorkersWorkDoesNotCountInAnotherQueuesAdmissi
   EXPECT_TRUE(shadow.Wait().ok());
 }
 
+// The calling thread's CPU time.
+absl::Duration ThreadCpuTime() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return absl::DurationFromTimespec(t);
+}
+
+TEST(BatchSchedulerTest, BackgroundCpuSharePausesBackgroundBatchesByTheCpuTimeTheyTook) {
+  // With background workers, and without (the regular workers running
+  // background batches): after a batch that took 20 ms of CPU, at a share
+  // of 0.25 the next starts no sooner than 60 ms after it ended.
+  for (const int background_workers : {1, 0}) {
+    SCOPED_TRACE(absl::StrCat("background_workers=", background_workers));
+    BatchScheduler::Options options = WithBackgroundWorkers(2, background_workers);
+    options.background_cpu_share = 0.25;
+    BatchScheduler scheduler(options);
+    absl::Mutex mu;
+    std::vector<std::pair<absl::Time, absl::Time>> runs;  // (start, end) per batch
+    auto background = scheduler.AddQueue(Background(1), [&](int, absl::Span<TaskSlice>) {
+      const absl::Time start = absl::Now();
+      const absl::Duration until = ThreadCpuTime() + absl::Milliseconds(20);
+      while (ThreadCpuTime() < until) {
+      }
+      absl::MutexLock lock(&mu);
+      runs.emplace_back(start, absl::Now());
+      return absl::OkStatus();
+    });
+    std::vector<std::unique_ptr<TestTask>> tasks;
+    for (int i = 0; i < 4; ++i) {
+      tasks.push_back(std::make_unique<TestTask>(1));
+      ASSERT_TRUE(background->Schedule(tasks.back().get()).ok());
+    }
+    for (auto& task : tasks) EXPECT_TRUE(task->Wait().ok());
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(runs.size(), 4u);
+    for (size_t i = 1; i < runs.size(); ++i) {
+      EXPECT_GE(runs[i].first - runs[i - 1].second, absl::Milliseconds(60)) << "before batch " << i;
+    }
+  }
+}
+
 TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
   BatchScheduler scheduler(Workers(1));
   Gate gate;
@@ -911,6 +955,12 @@ TEST(BatchSchedulerTest, OptionsOutOfBoundsAreRefusedNamingTheOption) {
               HasSubstr("background_workers must be in [0, 1024], got -1"));
   EXPECT_THAT(std::string(WithBackgroundWorkers(1, 1025).Validate().message()),
               HasSubstr("background_workers must be in [0, 1024], got 1025"));
+  for (const double share : {0.0, -0.5, 1.5, std::nan("")}) {
+    BatchScheduler::Options o;
+    o.background_cpu_share = share;
+    EXPECT_THAT(std::string(o.Validate().message()),
+                HasSubstr(absl::StrCat("background_cpu_share must be in (0, 1], got ", share)));
+  }
   struct Case {
     std::function<void(BatchScheduler::QueueOptions&)> change;
     std::string error;

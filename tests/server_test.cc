@@ -61,12 +61,19 @@ TEST(StatusFromExceptionsTest, TurnsWhatWouldEndTheProcessIntoAnError) {
   EXPECT_EQ(StatusFromExceptions("x", [] { return absl::NotFoundError("kept"); }), absl::NotFoundError("kept"));
 }
 
-TEST(GrpcServerOptionsTest, ShadowWorkersAreChecked) {
+TEST(GrpcServerOptionsTest, ShadowOptionsAreChecked) {
   GrpcServer::Options options;
   EXPECT_TRUE(options.Validate().ok());
   options.service.shadow_workers = -1;
   EXPECT_THAT(std::string(options.Validate().message()), HasSubstr("shadow_workers must be in [0, 1024], got -1"));
   options.service.shadow_workers = 0;
+  EXPECT_TRUE(options.Validate().ok());
+  for (const double share : {0.0, 1.01}) {
+    options.service.shadow_cpu_share = share;
+    EXPECT_THAT(std::string(options.Validate().message()),
+                HasSubstr(absl::StrCat("shadow_cpu_share must be in (0, 1], got ", share)));
+  }
+  options.service.shadow_cpu_share = 0.25;
   EXPECT_TRUE(options.Validate().ok());
 }
 
