@@ -397,10 +397,10 @@ bool BatchScheduler::FillBatch(absl::Time now, Queue* q, Batch* batch,
   return true;
 }
 
-void BatchScheduler::PauseBackground(absl::Time end, double cpu_seconds) {
+void BatchScheduler::PauseBackground(absl::Time start, double cpu_seconds) {
   if (background_cpu_share_ >= 1) return;
-  background_resume_ = std::max(background_resume_, end) +
-                       absl::Seconds(cpu_seconds * (1 / background_cpu_share_ - 1));
+  background_resume_ = std::max(background_resume_, start) +
+                       absl::Seconds(cpu_seconds / (background_cpu_share_ * num_workers_));
 }
 
 void BatchScheduler::LowerPriority() {
@@ -484,8 +484,7 @@ void BatchScheduler::WorkerLoop(int worker) {
     } catch (...) {
       status = absl::InternalError("scoring failed with an unknown exception");
     }
-    const absl::Time end = absl::Now();
-    const double seconds = absl::ToDoubleSeconds(end - start);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
     const double cpu_seconds = ThreadCpuSeconds() - start_cpu;
 
     {
@@ -496,7 +495,7 @@ void BatchScheduler::WorkerLoop(int worker) {
       q->processed_candidates += batch.size;
       q->cost_seconds = q->cost_seconds * kCostDecay + seconds;
       q->cost_candidates = q->cost_candidates * kCostDecay + static_cast<double>(batch.size);
-      if (q->options.background) PauseBackground(end, cpu_seconds);
+      if (q->options.background) PauseBackground(start, cpu_seconds);
       for (TaskSlice& slice : batch.slices) {
         BatchTask* task = slice.task;
         TaskState& s = task->state_;

@@ -26,7 +26,8 @@
 // time. Or the scheduler keeps background workers (Options::
 // background_workers): threads of their own, at the lowest CPU priority
 // (Linux's SCHED_IDLE), that run background batches alone, so that the
-// kernel gives them only the CPU time every other thread leaves.
+// kernel gives them only the CPU time every other thread leaves. Either way,
+// Options::background_cpu_share bounds the CPU time background batches take.
 //
 // Queues are bounded in candidates and in bytes. Schedule refuses, with
 // RESOURCE_EXHAUSTED, a task that does not fit, or that the work queued
@@ -158,15 +159,16 @@ class BatchScheduler {
     // regular workers run background batches too (see
     // QueueOptions::background).
     int background_workers = 0;
-    // The most CPU time background batches take, as a share of one core:
-    // after a background batch that took t seconds of its thread's CPU
-    // time, no background batch starts for t * (1 / share - 1) seconds (on
-    // any worker; batches that overlap add their pauses). Bounds what
-    // background work costs where a lower priority does not: on the other
-    // hardware thread of a core (SMT), in shared caches and memory
-    // bandwidth, and without background workers. Background tasks whose
-    // deadline passes meanwhile are dropped, as when the workers are busy.
-    // In (0, 1]; 1: no bound.
+    // The most CPU time background batches take, as a share of the
+    // regular workers' (num_workers cores): a background batch that took t
+    // seconds of its thread's CPU time and started at s lets the next
+    // background batch (on any worker) start no sooner than s + t /
+    // (background_cpu_share * num_workers), and batches that overlap add
+    // their spans. Bounds what background work costs where a lower
+    // priority does not: on the other hardware thread of a core (SMT), in
+    // the caches and memory bandwidth cores share, and without background
+    // workers. Background tasks whose deadline passes meanwhile are
+    // dropped, as when the workers are busy. In (0, 1]; 1: no bound.
     double background_cpu_share = 1;
     // Told of a failure the library can only report, never return: a task's
     // Done that threw (the task is finished regardless). Called on the
@@ -295,9 +297,9 @@ class BatchScheduler {
   bool Withdraw(BatchTask* task, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Seconds of work queued in every queue, by each queue's recent cost.
   double QueuedSeconds() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After a background batch that took `cpu_seconds` and ended at `end`:
-  // delays the next one by Options::background_cpu_share.
-  void PauseBackground(absl::Time end, double cpu_seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a background batch that started at `start` and took
+  // `cpu_seconds`: delays the next one (Options::background_cpu_share).
+  void PauseBackground(absl::Time start, double cpu_seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   // A task arrived, or shutdown: for the regular workers, and for the

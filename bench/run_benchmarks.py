@@ -797,10 +797,11 @@ def shadow_outcomes(server):
 def rollout_section(bench):
     """Issue 20, part 2: what shadow scoring costs the calls that stable answers."""
     log("shadow scoring: capacity with shadowing off, then 70% of it and saturation at each shadow_fraction")
-    # (shadow_fraction, server flags): the default shadow worker, and for comparison the scoring workers
-    # running shadow batches themselves (--shadow_workers=0) at 70% load.
+    # (shadow_fraction, server flags): the defaults (one shadow worker, --shadow_cpu_share=0.1), and for comparison
+    # at 70% load shadow scoring unbounded (--shadow_cpu_share=1), and the scoring workers running shadow batches
+    # themselves (--shadow_workers=0).
     settings = [(f, ()) for f in SHADOW_FRACTIONS]
-    at70_settings = settings + [(1, ("--shadow_workers=0",))]
+    at70_settings = settings + [(1, ("--shadow_cpu_share=1",)), (1, ("--shadow_workers=0",))]
     with tempfile.TemporaryDirectory() as tmp:
         roots = {f: shadow_root(os.path.join(tmp, str(f)), f) for f in SHADOW_FRACTIONS}
 
@@ -815,22 +816,24 @@ def rollout_section(bench):
         capacity = 0
         for _ in range(bench.repeats):
             capacity = max(capacity, run(settings[0], "--concurrency=32", "--candidates=64")["calls"]["ok_per_s"])
-        at70, saturated = {}, {}
-        # A p99 from 8 s at 500 calls/s rests on ~40 calls, and a neighbour's burst moves it by half: the open-loop
-        # runs are longer and repeated once more.
-        at70_repeats, at70_duration = bench.repeats + 1, 2.5 * bench.duration
+        at70_runs, saturated = {}, {}
+        # A p99 from 8 s at 500 calls/s rests on ~40 calls, and a neighbour's burst moves it by half (or, once in a
+        # few runs, tenfold): the open-loop runs are longer, repeated more, and each setting keeps its median run.
+        at70_repeats, at70_duration = 2 * bench.repeats + 1, 2.5 * bench.duration
         for repeat in range(at70_repeats):  # interleaved: off, 10%, 100%, off, ...
             for setting in at70_settings:
                 r = run(setting, f"--rate={capacity * 0.7:.3f}", "--candidates=64", "--deadline=500ms",
                         duration=at70_duration)
-                if setting not in at70 or r["latency_ms"]["p99"] < at70[setting]["latency_ms"]["p99"]:
-                    at70[setting] = r
+                at70_runs.setdefault(setting, []).append(r)
             if repeat >= bench.repeats:
                 continue  # the closed loop's throughput is steadier: bench.repeats runs
             for setting in settings:
                 r = run(setting, "--concurrency=32", "--candidates=64")
                 if setting not in saturated or r["candidates_per_s"] > saturated[setting]["candidates_per_s"]:
                     saturated[setting] = r
+
+    at70 = {setting: sorted(runs, key=lambda r: r["latency_ms"]["p99"])[len(runs) // 2]
+            for setting, runs in at70_runs.items()}
 
     def name(setting):
         fraction, flags = setting
@@ -841,22 +844,23 @@ def rollout_section(bench):
     add("## Shadow scoring\n")
     add(f"`{MODEL}` served as version 1 (`stable`) and version 2 (`canary`, the same files, so a shadow call costs "
         f"what its call cost) with `shadow_fraction` 0, 0.1 and 1 in `rollout.pbtxt`; 64-candidate calls; shadow "
-        f"batches on the default shadow worker, a thread under `SCHED_IDLE` (`--shadow_workers=0`: on the scoring "
-        f"workers, while another is idle, for comparison). Capacity (shadowing off, closed loop at concurrency 32): "
+        f"batches on the default shadow worker, a thread under `SCHED_IDLE`, and bounded by the default "
+        f"`--shadow_cpu_share=0.1` (for comparison, `--shadow_cpu_share=1`: unbounded; `--shadow_workers=0`: on the "
+        f"scoring workers, while another is idle). Capacity (shadowing off, closed loop at concurrency 32): "
         f"**{capacity:,.0f} calls/s**. Each row is its own server process; the settings ran interleaved, "
         f"{at70_repeats} times for {at70_duration:g} s each in the open loop and {bench.repeats} time(s) for "
-        f"{bench.duration:g} s in the closed loop, and each keeps its run with the lowest p99 (open loop) or the "
-        f"most candidates per second (closed loop). Shadow calls are counted from the server's `masknet_shadow_calls_total` at the "
+        f"{bench.duration:g} s in the closed loop, and each keeps its run with the median p99 (open loop; "
+        f"every run's p99 is listed below the tables) or the most candidates per second (closed loop). Shadow calls are counted from the server's `masknet_shadow_calls_total` at the "
         f"end of the run (warm-up included).\n")
     add("| target | wanted | measured | verdict |")
     add("|---|---|---|---|")
     off = at70[settings[0]]
-    for setting in settings[1:]:
+    for setting in at70_settings[1:]:
         r = at70[setting]
         throughput = r["calls"]["ok_per_s"] / off["calls"]["ok_per_s"]
         p99 = r["latency_ms"]["p99"] / off["latency_ms"]["p99"]
         ok = throughput >= 0.9 and p99 <= 1.1
-        add(f"| shadow_fraction {setting[0]:g}, open loop at 70% of capacity | completed calls and p99 within 10% of "
+        add(f"| shadow_fraction {name(setting)}, open loop at 70% of capacity | completed calls and p99 within 10% of "
             f"shadowing off | completed **{throughput:.3f}×**, p99 **{p99:.2f}×** "
             f"({ms(r['latency_ms']['p99'])} against {ms(off['latency_ms']['p99'])} ms) | "
             f"{'met' if ok else 'missed'} |")
@@ -872,12 +876,17 @@ def rollout_section(bench):
                 f"{ms(r['latency_ms']['p99'])} | {errors_text(r)} | {r['server_cpu_cores']:.2f} | "
                 f"{sh['scored']:,.0f} | {sh['dropped']:,.0f} | {sh['failed']:,.0f} |")
     add("")
+    add("Every open-loop run's p99 (ms), in the order they ran: " + "; ".join(
+        f"{name(setting)}: " + ", ".join(ms(r["latency_ms"]["p99"]) for r in runs)
+        for setting, runs in at70_runs.items()) + ".\n")
     add("The shadow worker runs under `SCHED_IDLE`: the kernel gives it only the CPU time the scoring workers, "
         "gRPC's threads (and here the load generator) leave, and preempts it when one of them wakes, so at 70% load "
         "the canary scores what that idle time allows and the rest is dropped (counted), and at saturation almost "
         "everything is. With `--shadow_workers=0` a shadow batch holds a scoring worker only while another is idle, "
         "and competes at equal priority with the threads that answer callers. Neither keeps a shadow batch from "
-        "sharing caches and memory bandwidth with a caller's batch on the other core.\n")
+        "sharing caches and memory bandwidth (and, on SMT hosts, a core) with a caller's batch: what callers feel "
+        "grows with the canary work done, which `--shadow_cpu_share` bounds (by default a tenth of the scoring "
+        "workers' CPU time).\n")
     return "\n".join(lines)
 
 

@@ -86,10 +86,12 @@ ABSL_FLAG(int32_t, shadow_workers, masknet::Server::Options().shadow_workers,
           "cgroup CPU quota is below the CPUs this process may run on (an idle-priority thread's "
           "time counts against the quota).");
 ABSL_FLAG(double, shadow_cpu_share, masknet::Server::Options().grpc.service.shadow_cpu_share,
-          "Shadow scoring: the most CPU time shadow batches take, as a share of one core, in (0, 1]: "
-          "after a shadow batch that took t seconds of CPU, the next starts no sooner than "
-          "t * (1 / share - 1) seconds later. Bounds what a lower priority does not: the other "
-          "hardware thread of a core, and the caches and memory bandwidth cores share.");
+          "Shadow scoring: the most CPU time shadow batches take, as a share of the scoring "
+          "workers' (--num_workers cores), in (0, 1]: a shadow batch that took t seconds of CPU "
+          "lets the next start no sooner than t / (share * num_workers) after it started; shadow "
+          "calls that wait past --shadow_max_delay meanwhile are dropped and counted. Bounds what "
+          "SCHED_IDLE does not: the other hardware thread of a core, and the caches and memory "
+          "bandwidth cores share. 1: no bound.");
 ABSL_FLAG(bool, data_metrics, masknet::Server::Options().grpc.service.data_metrics,
           "Export, per model version, the histograms of the scores served (masknet_scores) and the "
           "counts of feature values mended or out of range, per field (masknet_input_problems_total); "

@@ -61,11 +61,12 @@ class RankerService final : public serving::v1::Ranker::CallbackService {
     // time the callers' threads leave, even on cores they share. 0: the
     // scoring workers run shadow batches while another worker is idle.
     int shadow_workers = 1;
-    // The most CPU time shadow batches take, as a share of one core (the
-    // scheduler's background_cpu_share): bounds what shadow scoring costs
-    // where a lower priority does not (the other hardware thread of a
-    // core, shared caches and memory bandwidth). In (0, 1].
-    double shadow_cpu_share = 1;
+    // The most CPU time shadow batches take, as a share of the scoring
+    // workers' (the scheduler's background_cpu_share): bounds what shadow
+    // scoring costs where a lower priority does not (the other hardware
+    // thread of a core, the caches and memory bandwidth cores share). In
+    // (0, 1]; 1: no bound.
+    double shadow_cpu_share = 0.1;
     static constexpr int kMaxShadowWorkers = BatchScheduler::kMaxWorkers;
     static constexpr absl::Duration kMaxShadowDelay = absl::Minutes(1);
     // Where a sample of the calls answered OK is captured; null: nowhere.

@@ -23,6 +23,7 @@
 #include "masknet/serving/v1/ranker.grpc.pb.h"
 #include "server/grpc_server.h"
 #include "server/metrics.h"
+#include "server/rank_call.h"
 #include "server/ranker_service.h"
 #include "server/server.h"
 #include "server/status_conversion.h"
@@ -412,6 +413,63 @@ TEST_F(ServerTest, InputProblemsAreCountedPerFieldAndTheScoresPerTask) {
   EXPECT_EQ(problems("age", "non_finite_replaced"), -1);  // REJECT: refused, never replaced
   EXPECT_EQ(problems("topics", "out_of_vocabulary"), -1);  // IDENTITY: refused
   EXPECT_EQ(MetricValue(text, "masknet_scores_count{model=\"tiny\",task=\"click\",version=\"2\"}"), 6);
+}
+
+// A call's features and scores, as ScoreBatch sees a RankCall.
+class FeaturesTask : public ScoredTask {
+ public:
+  FeaturesTask(testing::OwnedRequest request, int num_tasks)
+      : request_(std::move(request)), view_(request_.view()), scores_(request_.candidates.size() * num_tasks),
+        num_tasks_(num_tasks) {}
+  int64_t size() const override { return static_cast<int64_t>(request_.candidates.size()); }
+  int64_t bytes() const override { return 0; }
+  absl::Time deadline() const override { return absl::InfiniteFuture(); }
+  void Done(absl::Status) override {}
+  const RequestFeatures& features() const override { return view_; }
+  float* scores(int64_t candidate) override { return scores_.data() + candidate * num_tasks_; }
+  absl::Time accepted() const override { return absl::Now(); }
+  const std::vector<float>& all_scores() const { return scores_; }
+
+ private:
+  testing::OwnedRequest request_;
+  RequestFeatures view_;
+  std::vector<float> scores_;
+  int num_tasks_;
+};
+
+TEST(ScoreBatchTest, AValueThatOverflowsInOneCallFailsThatCallAloneAndLeavesItOutOfTheMetrics) {
+  auto spec = *ModelSpec::FromConfig(testing::ParseConfigOrDie(testing::kTinyConfig));
+  TensorMap weights = testing::RandomWeights(spec, 1);
+  // counts (candidate dense values 1 and 2) is batch-normed without a clamp:
+  // a tiny variance turns a large finite value into infinity.
+  weights["fields.counts.batch_norm.running_var"].values = {1e-6f, 1e-6f};
+  auto model = *MaskNetModel::Create(std::move(spec), std::move(weights), {16});
+  const int num_tasks = model->num_tasks();
+  const float nan = std::nanf("");
+  testing::OwnedRequest good_request = testing::RandomRequest(model->spec().schema, 3, 5);
+  good_request.candidates[0].dense[1] = nan;  // counts: 1 replaced
+  testing::OwnedRequest bad_request = testing::RandomRequest(model->spec().schema, 2, 6);
+  bad_request.candidates[0].dense[1] = nan;  // not counted: its call fails
+  bad_request.candidates[1].dense[2] = 3e38f;
+  FeaturesTask good(good_request, num_tasks), bad(bad_request, num_tasks);
+  ServerMetrics metrics;
+  auto version = metrics.ForVersion("tiny", 1, {"click", "like"}, &model->spec().schema);
+  ScoringWorker worker;
+  std::vector<TaskSlice> batch = {TaskSlice{&good, 0, 3, absl::OkStatus()}, TaskSlice{&bad, 0, 2, absl::OkStatus()}};
+  ASSERT_TRUE(ScoreBatch(*model, version.get(), worker, absl::MakeSpan(batch)).ok());
+  EXPECT_TRUE(batch[0].status.ok()) << batch[0].status;
+  EXPECT_EQ(batch[1].status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(batch[1].status.message()),
+              HasSubstr("candidates[1].features: field 'counts' value 1 (3e+38) overflows float32"));
+  EXPECT_EQ(good.all_scores(), testing::ScoreAllOrDie(*model, good_request.view()));
+  const std::string text = metrics.Serialize();
+  for (const std::string task : {"click", "like"}) {
+    EXPECT_EQ(MetricValue(text, "masknet_scores_count{model=\"tiny\",task=\"" + task + "\",version=\"1\"}"), 3)
+        << task;
+  }
+  EXPECT_EQ(MetricValue(text, "masknet_input_problems_total{field=\"counts\",model=\"tiny\","
+                              "problem=\"non_finite_replaced\",version=\"1\"}"),
+            1);
 }
 
 TEST(ServerMetricsTest, EachScoreCountsInTheFirstBucketItIsAtMost) {
