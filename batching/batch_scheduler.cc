@@ -398,7 +398,6 @@ bool BatchScheduler::FillBatch(absl::Time now, Queue* q, Batch* batch,
 }
 
 void BatchScheduler::PauseBackground(absl::Time start, double cpu_seconds) {
-  if (background_cpu_share_ >= 1) return;
   background_resume_ = std::max(background_resume_, start) +
                        absl::Seconds(cpu_seconds / (background_cpu_share_ * num_workers_));
 }
@@ -475,7 +474,9 @@ void BatchScheduler::WorkerLoop(int worker) {
     if (batch.queue == nullptr) continue;
 
     const absl::Time start = absl::Now();
-    const double start_cpu = ThreadCpuSeconds();
+    // Only a bounded background batch needs its CPU time (a system call).
+    const bool paced = batch.queue->options.background && background_cpu_share_ < 1;
+    const double start_cpu = paced ? ThreadCpuSeconds() : 0;
     absl::Status status;
     try {
       status = batch.queue->processor(worker, absl::MakeSpan(batch.slices));
@@ -485,7 +486,7 @@ void BatchScheduler::WorkerLoop(int worker) {
       status = absl::InternalError("scoring failed with an unknown exception");
     }
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    const double cpu_seconds = ThreadCpuSeconds() - start_cpu;
+    const double cpu_seconds = paced ? ThreadCpuSeconds() - start_cpu : 0;
 
     {
       absl::MutexLock lock(&mu_);
@@ -495,7 +496,7 @@ void BatchScheduler::WorkerLoop(int worker) {
       q->processed_candidates += batch.size;
       q->cost_seconds = q->cost_seconds * kCostDecay + seconds;
       q->cost_candidates = q->cost_candidates * kCostDecay + static_cast<double>(batch.size);
-      if (q->options.background) PauseBackground(start, cpu_seconds);
+      if (paced) PauseBackground(start, cpu_seconds);
       for (TaskSlice& slice : batch.slices) {
         BatchTask* task = slice.task;
         TaskState& s = task->state_;

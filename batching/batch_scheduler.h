@@ -297,7 +297,7 @@ class BatchScheduler {
   bool Withdraw(BatchTask* task, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Seconds of work queued in every queue, by each queue's recent cost.
   double QueuedSeconds() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After a background batch that started at `start` and took
+  // After a bounded background batch that started at `start` and took
   // `cpu_seconds`: delays the next one (Options::background_cpu_share).
   void PauseBackground(absl::Time start, double cpu_seconds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
