@@ -201,14 +201,25 @@ double BatchScheduler::QueuedSeconds() const {
   return seconds;
 }
 
-absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
-  const int64_t size = task->size();
+double BatchScheduler::BackgroundSecondsAhead(absl::Time now) const {
+  double work = 0;
+  for (const Queue* q : queues_) {
+    if (!q->options.background) continue;
+    work += (static_cast<double>(q->queued_candidates) + 0.5 * q->running_candidates) * q->SecondsPerCandidate();
+  }
+  return std::max(0.0, absl::ToDoubleSeconds(background_resume_ - now)) + work / BackgroundParallelism();
+}
+
+double BatchScheduler::BackgroundParallelism() const {
+  const double threads = dedicated_background() ? num_background_workers_ : num_workers_;
+  return std::min(threads, background_cpu_share_ * num_workers_);
+}
+
+absl::Status BatchScheduler::Admission(const Queue* queue, int64_t size, int64_t bytes, absl::Time deadline,
+                                       absl::Time now) const {
   if (size < 1) return absl::InvalidArgumentError("a task must hold at least one candidate");
-  const int64_t bytes = task->bytes();
-  const absl::Time deadline = task->deadline();
-  const QueueOptions& o = queue->options;
-  absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the server is shutting down");
+  const QueueOptions& o = queue->options;
   if (queue->queued_candidates + size > o.max_queued_candidates) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "overloaded: ", queue->queued_candidates, " candidates are queued for this model and the call adds ",
@@ -219,12 +230,15 @@ absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
         "overloaded: queued calls for this model hold ", queue->queued_bytes, " bytes and the call adds ",
         bytes, " (max_queued_bytes=", o.max_queued_bytes, "); retry later"));
   }
-  const absl::Time now = absl::Now();
   const double cost = queue->SecondsPerCandidate();
   if (o.admit_by_deadline && deadline != absl::InfiniteFuture() && cost > 0) {
     const int64_t batches = (size + o.max_batch_size - 1) / o.max_batch_size;
-    const double ahead = QueuedSeconds() / num_workers() + absl::ToDoubleSeconds(o.batch_timeout);
-    const double own = static_cast<double>(size) * cost / std::min<int64_t>(num_workers(), batches);
+    // Background work runs behind the other background queues' and, when
+    // bounded, at the pace background_cpu_share allows.
+    const double parallelism = o.background ? BackgroundParallelism() : num_workers();
+    const double ahead = (o.background ? BackgroundSecondsAhead(now) : QueuedSeconds() / num_workers()) +
+                         absl::ToDoubleSeconds(o.batch_timeout);
+    const double own = static_cast<double>(size) * cost / std::min(parallelism, static_cast<double>(batches));
     const double left = absl::ToDoubleSeconds(deadline - now);
     if (ahead + own > (1 - o.deadline_headroom) * left) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -233,6 +247,23 @@ absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
           "; retry later"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status BatchScheduler::CheckAdmission(const Queue* queue, int64_t size, int64_t bytes,
+                                            absl::Time deadline) const {
+  absl::MutexLock lock(&mu_);
+  return Admission(queue, size, bytes, deadline, absl::Now());
+}
+
+absl::Status BatchScheduler::Schedule(Queue* queue, BatchTask* task) {
+  const int64_t size = task->size();
+  const int64_t bytes = task->bytes();
+  const absl::Time deadline = task->deadline();
+  const QueueOptions& o = queue->options;
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  if (absl::Status refused = Admission(queue, size, bytes, deadline, now); !refused.ok()) return refused;
   // Insert first: should it throw, the task was not accepted and its state
   // is untouched.
   const auto place = queue->tasks.insert(queue->tasks.end(), task);

@@ -27,7 +27,9 @@
 // background_workers): threads of their own, at the lowest CPU priority
 // (Linux's SCHED_IDLE), that run background batches alone, so that the
 // kernel gives them only the CPU time every other thread leaves. Either way,
-// Options::background_cpu_share bounds the CPU time background batches take.
+// Options::background_cpu_share bounds the CPU time background batches take,
+// and a background task that bound (and the background work queued ahead)
+// would keep past its deadline is refused at once (admit_by_deadline).
 //
 // Queues are bounded in candidates and in bytes. Schedule refuses, with
 // RESOURCE_EXHAUSTED, a task that does not fit, or that the work queued
@@ -208,7 +210,12 @@ class BatchScheduler {
     // Most bytes (BatchTask::bytes) held by tasks with queued candidates.
     int64_t max_queued_bytes = int64_t{1} << 30;
     // Whether to refuse a task that, by the measured cost of recent batches,
-    // would miss its deadline behind the work queued ahead of it.
+    // would miss its deadline behind the work queued ahead of it. For a
+    // background queue, the work ahead is the background queues' (queued,
+    // and half of what runs), done at the pace background_cpu_share allows
+    // and after the pause it imposes now; the other queues' work is not
+    // counted, so the estimate is a lower bound when they keep the workers
+    // busy (the deadline still drops what waits too long).
     bool admit_by_deadline = true;
     // The share of a task's time to its deadline that admission keeps free
     // for estimation error: a task is admitted when its estimated finish
@@ -257,6 +264,17 @@ class BatchScheduler {
   struct Batch;
 
   absl::Status Schedule(batching_internal::Queue* queue, BatchTask* task) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status CheckAdmission(const batching_internal::Queue* queue, int64_t size, int64_t bytes,
+                              absl::Time deadline) const ABSL_LOCKS_EXCLUDED(mu_);
+  // OK if `queue` accepts a task of `size` candidates and `bytes` due by
+  // `deadline` at `now`; else why not (as BatchQueue::Schedule).
+  absl::Status Admission(const batching_internal::Queue* queue, int64_t size, int64_t bytes, absl::Time deadline,
+                         absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Seconds before background work queued now would be done: the pause
+  // background_cpu_share imposes, then the background queues' work.
+  double BackgroundSecondsAhead(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cores' worth of CPU background batches get at most.
+  double BackgroundParallelism() const;
   void Cancel(BatchTask* task, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
   // Calls task->Done(status), reporting an exception it throws to
   // Options::on_internal_error.
@@ -339,6 +357,14 @@ class BatchQueue {
   // candidates or bytes), or the work queued ahead would make the task miss
   // its deadline; UNAVAILABLE when the scheduler is shutting down.
   absl::Status Schedule(BatchTask* task) { return scheduler_->Schedule(queue_, task); }
+
+  // What Schedule would answer now for a task of `size` candidates holding
+  // `bytes` until `deadline`, without accepting anything: lets a caller skip
+  // preparing a task the queue would refuse (the answer may change before
+  // it schedules one).
+  absl::Status CheckAdmission(int64_t size, int64_t bytes, absl::Time deadline) const {
+    return scheduler_->CheckAdmission(queue_, size, bytes, deadline);
+  }
 
   // Withdraws `task`: its candidates not yet in a batch leave the queue at
   // once, and it finishes with `status` (unless it already failed) when no

@@ -156,7 +156,9 @@ std::shared_ptr<const ShadowRoute> RankerService::RouteFor(const std::shared_ptr
   }
   BatchScheduler::QueueOptions options = options_.queue;
   options.background = true;
-  options.admit_by_deadline = false;  // its deadline drops it
+  // Refuses, before its features are copied (MaybeShadow), a shadow call
+  // the shadow work queued ahead and --shadow_cpu_share leave no time for.
+  options.admit_by_deadline = true;
   options.max_queued_candidates = options_.shadow_max_queued_candidates;
   options.max_batch_size = std::min(canary->model->max_batch_size(), options_.shadow_max_batch_size);
   // The queue keeps the canary alive until its shadow calls are done.
@@ -176,6 +178,14 @@ void RankerService::MaybeShadow(const std::shared_ptr<const Servable>& servable,
   const absl::Status sampled = StatusFromExceptions("sampling the call for shadow scoring", [&] {
     route = RouteFor(servable, target.canary);
     if (route == nullptr) return absl::OkStatus();
+    // A shadow call the queue would refuse now (full, or too far behind to
+    // be scored within --shadow_max_delay) is dropped before it costs a
+    // copy, and before the call is queued.
+    const auto candidates = static_cast<int64_t>(call->features().candidates.size());
+    if (!route->queue->CheckAdmission(candidates, 0, absl::Now() + route->max_delay).ok()) {
+      route->Count(ShadowMetrics::Outcome::kDropped);
+      return absl::OkStatus();
+    }
     if (route->same_schema) {
       call->SetShadow(route, CopyFeatures(call->features()));
       return absl::OkStatus();

@@ -650,6 +650,73 @@ TEST(BatchSchedulerTest, BackgroundCpuShareSpacesBackgroundBatchesByTheCpuTimeTh
   }
 }
 
+TEST(BatchSchedulerTest, ABackgroundTaskTheCpuShareLeavesNoTimeForIsRefusedAtOnce) {
+  // Batches of one candidate that take 25 ms of CPU. At a share of 0.05 of
+  // 2 workers (a tenth of a core) a task of 2 candidates needs at least
+  // 500 ms, and the first batch holds the next back until 250 ms after it
+  // started: a task due in 400 ms (300 ms without the headroom) is refused.
+  // Unbounded, it needs 50 ms (on an idle core) and is admitted.
+  for (const double share : {0.05, 1.0}) {
+    SCOPED_TRACE(absl::StrCat("background_cpu_share=", share));
+    BatchScheduler::Options options = WithBackgroundWorkers(2, 1);
+    options.background_cpu_share = share;
+    BatchScheduler scheduler(options);
+    auto background = scheduler.AddQueue(Background(1), [&](int, absl::Span<TaskSlice>) {
+      const absl::Duration until = ThreadCpuTime() + absl::Milliseconds(25);
+      while (ThreadCpuTime() < until) {
+      }
+      return absl::OkStatus();
+    });
+    TestTask warmup(1);
+    ASSERT_TRUE(background->Schedule(&warmup).ok());
+    ASSERT_TRUE(warmup.Wait().ok());  // the queue knows its cost
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(400);
+    TestTask hurried(2, deadline);
+    const absl::Status checked = background->CheckAdmission(2, 0, deadline);
+    const absl::Status scheduled = background->Schedule(&hurried);
+    EXPECT_EQ(checked.code(), scheduled.code()) << checked << " / " << scheduled;
+    if (share < 1) {
+      EXPECT_EQ(scheduled.code(), absl::StatusCode::kResourceExhausted) << scheduled;
+      EXPECT_THAT(std::string(scheduled.message()), HasSubstr("would miss its deadline"));
+      EXPECT_EQ(background->stats().queued_candidates, 0);
+      // Without a deadline it waits its turn.
+      TestTask unhurried(2);
+      EXPECT_TRUE(background->CheckAdmission(2, 0, absl::InfiniteFuture()).ok());
+      ASSERT_TRUE(background->Schedule(&unhurried).ok());
+      EXPECT_TRUE(unhurried.Wait().ok());
+      EXPECT_FALSE(hurried.done());
+    } else {
+      ASSERT_TRUE(scheduled.ok()) << scheduled;
+      EXPECT_TRUE(hurried.Wait().ok());
+    }
+  }
+}
+
+TEST(BatchSchedulerTest, CheckAdmissionAnswersAsScheduleWouldAndTakesNothing) {
+  BatchScheduler scheduler(Workers(1));
+  Gate gate;
+  TestTask blocker(1), first(8);
+  auto queue = scheduler.AddQueue(QueueOptions(4, /*max_queued=*/10), [&](int, absl::Span<TaskSlice> batch) {
+    if (batch[0].task == &blocker) gate.Pass();
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(queue->Schedule(&blocker).ok());
+  ASSERT_TRUE(Drained(*queue));
+  EXPECT_TRUE(queue->CheckAdmission(10, 0, absl::InfiniteFuture()).ok());
+  EXPECT_EQ(queue->stats().queued_candidates, 0);
+  ASSERT_TRUE(queue->Schedule(&first).ok());
+  const absl::Status s = queue->CheckAdmission(3, 0, absl::InfiniteFuture());
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("max_queued_candidates=10"));
+  EXPECT_TRUE(queue->CheckAdmission(2, 0, absl::InfiniteFuture()).ok());
+  EXPECT_EQ(queue->CheckAdmission(0, 0, absl::InfiniteFuture()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(queue->stats().queued_candidates, 8);
+  gate.Open();
+  EXPECT_TRUE(first.Wait().ok());
+  scheduler.Shutdown();
+  EXPECT_EQ(queue->CheckAdmission(1, 0, absl::InfiniteFuture()).code(), absl::StatusCode::kUnavailable);
+}
+
 TEST(BatchSchedulerTest, AFullQueueAnswersResourceExhaustedAndTakesNothing) {
   BatchScheduler scheduler(Workers(1));
   Gate gate;

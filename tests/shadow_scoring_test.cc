@@ -74,6 +74,15 @@ class ShadowScoringTest : public ::testing::Test {
     return options;
   }
 
+  // "tiny" with a canary's MLP of ~17 MFLOP per candidate (the stable
+  // version's costs a few kFLOP).
+  static std::string SlowConfig() {
+    return absl::StrReplaceAll(
+        testing::kTinyConfig,
+        {{"mlp { output_size: 8 activation: RELU }",
+          "mlp { output_size: 2048 activation: RELU } mlp { output_size: 2048 activation: RELU }"}});
+  }
+
   RankRequest Request(int candidates, uint32_t seed) {
     RankRequest r = testing::RandomRequest(spec_.schema, candidates, seed).ToProto();
     r.set_model_name("tiny");
@@ -192,17 +201,13 @@ TEST_F(ShadowScoringTest, ACanaryThatCannotReadTheStablesCallsCountsThemFailed) 
 }
 
 TEST_F(ShadowScoringTest, ASlowCanaryIsDroppedFirstWhileTheCallsKeepTheirDeadlines) {
-  // The canary costs ~17 MFLOP per candidate, the stable version a few
-  // kFLOP: shadowing every call would take the workers many times over.
-  const std::string slow_config = absl::StrReplaceAll(
-      testing::kTinyConfig,
-      {{"mlp { output_size: 8 activation: RELU }",
-        "mlp { output_size: 2048 activation: RELU } mlp { output_size: 2048 activation: RELU }"}});
+  // Shadowing every call on the slow canary would take the workers many
+  // times over.
   GrpcServer::Options options = WithMetrics();
   options.service.scheduler.num_workers = 2;
   options.service.shadow_max_queued_candidates = 256;
   options.service.shadow_max_delay = absl::Milliseconds(200);
-  ServerHarness harness(MakeRoot(/*canary_seed=*/2, "shadow_fraction: 1", slow_config), options);
+  ServerHarness harness(MakeRoot(/*canary_seed=*/2, "shadow_fraction: 1", SlowConfig()), options);
   constexpr int kThreads = 4, kCallsPerThread = 40, kCandidates = 128;
   constexpr absl::Duration kDeadline = absl::Seconds(10);
   std::atomic<int> ok{0}, failed{0};
@@ -228,6 +233,28 @@ TEST_F(ShadowScoringTest, ASlowCanaryIsDroppedFirstWhileTheCallsKeepTheirDeadlin
   ASSERT_TRUE(ShadowsEnded(ok.load()));
   EXPECT_EQ(Metric(Calls("scored")) + Metric(Calls("dropped")), ok.load());
   EXPECT_GT(Metric(Calls("dropped")), 0);
+  EXPECT_EQ(Metric(Calls("failed")), 0);
+}
+
+TEST_F(ShadowScoringTest, AShadowCallTheCpuShareLeavesNoTimeForIsDroppedBeforeTheCallIsQueued) {
+  // A slow canary, shadow scoring bounded to 1/10,000 of the workers' CPU:
+  // once one shadow batch has shown what a candidate costs, a 256-candidate
+  // shadow call would take minutes to be scored, past --shadow_max_delay,
+  // and is dropped when its call is sampled (not after waiting out its
+  // delay in the queue).
+  GrpcServer::Options options = WithMetrics();
+  options.service.scheduler.num_workers = 2;
+  options.service.shadow_cpu_share = 1e-4;
+  ServerHarness harness(MakeRoot(/*canary_seed=*/2, "shadow_fraction: 1", SlowConfig()), options);
+  RankResponse answer;
+  ASSERT_TRUE(harness.Rank(Request(8, 1), &answer).ok());
+  ASSERT_TRUE(ShadowsEnded(1));
+  ASSERT_EQ(Metric(Calls("scored")), 1);
+  ASSERT_TRUE(harness.Rank(Request(256, 2), &answer).ok());
+  EXPECT_EQ(answer.candidates_size(), 256);
+  // Counted before the call was answered.
+  EXPECT_EQ(Metric(Calls("dropped")), 1);
+  EXPECT_EQ(Metric(Calls("scored")), 1);
   EXPECT_EQ(Metric(Calls("failed")), 0);
 }
 
