@@ -39,8 +39,12 @@ struct Queue {
   // candidates, each decayed by kCostDecay per batch.
   double cost_seconds = 0;
   double cost_candidates = 0;
+  // The same sum of the batches' thread CPU seconds, kept for a background
+  // queue under Options::background_cpu_share (0 otherwise).
+  double cost_cpu_seconds = 0;
 
   double SecondsPerCandidate() const { return cost_candidates > 0 ? cost_seconds / cost_candidates : 0; }
+  double CpuSecondsPerCandidate() const { return cost_candidates > 0 ? cost_cpu_seconds / cost_candidates : 0; }
 };
 
 }  // namespace batching_internal
@@ -201,18 +205,22 @@ double BatchScheduler::QueuedSeconds() const {
   return seconds;
 }
 
-double BatchScheduler::BackgroundSecondsAhead(absl::Time now) const {
-  double work = 0;
-  for (const Queue* q : queues_) {
-    if (!q->options.background) continue;
-    work += (static_cast<double>(q->queued_candidates) + 0.5 * q->running_candidates) * q->SecondsPerCandidate();
-  }
-  return std::max(0.0, absl::ToDoubleSeconds(background_resume_ - now)) + work / BackgroundParallelism();
+double BatchScheduler::BackgroundPace(const Queue& q) const {
+  // Without background workers, a background batch runs only while another
+  // worker stays idle.
+  const int threads = dedicated_background() ? num_background_workers_ : std::max(1, num_workers_ - 1);
+  const double pace = q.SecondsPerCandidate() / threads;
+  if (background_cpu_share_ >= 1) return pace;
+  return std::max(pace, q.CpuSecondsPerCandidate() / (background_cpu_share_ * num_workers_));
 }
 
-double BatchScheduler::BackgroundParallelism() const {
-  const double threads = dedicated_background() ? num_background_workers_ : num_workers_;
-  return std::min(threads, background_cpu_share_ * num_workers_);
+double BatchScheduler::BackgroundSecondsAhead(absl::Time now) const {
+  double seconds = std::max(0.0, absl::ToDoubleSeconds(background_resume_ - now));
+  for (const Queue* q : queues_) {
+    if (!q->options.background) continue;
+    seconds += (static_cast<double>(q->queued_candidates) + 0.5 * q->running_candidates) * BackgroundPace(*q);
+  }
+  return seconds;
 }
 
 absl::Status BatchScheduler::Admission(const Queue* queue, int64_t size, int64_t bytes, absl::Time deadline,
@@ -233,12 +241,19 @@ absl::Status BatchScheduler::Admission(const Queue* queue, int64_t size, int64_t
   const double cost = queue->SecondsPerCandidate();
   if (o.admit_by_deadline && deadline != absl::InfiniteFuture() && cost > 0) {
     const int64_t batches = (size + o.max_batch_size - 1) / o.max_batch_size;
-    // Background work runs behind the other background queues' and, when
-    // bounded, at the pace background_cpu_share allows.
-    const double parallelism = o.background ? BackgroundParallelism() : num_workers();
-    const double ahead = (o.background ? BackgroundSecondsAhead(now) : QueuedSeconds() / num_workers()) +
-                         absl::ToDoubleSeconds(o.batch_timeout);
-    const double own = static_cast<double>(size) * cost / std::min(parallelism, static_cast<double>(batches));
+    double ahead, own;
+    if (o.background) {
+      // Behind the background work queued, at the pace the background
+      // workers and background_cpu_share allow; the task's last batch ends
+      // before the pause it causes.
+      const int64_t last = size - (batches - 1) * o.max_batch_size;
+      ahead = BackgroundSecondsAhead(now);
+      own = static_cast<double>(size - last) * BackgroundPace(*queue) + static_cast<double>(last) * cost;
+    } else {
+      ahead = QueuedSeconds() / num_workers();
+      own = static_cast<double>(size) * cost / std::min<int64_t>(num_workers(), batches);
+    }
+    ahead += absl::ToDoubleSeconds(o.batch_timeout);
     const double left = absl::ToDoubleSeconds(deadline - now);
     if (ahead + own > (1 - o.deadline_headroom) * left) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -527,6 +542,7 @@ void BatchScheduler::WorkerLoop(int worker) {
       q->processed_candidates += batch.size;
       q->cost_seconds = q->cost_seconds * kCostDecay + seconds;
       q->cost_candidates = q->cost_candidates * kCostDecay + static_cast<double>(batch.size);
+      q->cost_cpu_seconds = q->cost_cpu_seconds * kCostDecay + cpu_seconds;
       if (paced) PauseBackground(start, cpu_seconds);
       for (TaskSlice& slice : batch.slices) {
         BatchTask* task = slice.task;

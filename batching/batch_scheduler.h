@@ -170,7 +170,9 @@ class BatchScheduler {
     // priority does not: on the other hardware thread of a core (SMT), in
     // the caches and memory bandwidth cores share, and without background
     // workers. Background tasks whose deadline passes meanwhile are
-    // dropped, as when the workers are busy. In (0, 1]; 1: no bound.
+    // dropped, as when the workers are busy, and a queue that admits by
+    // deadline refuses at once those the bound would keep past theirs
+    // (QueueOptions::admit_by_deadline). In (0, 1]; 1: no bound.
     double background_cpu_share = 1;
     // Told of a failure the library can only report, never return: a task's
     // Done that threw (the task is finished regardless). Called on the
@@ -212,10 +214,12 @@ class BatchScheduler {
     // Whether to refuse a task that, by the measured cost of recent batches,
     // would miss its deadline behind the work queued ahead of it. For a
     // background queue, the work ahead is the background queues' (queued,
-    // and half of what runs), done at the pace background_cpu_share allows
-    // and after the pause it imposes now; the other queues' work is not
-    // counted, so the estimate is a lower bound when they keep the workers
-    // busy (the deadline still drops what waits too long).
+    // and half of what runs), done by the threads that run background
+    // batches at the pace background_cpu_share allows (by the CPU time
+    // their recent batches took), after the pause it imposes now; the other
+    // queues' work is not counted, so the estimate is a lower bound when
+    // they keep the workers busy (the deadline still drops what waits too
+    // long).
     bool admit_by_deadline = true;
     // The share of a task's time to its deadline that admission keeps free
     // for estimation error: a task is admitted when its estimated finish
@@ -273,8 +277,10 @@ class BatchScheduler {
   // Seconds before background work queued now would be done: the pause
   // background_cpu_share imposes, then the background queues' work.
   double BackgroundSecondsAhead(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Cores' worth of CPU background batches get at most.
-  double BackgroundParallelism() const;
+  // Seconds per candidate at which background queue `q`'s work gets done:
+  // by the threads that may run it, and no faster than its CPU time per
+  // candidate allows under background_cpu_share.
+  double BackgroundPace(const batching_internal::Queue& q) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Cancel(BatchTask* task, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
   // Calls task->Done(status), reporting an exception it throws to
   // Options::on_internal_error.

@@ -77,7 +77,8 @@ ABSL_FLAG(int64_t, shadow_max_batch_size, masknet::Server::Options().grpc.servic
           "bounds how long a caller's batch that arrives meanwhile may wait behind it.");
 ABSL_FLAG(absl::Duration, shadow_max_delay, masknet::Server::Options().grpc.service.shadow_max_delay,
           "Shadow scoring: how long a shadow call may wait for a free worker before it is dropped "
-          "and counted.");
+          "and counted; one that the shadow work queued ahead (at --shadow_cpu_share's pace) would "
+          "keep waiting longer is dropped when its call is sampled.");
 ABSL_FLAG(int32_t, shadow_workers, masknet::Server::Options().shadow_workers,
           "Shadow scoring: threads that run shadow batches alone, under SCHED_IDLE, so that the "
           "kernel gives them only the CPU time the callers' threads leave. 0: the scoring workers "
@@ -89,7 +90,7 @@ ABSL_FLAG(double, shadow_cpu_share, masknet::Server::Options().grpc.service.shad
           "Shadow scoring: the most CPU time shadow batches take, as a share of the scoring "
           "workers' (--num_workers cores), in (0, 1]: a shadow batch that took t seconds of CPU "
           "lets the next start no sooner than t / (share * num_workers) after it started; shadow "
-          "calls that wait past --shadow_max_delay meanwhile are dropped and counted. Bounds what "
+          "calls it would keep waiting past --shadow_max_delay are dropped and counted. Bounds what "
           "SCHED_IDLE does not: the other hardware thread of a core, and the caches and memory "
           "bandwidth cores share. 1: no bound.");
 ABSL_FLAG(bool, data_metrics, masknet::Server::Options().grpc.service.data_metrics,

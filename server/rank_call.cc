@@ -163,6 +163,10 @@ void RankCall::Done(absl::Status status) {
   // Once answered, the call may be deleted at any time: take what the
   // shadow needs first. Only calls answered OK are shadowed (and counted).
   std::shared_ptr<const ShadowRoute> shadow = status.ok() ? std::move(shadow_) : nullptr;
+  if (shadow != nullptr && shadow_dropped_) {
+    shadow->Count(ShadowMetrics::Outcome::kDropped);
+    shadow = nullptr;
+  }
   const absl::Status shadow_error = shadow_error_;
   CopiedFeatures features;
   std::vector<float> scores;

@@ -88,6 +88,12 @@ class RankCall final : public grpc::ServerUnaryReactor, public ScoredTask {
   // cannot read the request). After Prepare. Once the call is answered OK,
   // a ShadowCall scores them and compares (or the error counts as failed).
   void SetShadow(std::shared_ptr<const ShadowRoute> route, absl::StatusOr<CopiedFeatures> features);
+  // Samples the call for shadow scoring on `route`'s canary, which cannot
+  // take it: once the call is answered OK, its shadow counts as dropped.
+  void DropShadow(std::shared_ptr<const ShadowRoute> route) {
+    shadow_ = std::move(route);
+    shadow_dropped_ = true;
+  }
 
   // Captures the call, once it is answered OK, to `capture` (which must
   // outlive the call).
@@ -141,6 +147,7 @@ class RankCall final : public grpc::ServerUnaryReactor, public ScoredTask {
   std::shared_ptr<const ShadowRoute> shadow_;  // null: not sampled
   CopiedFeatures shadow_features_;
   absl::Status shadow_error_;  // the canary cannot read the request
+  bool shadow_dropped_ = false;  // its shadow queue refused it when sampled
   CallCapture* capture_ = nullptr;  // null: not captured
 };
 

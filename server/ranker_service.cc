@@ -157,8 +157,11 @@ std::shared_ptr<const ShadowRoute> RankerService::RouteFor(const std::shared_ptr
   BatchScheduler::QueueOptions options = options_.queue;
   options.background = true;
   // Refuses, before its features are copied (MaybeShadow), a shadow call
-  // the shadow work queued ahead and --shadow_cpu_share leave no time for.
+  // the shadow work queued ahead and --shadow_cpu_share would keep past
+  // --shadow_max_delay, whatever --admit_by_deadline and
+  // --deadline_headroom say for callers' calls.
   options.admit_by_deadline = true;
+  options.deadline_headroom = 0;
   options.max_queued_candidates = options_.shadow_max_queued_candidates;
   options.max_batch_size = std::min(canary->model->max_batch_size(), options_.shadow_max_batch_size);
   // The queue keeps the canary alive until its shadow calls are done.
@@ -179,11 +182,10 @@ void RankerService::MaybeShadow(const std::shared_ptr<const Servable>& servable,
     route = RouteFor(servable, target.canary);
     if (route == nullptr) return absl::OkStatus();
     // A shadow call the queue would refuse now (full, or too far behind to
-    // be scored within --shadow_max_delay) is dropped before it costs a
-    // copy, and before the call is queued.
-    const auto candidates = static_cast<int64_t>(call->features().candidates.size());
-    if (!route->queue->CheckAdmission(candidates, 0, absl::Now() + route->max_delay).ok()) {
-      route->Count(ShadowMetrics::Outcome::kDropped);
+    // be scored within --shadow_max_delay) costs no copy; it counts as
+    // dropped if the call is answered OK.
+    if (!route->queue->CheckAdmission(call->size(), call->bytes(), absl::Now() + route->max_delay).ok()) {
+      call->DropShadow(route);
       return absl::OkStatus();
     }
     if (route->same_schema) {
