@@ -249,9 +249,22 @@ TEST_F(SlowModelTest, AHugeCallOnOneModelDelaysAnotherModelsCallByAtMostOneBatch
   // arrive (batches go on running meanwhile).
   ASSERT_TRUE(WaitFor(h, kSerial, [](const BatchQueueStats& s) { return Accepted(s) == 5; }));
   const int64_t before = Stats(h, kParallel).processed_candidates;
-  // ... to when the server has scored it (not when its answer arrives).
-  ASSERT_TRUE(WaitFor(h, kSerial, [](const BatchQueueStats& s) { return s.processed_candidates == 5; }));
-  const int64_t after = Stats(h, kParallel).processed_candidates;
+  // ... to when the server has scored it (not when its answer arrives):
+  // the parallel model's count read last before a look that found the call
+  // still unscored. Batches go on running while this thread sleeps between
+  // looks or waits for a core, so a count read after the call was scored
+  // would be too high by however many ran meanwhile (on a loaded machine, a
+  // batch too many). This one can only be too low, by what ran since the
+  // look before; looks follow each other closely, so that is rarely a batch.
+  int64_t after = before;
+  const absl::Time give_up = absl::Now() + testing::kWaitTimeout;
+  for (;;) {
+    const int64_t parallel = Stats(h, kParallel).processed_candidates;
+    if (Stats(h, kSerial).processed_candidates == 5) break;
+    after = parallel;
+    ASSERT_LT(absl::Now(), give_up) << "the serial model's call was never scored";
+    absl::SleepFor(absl::Microseconds(100));
+  }
   const grpc::Status s = call.Wait();
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(call.response().candidates_size(), 5);
