@@ -330,7 +330,7 @@ TEST(BatchSchedulerTest, ABackgroundQueueLeavesAWorkerIdleForTheOthers) {
 TEST(BatchSchedulerTest, BackgroundWorkDoesNotCountInAnotherQueuesAdmission) {
   BatchScheduler scheduler(Workers(1));
   Gate gate;
-  TestTask warmup(4), shadow_warmup(4), blocker(1), shadow(40);
+  TestTask warmup(4), shadow_warmup(4), blocker(1), shadow(80);
   auto processor = [&](int, absl::Span<TaskSlice> batch) {
     if (batch[0].task == &blocker) gate.Pass();
     absl::SleepFor(absl::Milliseconds(20));  // >= 5 ms per candidate
@@ -344,10 +344,11 @@ TEST(BatchSchedulerTest, BackgroundWorkDoesNotCountInAnotherQueuesAdmission) {
   ASSERT_TRUE(shadow_warmup.Wait().ok());  // both queues know their cost
   ASSERT_TRUE(primary->Schedule(&blocker).ok());
   ASSERT_TRUE(Drained(*primary));
-  ASSERT_TRUE(background->Schedule(&shadow).ok());  // >= 200 ms of background work queued
-  // Were the background work counted, 200 ms ahead would refuse a call
-  // with 100 ms to its deadline; it runs first, so it is admitted.
-  TestTask hurried(1, absl::Now() + absl::Milliseconds(100));
+  ASSERT_TRUE(background->Schedule(&shadow).ok());  // >= 400 ms of background work queued
+  // Were the background work counted, 400 ms ahead would refuse a call
+  // with 250 ms to its deadline; it runs first, so it is admitted. (The
+  // 250 ms leave this thread and the worker 200 ms to be late in.)
+  TestTask hurried(1, absl::Now() + absl::Milliseconds(250));
   const absl::Status s = primary->Schedule(&hurried);
   EXPECT_TRUE(s.ok()) << s;
   gate.Open();
@@ -574,7 +575,7 @@ TEST(BatchSchedulerTest, ShutdownWithCallsStillQueuedStopsTheBackgroundWorkersTo
 TEST(BatchSchedulerTest, BackgroundWorkersWorkDoesNotCountInAnotherQueuesAdmission) {
   BatchScheduler scheduler(WithBackgroundWorkers(1, 1));
   Gate gate;
-  TestTask warmup(4), shadow_warmup(4), shadow(40);
+  TestTask warmup(4), shadow_warmup(4), shadow(80);
   std::atomic<bool> gated{false};
   auto processor = [&](int, absl::Span<TaskSlice>) {
     if (gated) gate.Pass();
@@ -585,7 +586,7 @@ TEST(BatchSchedulerTest, BackgroundWorkersWorkDoesNotCountInAnotherQueuesAdmissi
     absl::SleepFor(absl::Milliseconds(20));
     return absl::OkStatus();
   });
-  auto background = scheduler.AddQueue(Background(40), processor);
+  auto background = scheduler.AddQueue(Background(80), processor);
   ASSERT_TRUE(primary->Schedule(&warmup).ok());
   ASSERT_TRUE(background->Schedule(&shadow_warmup).ok());
   ASSERT_TRUE(warmup.Wait().ok());
@@ -594,10 +595,10 @@ TEST(BatchSchedulerTest, BackgroundWorkersWorkDoesNotCountInAnotherQueuesAdmissi
   ASSERT_TRUE(background->Schedule(&shadow).ok());
   ASSERT_TRUE(WaitUntil(
       "the background batch to run", [&] { return background->stats().running_candidates; },
-      [](int64_t n) { return n == 40; }));
-  // 200 ms of background work is running, on a worker of its own: a call
-  // with 100 ms to its deadline is admitted.
-  TestTask hurried(1, absl::Now() + absl::Milliseconds(100));
+      [](int64_t n) { return n == 80; }));
+  // 400 ms of background work is running, on a worker of its own: a call
+  // with 250 ms to its deadline is admitted.
+  TestTask hurried(1, absl::Now() + absl::Milliseconds(250));
   const absl::Status s = primary->Schedule(&hurried);
   EXPECT_TRUE(s.ok()) << s;
   if (s.ok()) {

@@ -191,17 +191,23 @@ TEST_F(SlowModelTest, ACallWhoseDeadlinePassesInTheQueueIsNotScoredAndFreesItsCa
 }
 
 TEST_F(SlowModelTest, AFullQueueAnswersResourceExhausted) {
-  ServerHarness h(MakeRoot(), Options(2 * kHuge + 100, /*admit_by_deadline=*/true), kBatch);
-  const RankRequest another = Request(kParallel, kHuge, 3);
+  GrpcServer::Options options = Options(2 * kHuge + 100, /*admit_by_deadline=*/true);
+  options.service.max_candidates = 2 * kHuge;
+  ServerHarness h(MakeRoot(), options, kBatch);
+  // Alone it fits the queue; behind the first two calls, it fits only once
+  // they have all but 100 candidates scored, however many of their batches
+  // ran before it arrived.
+  const RankRequest another = Request(kParallel, 2 * kHuge, 3);
   std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 2);
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) { return Accepted(s) == 2 * kHuge; }));
-  // Refused as long as the first two calls have more than 100 candidates
-  // queued, however many of their batches ran before this one arrived.
   RankResponse response;
   const grpc::Status s = h.Rank(another, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("--max_queued_candidates"));
+  EXPECT_LT(Stats(h, kParallel).processed_candidates, 2 * kHuge) << "the huge calls ended first";
   for (auto& call : huge) EXPECT_TRUE(call->Wait().ok());
+  // Once they are done, it fits.
+  EXPECT_TRUE(h.Rank(another, &response).ok());
 }
 
 TEST_F(SlowModelTest, CallsBeyondMaxCallsInFlightAreRefusedAtOnce) {
@@ -225,15 +231,16 @@ TEST_F(SlowModelTest, CallsBeyondMaxCallsInFlightAreRefusedAtOnce) {
 }
 
 TEST_F(SlowModelTest, ACallThatWouldMissItsDeadlineIsRefusedAtOnce) {
-  ServerHarness h(MakeRoot(), Options(4 * kHuge, /*admit_by_deadline=*/true), kBatch);
-  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 3);
+  ServerHarness h(MakeRoot(), Options(5 * kHuge, /*admit_by_deadline=*/true), kBatch);
+  std::vector<std::unique_ptr<AsyncRank>> huge = SendHuge(h, 4);
   const RankRequest request = Request(kParallel, 64, 2);
   ASSERT_TRUE(WaitFor(h, kParallel, [](const BatchQueueStats& s) {
-    return Accepted(s) == 3 * kHuge && s.batches >= 2;  // all queued, cost measured
+    return Accepted(s) == 4 * kHuge && s.batches >= 2;  // all queued, cost measured
   }));
   RankResponse response;
-  // Most of three huge calls ahead (about a second on the fastest machine
-  // seen); 500 ms is ample for the call itself to arrive.
+  // Most of four huge calls ahead (over a second on the fastest machine
+  // seen, against the 375 ms the deadline leaves after its headroom); 500 ms
+  // is ample for the call itself to arrive.
   const grpc::Status s = h.Rank(request, &response, absl::Milliseconds(500));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("would miss its deadline"));

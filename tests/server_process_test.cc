@@ -281,8 +281,11 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
   auto stub = serving::v1::Ranker::NewStub(channel);
   const std::string config_path = testing::FixtureModelRoot(name) + "/" + name + "/1/model_config.pbtxt";
   auto spec = *ModelSpec::FromConfig(*ReadModelConfig(config_path));
-  // Each call takes tens of milliseconds, more than the workers run at once.
-  const serving::v1::RankRequest request = testing::RandomRequest(spec.schema, 3000, 7).ToProto();
+  // Each call takes over a hundred milliseconds, and there are more than
+  // the workers run at once: the last to arrive is still being scored when
+  // this thread sees it arrive, unless it looks that much late.
+  constexpr int kCandidates = 8000;
+  const serving::v1::RankRequest request = testing::RandomRequest(spec.schema, kCandidates, 7).ToProto();
 
   std::atomic<bool> signalled{false};
   std::atomic<int> ok_after_signal{0}, ok{0}, failed{0};
@@ -294,7 +297,7 @@ TEST(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
       serving::v1::RankResponse response;
       const grpc::Status status = stub->Rank(&context, request, &response);
       if (status.ok()) {
-        EXPECT_EQ(response.candidates_size(), 3000);
+        EXPECT_EQ(response.candidates_size(), kCandidates);
         ++ok;
         if (signalled) ++ok_after_signal;
       } else {
@@ -602,7 +605,10 @@ TEST_F(CaptureProcessTest, CapturedCallsRoundTripCompareAndReplay) {
   ASSERT_GT(port, 0) << server.Log();
   const std::string replay_json = testing::MakeTempDir() + "/replay.json";
   ChildProcess loadgen(MASKNET_LOADGEN_BINARY, {absl::StrCat("--target=127.0.0.1:", port), "--replay=" + capture_,
-                                                "--warmup=0s", "--duration=1s", "--json=" + replay_json});
+                                                "--warmup=0s", "--duration=1s", "--json=" + replay_json,
+                                                // Silences cut to 20 ms: however slowly the calls were
+                                                // captured, all 20 fit in the second.
+                                                "--replay_max_gap=20ms"});
   ASSERT_EQ(loadgen.Wait(), 0) << loadgen.Log();
   std::ifstream in(replay_json);
   const std::string replayed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -521,7 +521,7 @@ TEST_F(ServerTest, HealthServiceReportsServing) {
 }
 
 TEST(ServerShutdownTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
-  // Six calls of tens of milliseconds each on a full-size model; once the
+  // Six calls of about a tenth of a second each on a full-size model; once the
   // server holds them all (however slowly the client's threads sent them),
   // shut down: every one is answered, and a call after that is refused as
   // UNAVAILABLE, never half-done.
@@ -531,10 +531,13 @@ TEST(ServerShutdownTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
   const auto config = ReadModelConfig(root + "/" + name + "/1/model_config.pbtxt");
   ASSERT_TRUE(config.ok()) << config.status();
   const ModelSpec spec = *ModelSpec::FromConfig(*config);
-  RankRequest request = testing::RandomRequest(spec.schema, 1000, 1).ToProto();
+  // Calls large enough that the last to arrive still has tens of
+  // milliseconds of scoring ahead when this thread sees it arrive.
+  constexpr int kCandidates = 4000;
+  RankRequest request = testing::RandomRequest(spec.schema, kCandidates, 1).ToProto();
   request.set_model_name(name);
   GrpcServer::Options options;
-  options.service.max_candidates = 1000;
+  options.service.max_candidates = kCandidates;
   options.max_request_bytes = 64 << 20;
   ServerHarness harness(root, options);
   constexpr int kCalls = 6;
@@ -546,7 +549,7 @@ TEST(ServerShutdownTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
       RankResponse response;
       const grpc::Status status = harness.Rank(request, &response);
       EXPECT_TRUE(status.ok()) << status.error_message();
-      EXPECT_EQ(response.candidates_size(), 1000);
+      EXPECT_EQ(response.candidates_size(), kCandidates);
       if (status.ok() && shutting_down) ++ok_after_shutdown;
       if (status.ok()) ++ok;
     });
@@ -557,7 +560,7 @@ TEST(ServerShutdownTest, ShutdownFinishesCallsInFlightAndThenRefusesNewOnes) {
         const BatchQueueStats s = harness.server().service().QueueStats(name, 0).value_or(BatchQueueStats{});
         return s.queued_candidates + s.running_candidates + s.processed_candidates;
       },
-      [](int64_t accepted) { return accepted == kCalls * 1000; }));
+      [](int64_t accepted) { return accepted == kCalls * kCandidates; }));
   shutting_down = true;
   harness.server().Shutdown(absl::Seconds(60));
   for (auto& t : threads) t.join();
