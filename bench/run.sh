@@ -2,7 +2,7 @@
 # The benchmark command: installs what is missing, builds, and writes
 # docs/benchmarks.md (and its plots) from this machine: the forward pass
 # beside ONNX Runtime and PyTorch (fp32 and int8), then the server at each
-# precision. Takes ~50 minutes;
+# precision. Takes ~60 minutes;
 # --quick runs a short smoke version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
